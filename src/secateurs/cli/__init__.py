@@ -1,0 +1,50 @@
+"""``secateurs`` command line: a thin table of sub-commands over the library.
+
+Each entry names a module exposing ``add_parser(subparsers)`` and ``run(args) -> int``; no command holds
+logic of its own beyond turning flags into library calls.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from ._common import UsageError, handle_errors
+
+COMMANDS: dict[str, str] = {
+    "train": "secateurs.cli.train",
+    "info": "secateurs.cli.info",
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error (no usage dump) and exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .. import __version__
+
+    parser = _Parser(
+        prog="secateurs", description="Prune PyTorch networks: cyclical sparsity and AutoBot filter pruning.")
+    parser.add_argument("--version", action="version", version=f"secateurs {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, module in COMMANDS.items():
+        importlib.import_module(module).add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    with handle_errors(parser, args.command) as status:
+        status.code = args.run(args)
+    return status.code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+__all__ = ["main", "build_parser", "COMMANDS", "UsageError"]

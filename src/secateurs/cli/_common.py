@@ -1,0 +1,222 @@
+"""Flags shared by several commands, their validation, and the one place user errors become exit code 2."""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class UsageError(Exception):
+    """A bad flag value. The message names the flag and the value; the CLI prints it and exits with 2."""
+
+
+@dataclass
+class _Status:
+    code: int = 0
+
+
+@contextlib.contextmanager
+def handle_errors(parser: argparse.ArgumentParser, command: str):
+    """Turn expected user errors into one line on stderr and exit status 2 (no traceback).
+
+    ``SECATEURS_DEBUG=1`` re-raises so developers still get the traceback.
+    """
+    status = _Status()
+    try:
+        yield status
+    except (UsageError, FileNotFoundError, FileExistsError) as e:
+        if os.environ.get("SECATEURS_DEBUG"):
+            raise
+        msg = e.args[0] if e.args else str(e)
+        print(f"secateurs {command}: error: {msg}", file=sys.stderr)
+        status.code = 2
+        raise SystemExit(2)
+    except KeyboardInterrupt:
+        print(f"secateurs {command}: interrupted; no output was written in place", file=sys.stderr)
+        raise SystemExit(130)
+
+
+# ----------------------------------------------------------------------------------------------- types
+def positive_int(flag: str):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{flag} must be an integer, got {text!r}") from None
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"{flag} must be >= 1, got {value}")
+        return value
+
+    return parse
+
+
+def nonneg_int(flag: str):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{flag} must be an integer, got {text!r}") from None
+        if value < 0:
+            raise argparse.ArgumentTypeError(f"{flag} must be >= 0, got {value}")
+        return value
+
+    return parse
+
+
+def positive_float(flag: str, allow_zero: bool = False):
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{flag} must be a number, got {text!r}") from None
+        if not (value >= 0 if allow_zero else value > 0) or value != value or value == float("inf"):
+            bound = ">= 0" if allow_zero else "> 0"
+            raise argparse.ArgumentTypeError(f"{flag} must be {bound}, got {text}")
+        return value
+
+    return parse
+
+
+def fraction(flag: str, low_inclusive: bool = True, high_inclusive: bool = False):
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{flag} must be a number, got {text!r}") from None
+        lo_ok = value >= 0 if low_inclusive else value > 0
+        hi_ok = value <= 1 if high_inclusive else value < 1
+        if not (lo_ok and hi_ok):
+            lo, hi = "[" if low_inclusive else "(", "]" if high_inclusive else ")"
+            raise argparse.ArgumentTypeError(f"{flag} must be in {lo}0, 1{hi}, got {text}")
+        return value
+
+    return parse
+
+
+def existing_dir(flag: str):
+    def parse(text: str) -> Path:
+        path = Path(text)
+        if not path.is_dir():
+            raise argparse.ArgumentTypeError(f"{flag}: directory {text!r} does not exist")
+        return path
+
+    return parse
+
+
+# ----------------------------------------------------------------------------------------------- groups
+def add_data_args(p: argparse.ArgumentParser, required: bool = True) -> None:
+    g = p.add_argument_group("data")
+    g.add_argument("--data", required=required, metavar="D",
+                   help="dataset name (fashion-mnist, mnist5k, mnist1d, digits, cifar10)")
+    g.add_argument("--data-dir", type=existing_dir("--data-dir"), default=None,
+                   help="directory holding the dataset files (else $SECATEURS_DATA, system paths, download)")
+    g.add_argument("--train-subset", type=positive_int("--train-subset"), default=None, metavar="N",
+                   help="train on the first N images of a seeded permutation of the training split")
+    g.add_argument("--val-size", type=nonneg_int("--val-size"), default=None, metavar="N",
+                   help="images carved from the training data for validation (default: dataset's)")
+
+
+def add_train_args(p: argparse.ArgumentParser, epochs: float = 10, lr: float = 0.1, wd: float = 5e-4,
+                   batch_size: int = 128, warmup: float = 1.0) -> None:
+    g = p.add_argument_group("training")
+    g.add_argument("--epochs", type=positive_float("--epochs"), default=epochs, help=f"default {epochs}")
+    g.add_argument("--lr", type=positive_float("--lr"), default=lr, help=f"peak learning rate (default {lr})")
+    g.add_argument("--batch-size", type=positive_int("--batch-size"), default=batch_size,
+                   help=f"global batch size (default {batch_size})")
+    g.add_argument("--optimizer", choices=("sgd", "adam", "adamw"), default="sgd")
+    g.add_argument("--momentum", type=fraction("--momentum"), default=0.9)
+    g.add_argument("--weight-decay", type=positive_float("--weight-decay", allow_zero=True), default=wd)
+    g.add_argument("--warmup-epochs", type=positive_float("--warmup-epochs", allow_zero=True), default=warmup)
+    g.add_argument("--label-smoothing", type=fraction("--label-smoothing"), default=0.0)
+    g.add_argument("--no-augment", action="store_true", help="disable random crop / flip")
+    g.add_argument("--max-steps", type=positive_int("--max-steps"), default=None,
+                   help="stop after this many optimizer steps (smoke tests)")
+
+
+def add_run_args(p: argparse.ArgumentParser, out_required: bool = True) -> None:
+    g = p.add_argument_group("run")
+    g.add_argument("--seed", type=nonneg_int("--seed"), default=0)
+    g.add_argument("--threads", type=positive_int("--threads"), default=None, help="torch CPU threads")
+    g.add_argument("--out", required=out_required, type=Path, metavar="DIR",
+                   help="output checkpoint directory (written atomically)")
+    g.add_argument("--overwrite", action="store_true", help="replace an existing --out directory")
+    g.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
+
+
+def check_out(args) -> None:
+    if args.out is not None and args.out.exists() and not args.overwrite:
+        raise UsageError(f"--out: {str(args.out)!r} already exists; pass --overwrite to replace it")
+
+
+def setup_threads(args) -> None:
+    import torch
+
+    if getattr(args, "threads", None):
+        torch.set_num_threads(args.threads)
+
+
+def load_data(args, input_hint: str | None = None):
+    """Resolve --data and friends into DataSplits, with flag-naming errors."""
+    from ..data import get_dataset, list_datasets
+
+    if args.data not in list_datasets():
+        raise UsageError(f"--data: unknown dataset {args.data!r}; known: {', '.join(list_datasets())}")
+    try:
+        return get_dataset(args.data, data_dir=args.data_dir, train_subset=args.train_subset,
+                           val_size=args.val_size, seed=args.seed)
+    except ValueError as e:
+        raise UsageError(f"--data {args.data}: {e}") from None
+
+
+def make_model(name: str, data, flag: str = "--model"):
+    """Build a model for a dataset; returns (model, ModelSpec)."""
+    from ..io import ModelSpec
+    from ..models import create_model, list_models
+
+    if ":" not in name and name not in list_models():
+        raise UsageError(f"{flag}: unknown model {name!r}; known: {', '.join(list_models())} "
+                         "or package.module:factory")
+    kwargs = {"num_classes": data.num_classes, "in_channels": data.input_shape[0]}
+    if len(data.input_shape) == 3 and ":" not in name:
+        kwargs["input_size"] = data.input_shape[1]
+    try:
+        model = create_model(name, **kwargs)
+    except (ImportError, AttributeError, KeyError, TypeError, ValueError) as e:
+        raise UsageError(f"{flag}: cannot build {name!r}: {e}") from None
+    spec = ModelSpec(name=name, kwargs=kwargs, input_shape=list(data.input_shape),
+                     num_classes=data.num_classes, dataset=data.name)
+    return model, spec
+
+
+def load_checkpoint_arg(path, flag: str = "--checkpoint"):
+    from ..io import load_checkpoint
+
+    try:
+        return load_checkpoint(path)
+    except FileNotFoundError as e:
+        raise UsageError(f"{flag}: {e}") from None
+    except ValueError as e:
+        raise UsageError(f"{flag} {str(path)!r}: {e}") from None
+
+
+def train_config(args):
+    from ..train import TrainConfig
+
+    return TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, optimizer=args.optimizer,
+                       momentum=args.momentum, weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs,
+                       label_smoothing=args.label_smoothing, seed=args.seed, augment=not args.no_augment,
+                       max_steps=args.max_steps)
+
+
+def versions() -> dict:
+    import platform
+
+    import torch
+
+    from .. import __version__
+
+    return {"secateurs": __version__, "torch": torch.__version__, "python": platform.python_version(),
+            "platform": platform.platform(), "machine": platform.machine(), "cpus": os.cpu_count()}

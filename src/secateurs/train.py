@@ -1,0 +1,248 @@
+"""The training loop every secateurs command uses, with callbacks as the pruning extension point.
+
+Pruning methods never edit this loop: the cyclical sparsifier hooks the optimizer from a callback, AutoBot
+fine-tunes through it. The loop is deterministic on CPU for a given seed, and runs unchanged under
+``torchrun`` (DDP): the global batch is split over ranks, each rank reads its shard of the same permutation,
+and only rank 0 prints.
+"""
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import distributed as dist_utils
+from .data import BatchLoader, DataSplits
+
+__all__ = ["TrainConfig", "Callback", "Trainer", "TrainResult", "fit", "evaluate", "lr_factor"]
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters of one training run. ``batch_size`` is the global batch (split over DDP ranks)."""
+
+    epochs: float = 10
+    lr: float = 0.1
+    batch_size: int = 128
+    optimizer: str = "sgd"
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    warmup_epochs: float = 1.0
+    label_smoothing: float = 0.0
+    seed: int = 0
+    augment: bool = True
+    eval_batch_size: int = 512
+    max_steps: int | None = None
+    evaluate_every_epoch: bool = True
+
+    def __post_init__(self) -> None:
+        checks = [
+            ("epochs", self.epochs, self.epochs > 0),
+            ("lr", self.lr, self.lr > 0 and math.isfinite(self.lr)),
+            ("batch_size", self.batch_size, self.batch_size >= 1),
+            ("momentum", self.momentum, 0 <= self.momentum < 1),
+            ("weight_decay", self.weight_decay, self.weight_decay >= 0),
+            ("warmup_epochs", self.warmup_epochs, self.warmup_epochs >= 0),
+            ("label_smoothing", self.label_smoothing, 0 <= self.label_smoothing < 1),
+            ("eval_batch_size", self.eval_batch_size, self.eval_batch_size >= 1),
+            ("max_steps", self.max_steps, self.max_steps is None or self.max_steps >= 1),
+        ]
+        for name, value, ok in checks:
+            if not ok:
+                raise ValueError(f"TrainConfig.{name}: invalid value {value!r}")
+        if self.optimizer not in ("sgd", "adam", "adamw"):
+            raise ValueError(f"TrainConfig.optimizer: expected sgd, adam or adamw, got {self.optimizer!r}")
+
+
+class Callback:
+    """Hooks into :class:`Trainer`. Override what you need; every method is optional."""
+
+    def on_train_begin(self, trainer: "Trainer") -> None: ...
+
+    def on_step_end(self, trainer: "Trainer", step: int, loss: float) -> None: ...
+
+    def on_epoch_end(self, trainer: "Trainer", epoch: int, metrics: dict) -> None: ...
+
+    def on_train_end(self, trainer: "Trainer") -> None: ...
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None: ...
+
+
+def lr_factor(step: int, total_steps: int, warmup_steps: int) -> float:
+    """Linear warm-up then one cosine to zero: a pure function of the step."""
+    if warmup_steps > 0 and step < warmup_steps:
+        return (step + 1) / warmup_steps
+    span = max(1, total_steps - warmup_steps)
+    progress = min(1.0, (step - warmup_steps) / span)
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 512) -> dict[str, float]:
+    """Top-1 accuracy (0–1) and mean cross-entropy in eval mode; the model's mode is restored."""
+    if len(x) == 0:
+        return {"accuracy": float("nan"), "loss": float("nan")}
+    was_training = model.training
+    model.eval()
+    device = _device_of(model)
+    correct, loss_sum = 0, 0.0
+    try:
+        for i in range(0, len(x), batch_size):
+            xb, yb = x[i:i + batch_size].to(device), y[i:i + batch_size].to(device)
+            out = model(xb)
+            loss_sum += F.cross_entropy(out, yb, reduction="sum").item()
+            correct += (out.argmax(1) == yb).sum().item()
+    finally:
+        model.train(was_training)
+    return {"accuracy": correct / len(x), "loss": loss_sum / len(x)}
+
+
+@dataclass
+class TrainResult:
+    history: list[dict] = field(default_factory=list)
+    accuracy: float = float("nan")
+    loss: float = float("nan")
+    epochs: float = 0
+    steps: int = 0
+    elapsed_s: float = 0.0
+    train_images_per_s: float = 0.0
+    seconds_per_epoch: float = 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class Trainer:
+    """Owns model, optimizer, LR schedule and step counter for one run; see :func:`fit`."""
+
+    def __init__(self, model: nn.Module, data: DataSplits, config: TrainConfig,
+                 callbacks: Sequence[Callback] = (), progress: bool | None = None,
+                 params: Any = None):
+        self.config = config
+        self.data = data
+        self.callbacks = list(callbacks)
+        self.model = model
+        self.rank, self.world_size = dist_utils.rank(), dist_utils.world_size()
+        if config.batch_size % self.world_size:
+            raise ValueError(f"batch_size {config.batch_size} is not divisible by the world size {self.world_size}")
+        self.device = _device_of(model)
+        self.loader = BatchLoader(
+            data.train_x, data.train_y, config.batch_size // self.world_size, shuffle=True,
+            augment=data.augment if config.augment else None, seed=config.seed, drop_last=True,
+            rank=self.rank, world_size=self.world_size)
+        if len(self.loader) == 0:
+            raise ValueError(f"batch_size {config.batch_size} is larger than the training set ({len(data.train_x)})")
+        self.steps_per_epoch = len(self.loader)
+        self.total_steps = max(1, round(config.epochs * self.steps_per_epoch))
+        if config.max_steps is not None:
+            self.total_steps = min(self.total_steps, config.max_steps)
+        self.warmup_steps = min(round(config.warmup_epochs * self.steps_per_epoch), self.total_steps // 2)
+        self.ddp_model = model
+        if dist_utils.is_distributed():
+            self.ddp_model = nn.parallel.DistributedDataParallel(model)
+        trainable = params if params is not None else [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = _make_optimizer(trainable, config)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: lr_factor(s, self.total_steps, self.warmup_steps))
+        self.global_step = 0
+        self.show_progress = (sys.stderr.isatty() if progress is None else progress) and dist_utils.is_main()
+        self.log_epochs = progress is not False and dist_utils.is_main()
+
+    def _emit(self, method: str, *args) -> None:
+        for cb in self.callbacks:
+            getattr(cb, method)(self, *args)
+
+    def run(self) -> TrainResult:
+        from tqdm.auto import tqdm
+
+        cfg = self.config
+        torch.manual_seed(cfg.seed)
+        result = TrainResult()
+        self._emit("on_train_begin")
+        start = time.perf_counter()
+        train_time, images = 0.0, 0
+        epoch = 0
+        while self.global_step < self.total_steps:
+            self.loader.set_epoch(epoch)
+            self.model.train()
+            n_steps = min(self.steps_per_epoch, self.total_steps - self.global_step)
+            bar = tqdm(total=n_steps, desc=f"epoch {epoch + 1}/{math.ceil(self.total_steps / self.steps_per_epoch)}",
+                       disable=not self.show_progress, leave=False, file=sys.stderr, dynamic_ncols=True)
+            loss_sum, correct, seen = 0.0, 0, 0
+            t0 = time.perf_counter()
+            for i, (xb, yb) in enumerate(self.loader):
+                if i >= n_steps:
+                    break
+                xb, yb = xb.to(self.device, non_blocking=True), yb.to(self.device, non_blocking=True)
+                out = self.ddp_model(xb)
+                loss = F.cross_entropy(out, yb, label_smoothing=cfg.label_smoothing)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                self.optimizer.step()
+                self.scheduler.step()
+                self.global_step += 1
+                loss_value = loss.item()
+                self._emit("on_step_end", self.global_step - 1, loss_value)
+                loss_sum += loss_value * len(yb)
+                correct += (out.argmax(1) == yb).sum().item()
+                seen += len(yb)
+                rate = seen * self.world_size / max(time.perf_counter() - t0, 1e-9)
+                bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}", img_s=f"{rate:.0f}",
+                                refresh=False)
+                bar.update(1)
+            bar.close()
+            epoch_time = time.perf_counter() - t0
+            train_time += epoch_time
+            images += seen * self.world_size
+            metrics = {"epoch": epoch + 1, "step": self.global_step, "train_loss": loss_sum / max(seen, 1),
+                       "train_accuracy": correct / max(seen, 1), "lr": self.optimizer.param_groups[0]["lr"],
+                       "seconds": epoch_time, "images_per_s": seen * self.world_size / max(epoch_time, 1e-9)}
+            if cfg.evaluate_every_epoch and len(self.data.val_x):
+                metrics.update({f"val_{k}": v for k, v in
+                                evaluate(self.model, self.data.val_x, self.data.val_y, cfg.eval_batch_size).items()})
+            self._emit("on_epoch_end", epoch, metrics)
+            result.history.append(metrics)
+            if self.log_epochs:
+                val = f" val_acc {metrics['val_accuracy']:.4f}" if "val_accuracy" in metrics else ""
+                print(f"epoch {epoch + 1}: loss {metrics['train_loss']:.4f} acc {metrics['train_accuracy']:.4f}"
+                      f"{val} {metrics['images_per_s']:.0f} img/s {epoch_time:.1f}s", file=sys.stderr, flush=True)
+            epoch += 1
+        self._emit("on_train_end")
+        test = evaluate(self.model, self.data.test_x, self.data.test_y, cfg.eval_batch_size)
+        result.accuracy, result.loss = test["accuracy"], test["loss"]
+        result.steps = self.global_step
+        result.epochs = self.global_step / self.steps_per_epoch
+        result.elapsed_s = time.perf_counter() - start
+        result.train_images_per_s = images / max(train_time, 1e-9)
+        result.seconds_per_epoch = train_time / max(result.epochs, 1e-9)
+        return result
+
+
+def fit(model: nn.Module, data: DataSplits, config: TrainConfig | None = None,
+        callbacks: Sequence[Callback] = (), progress: bool | None = None) -> TrainResult:
+    """Train ``model`` on ``data.train_*`` and return test metrics (accuracy 0–1) and timings."""
+    return Trainer(model, data, config or TrainConfig(), callbacks, progress).run()
+
+
+def _make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                               nesterov=cfg.nesterov and cfg.momentum > 0)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    ref = next(iter(model.parameters()), None)
+    return ref.device if ref is not None else torch.device("cpu")
