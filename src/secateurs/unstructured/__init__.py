@@ -1,0 +1,29 @@
+"""Unstructured (weight-level) magnitude pruning that follows a sparsity schedule — cyclical pruning.
+
+Public surface:
+
+* :class:`CyclicalSparsifier` — prepare → step → finalize lifecycle over any model and optimizer;
+* :class:`SparsifierCallback` — the same inside :func:`secateurs.train.fit`;
+* :func:`select_prunable`, :func:`magnitude_masks`, :func:`num_pruned` — the building blocks;
+* :func:`reestimate_batchnorm`.
+
+Schedules live in :mod:`secateurs.schedules`.
+"""
+from __future__ import annotations
+
+from ._bn import reestimate_batchnorm
+from ._masks import magnitude_mask, magnitude_masks, num_pruned
+from ._select import DEFAULT_LAYER_TYPES, Target, select_prunable
+from .sparsifier import SCOPES, VARIANTS, CyclicalSparsifier
+
+__all__ = ["CyclicalSparsifier", "SparsifierCallback", "select_prunable", "Target", "DEFAULT_LAYER_TYPES",
+           "magnitude_mask", "magnitude_masks", "num_pruned", "reestimate_batchnorm", "SCOPES", "VARIANTS"]
+
+
+def __getattr__(name: str):
+    # The callback imports the trainer (and through it the data package); load it only when asked for.
+    if name == "SparsifierCallback":
+        from .callback import SparsifierCallback
+
+        return SparsifierCallback
+    raise AttributeError(f"module 'secateurs.unstructured' has no attribute {name!r}")

@@ -1,0 +1,42 @@
+"""BatchNorm statistics re-estimation: after pruning, the running mean / variance describe the dense network."""
+from __future__ import annotations
+
+from typing import Iterable
+
+import torch
+from torch import nn
+
+__all__ = ["reestimate_batchnorm"]
+
+
+@torch.no_grad()
+def reestimate_batchnorm(model: nn.Module, batches: Iterable, num_batches: int | None = None) -> int:
+    """Recompute the running statistics of every BatchNorm layer as the plain average over ``batches``.
+
+    ``batches`` yields input tensors or ``(x, y, ...)`` tuples. Statistics are reset, then accumulated with
+    ``momentum=None`` (cumulative moving average) in train mode without gradients; the modules' momentum and the
+    model's train/eval mode are restored. Returns the number of batches used (0: no BatchNorm, nothing done).
+    """
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    if not bns:
+        return 0
+    was_training = model.training
+    momenta = [m.momentum for m in bns]
+    device = next(model.parameters()).device
+    used = 0
+    try:
+        for m in bns:
+            m.reset_running_stats()
+            m.momentum = None
+        model.train()
+        for batch in batches:
+            if num_batches is not None and used >= num_batches:
+                break
+            x = batch[0] if isinstance(batch, (tuple, list)) else batch
+            model(x.to(device))
+            used += 1
+    finally:
+        for m, mom in zip(bns, momenta):
+            m.momentum = mom
+        model.train(was_training)
+    return used

@@ -1,0 +1,69 @@
+"""Magnitude masks with an exact pruned count, per layer or global.
+
+Count rule (documented, used everywhere, including ``finalize``): a tensor with ``n`` entries pruned at sparsity
+``s`` loses exactly ``k = floor(s·n + 1/2)`` entries (round half up) — per tensor for ``scope="layer"``, over the
+concatenation of all prunable tensors for ``scope="global"``. Ties in magnitude are broken by
+``torch.topk``, which is deterministic on a given device; under DDP the sparsifier broadcasts rank 0's masks.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+__all__ = ["num_pruned", "magnitude_mask", "magnitude_masks"]
+
+
+def num_pruned(sparsity: float, n: int) -> int:
+    """How many of ``n`` entries are pruned at ``sparsity``: ``floor(s·n + 1/2)``, clamped to ``[0, n]``."""
+    return min(max(int(math.floor(sparsity * n + 0.5)), 0), n)
+
+
+def magnitude_mask(score: torch.Tensor, k: int) -> torch.Tensor:
+    """Boolean keep-mask (same shape as ``score``) with the ``k`` lowest scores set to False."""
+    flat = score.reshape(-1)
+    n = flat.numel()
+    if k <= 0:
+        return torch.ones_like(flat, dtype=torch.bool).view_as(score)
+    if k >= n:
+        return torch.zeros_like(flat, dtype=torch.bool).view_as(score)
+    if k <= n - k:
+        mask = torch.ones_like(flat, dtype=torch.bool)
+        mask[torch.topk(flat, k, largest=False, sorted=False).indices] = False
+    else:
+        mask = torch.zeros_like(flat, dtype=torch.bool)
+        mask[torch.topk(flat, n - k, largest=True, sorted=False).indices] = True
+    return mask.view_as(score)
+
+
+def magnitude_masks(scores: dict[str, torch.Tensor], sparsity: float, scope: str = "layer",
+                    forced: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """Keep-masks pruning the lowest ``scores`` at ``sparsity``.
+
+    ``forced`` (name → bool tensor, True = must stay pruned) implements cumulative pruning: those entries are
+    ranked below everything and the pruned count never drops below their number (masks only shrink).
+    """
+    if scope not in ("layer", "global"):
+        raise ValueError(f"scope must be 'layer' or 'global', got {scope!r}")
+    if forced:
+        scores = {k: v.float().masked_fill(forced[k], -math.inf) for k, v in scores.items()}
+    if scope == "layer":
+        out = {}
+        for name, sc in scores.items():
+            k = num_pruned(sparsity, sc.numel())
+            if forced:
+                k = max(k, int(forced[name].sum()))
+            out[name] = magnitude_mask(sc, k)
+        return out
+    names = list(scores)
+    flat = torch.cat([scores[n].reshape(-1).float() for n in names])
+    k = num_pruned(sparsity, flat.numel())
+    if forced:
+        k = max(k, sum(int(forced[n].sum()) for n in names))
+    mask = magnitude_mask(flat, k)
+    out, i = {}, 0
+    for n in names:
+        m = scores[n].numel()
+        out[n] = mask[i:i + m].view_as(scores[n])
+        i += m
+    return out
