@@ -1,0 +1,82 @@
+"""Per-call records of the conv/linear layers of one forward pass, and the exact MACs total of that pass.
+
+The differentiable MACs model (``secateurs.soft_flops``) and ``explain`` need, for every *call* of a conv or linear
+layer (a module used twice is two calls), the shapes that fix its cost: MACs = rows · k · c_out · c_in / groups,
+where rows = output elements per output channel (batch · spatial positions) and k = kernel elements. Everything else
+the exact counter sees (matmuls of attention, functional linears) is a constant that no channel group controls.
+MACs follow docs/design.md: one MAC per multiply-add of conv/linear/matmul, *per example*: the counts of the forward
+are divided by the batch size (dim 0 of the first input), so a graph traced on any batch reports the same MACs.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn as nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from ._tp_adapter import as_tuple
+
+
+@dataclass(frozen=True)
+class LayerCall:
+    module: str  # module name
+    op: str  # 'conv' | 'linear'
+    in_channels: int
+    out_channels: int
+    groups: int
+    rows: int  # output elements per output channel and example (spatial positions, tokens)
+    kernel: int  # kernel elements (1 for linear)
+
+    @property
+    def macs(self) -> int:
+        return self.rows * self.kernel * self.out_channels * (self.in_channels // self.groups)
+
+    @property
+    def depthwise(self) -> bool:
+        """Depthwise in the sense that channel removal keeps it depthwise: one input channel per group and one
+        output channel per group (channel multipliers > 1 are treated as ordinary grouped convs)."""
+        return self.op == "conv" and self.groups > 1 and self.groups == self.in_channels == self.out_channels
+
+
+def is_depthwise(module: nn.Module) -> bool:
+    return (
+        isinstance(module, nn.modules.conv._ConvNd)
+        and module.groups > 1
+        and module.groups == module.in_channels == module.out_channels
+    )
+
+
+def record_layers(model: nn.Module, example_inputs: Any) -> tuple[list[LayerCall], int]:
+    """Run one forward (no grad) and return the conv/linear calls in execution order and the exact MACs total,
+    both per example."""
+    inputs = as_tuple(example_inputs)
+    batch = inputs[0].shape[0] if isinstance(inputs[0], torch.Tensor) and inputs[0].dim() > 0 else 1
+    calls: list[LayerCall] = []
+    names = {m: n for n, m in model.named_modules()}
+
+    def hook(module, inputs, output):
+        if isinstance(module, nn.Linear):
+            rows = output.numel() // module.out_features // batch
+            calls.append(LayerCall(names[module], "linear", module.in_features, module.out_features, 1, rows, 1))
+        else:
+            rows = output.numel() // module.out_channels // batch
+            k = math.prod(module.kernel_size)
+            calls.append(
+                LayerCall(names[module], "conv", module.in_channels, module.out_channels, module.groups, rows, k)
+            )
+
+    handles = [
+        m.register_forward_hook(hook)
+        for m in model.modules()
+        if isinstance(m, (nn.Linear, nn.modules.conv._ConvNd)) and not getattr(m, "transposed", False)
+    ]
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(*inputs)
+    finally:
+        for h in handles:
+            h.remove()
+    return calls, int(counter.get_total_flops()) // 2 // batch

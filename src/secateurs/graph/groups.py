@@ -1,0 +1,228 @@
+"""Coupled channel groups: the mechanism every structured criterion, plan and AutoBot gate is built on.
+
+A *group* is a set of channels that must be removed together: the output channels of its root layer plus every
+channel they are tied to (norm layers after it, the other operand of a residual add, the offset slice of a
+concatenation they enter, the input channels of every layer that reads them, a flattened block of features of a
+linear layer, both sides of a depthwise conv). Channel ``c`` of a group is one such tied set; ``Member.indices[k]`` is
+the index in that member's own coordinates (e.g. an offset inside a concatenation, or one of the 16 features of a
+flattened 4x4 map) and ``Member.channels[k]`` the group channel it belongs to.
+
+Coupling is derived from the traced autograd graph (Torch-Pruning's dependency graph, behind ``_tp_adapter``), never
+from per-architecture tables. What the tracer cannot express safely is kept in the graph but marked
+``prunable=False`` with a reason, so callers can always explain why a layer is left alone.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Sequence
+
+import torch.nn as nn
+
+from . import _tp_adapter
+from ._layers import LayerCall, is_depthwise, record_layers
+
+#: member kinds. 'out'/'in': output/input channels of a conv or linear; 'dw': depthwise conv (input and output
+#: channel removed together); 'norm': per-channel norm; 'prelu'; 'param': a bare nn.Parameter; 'other': any other
+#: module Torch-Pruning would touch.
+KINDS = ("out", "in", "dw", "norm", "prelu", "param", "other")
+_PER_CHANNEL_NORMS = (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm)
+_CROSS_CHANNEL_NORMS = (nn.LayerNorm, nn.GroupNorm)
+
+
+@dataclass(frozen=True)
+class Member:
+    module: str
+    kind: str
+    indices: tuple[int, ...]  # channel indices in the member's own coordinates
+    channels: tuple[int, ...]  # group channel of each index (same length)
+
+    @property
+    def side(self) -> str:
+        """Which pruning function removes these indices: 'in' for consumers, 'out' for everything else."""
+        return "in" if self.kind == "in" else "out"
+
+
+@dataclass
+class ChannelGroup:
+    id: str  # "<root module>:out": stable for an architecture, so plans apply to fresh copies
+    width: int
+    members: list[Member]
+    prunable: bool = True
+    reason: str | None = None
+
+    def consumers(self) -> list[Member]:
+        """Members that *read* the group's channels: where removing a channel equals zeroing it (gate points)."""
+        return [m for m in self.members if m.kind in ("in", "dw")]
+
+    def producers(self) -> list[Member]:
+        return [m for m in self.members if m.kind in ("out", "dw")]
+
+    def modules(self) -> list[str]:
+        return list(dict.fromkeys(m.module for m in self.members))
+
+
+@dataclass
+class ChannelGraph:
+    groups: list[ChannelGroup]
+    unprunable: list[tuple[str, str]]  # (layer or op, why it cannot be pruned)
+    layers: list[LayerCall] = field(default_factory=list)  # conv/linear calls of the example forward
+    total_macs: int = 0  # exact MACs of the example forward (all ops the counter knows)
+
+    def __getitem__(self, group_id: str) -> ChannelGroup:
+        for g in self.groups:
+            if g.id == group_id:
+                return g
+        raise KeyError(f"no channel group {group_id!r}; known: {', '.join(g.id for g in self.groups)}")
+
+    def __contains__(self, group_id: str) -> bool:
+        return any(g.id == group_id for g in self.groups)
+
+    def prunable_groups(self) -> list[ChannelGroup]:
+        return [g for g in self.groups if g.prunable]
+
+    def widths(self) -> dict[str, int]:
+        return {g.id: g.width for g in self.groups}
+
+
+def build_channel_graph(
+    model: nn.Module,
+    example_inputs: Any,
+    *,
+    ignored_layers: Iterable[str | nn.Module] = (),
+    output_layers: Iterable[str | nn.Module] | None = None,
+    verify: bool = True,
+) -> ChannelGraph:
+    """Trace ``model`` on ``example_inputs`` (a tensor or a tuple of positional inputs; batch 1 gives per-sample
+    MACs) and return its channel groups. The model is not modified (tracing runs on a copy).
+
+    ``ignored_layers``: layers whose output channels must be kept (their groups become unprunable).
+    ``output_layers``: layers whose outputs are model outputs; ``None`` detects them (any layer whose output tensor
+    is returned, or whose channels reach a returned tensor). The classifier is therefore never prunable.
+    ``verify``: prune a copy at a random selection and compare it with the channel-gated original (float64); a
+    group whose removal breaks the forward pass or changes the result is marked unprunable with the error.
+    """
+    names = {m: n for n, m in model.named_modules()}
+    ignored = {names.get(x, x) if isinstance(x, nn.Module) else x for x in ignored_layers}
+    work = copy.deepcopy(model)
+    raw = _tp_adapter.trace(work, example_inputs)
+    outputs = set(raw.output_modules)
+    if output_layers is not None:
+        outputs |= {names.get(x, x) if isinstance(x, nn.Module) else x for x in output_layers}
+    layers, total = record_layers(work, example_inputs)
+
+    order = {n: i for i, (n, _) in enumerate(model.named_modules())}
+    groups = [_to_group(work, g, outputs, ignored, order) for g in raw.groups]
+    _mark_overlaps(groups)
+    graph = ChannelGraph(groups, [], layers, total)
+    if verify:
+        from ._verify import verify_graph  # local: verification uses gates and surgery, which use this module
+
+        verify_graph(model, graph, example_inputs)
+    graph.unprunable = _unprunable_layers(graph, raw.notes)
+    return graph
+
+
+def _to_group(model: nn.Module, raw, outputs: set[str], ignored: set[str], order: dict[str, int]) -> ChannelGroup:
+    root_channels = sorted(set(raw.items[0].root_idxs))
+    pos = {r: i for i, r in enumerate(root_channels)}
+    members, reasons = [], []
+    for item in raw.items:
+        if item.kind == "output":
+            reasons.append("its channels reach the model output")
+            continue
+        if item.kind == "op":
+            if item.channel_op:
+                reasons.append(f"its channels pass through a channel split/slice ({item.name}) whose sizes are "
+                               "fixed in forward code")
+            continue
+        kind = "param" if item.kind == "param" else _kind(model.get_submodule(item.name), item.side)
+        pairs = sorted(zip(item.idxs, (pos[r] for r in item.root_idxs)))
+        members.append(Member(item.name, kind, tuple(p[0] for p in pairs), tuple(p[1] for p in pairs)))
+        reasons += _member_reasons(model, item.name, kind, outputs, ignored)
+    members.sort(key=lambda m: (order.get(m.module, len(order)), KINDS.index(m.kind)))
+    reasons = list(dict.fromkeys(reasons))
+    return ChannelGroup(
+        id=f"{raw.root}:out", width=len(root_channels), members=members,
+        prunable=not reasons, reason="; ".join(reasons) or None,
+    )
+
+
+def _kind(module: nn.Module, side: str) -> str:
+    if isinstance(module, nn.modules.conv._ConvNd):
+        return "dw" if is_depthwise(module) else side
+    if isinstance(module, nn.Linear):
+        return side
+    if isinstance(module, _PER_CHANNEL_NORMS + _CROSS_CHANNEL_NORMS):
+        return "norm"
+    if isinstance(module, nn.PReLU):
+        return "prelu"
+    return "other"
+
+
+def _member_reasons(model, name: str, kind: str, outputs: set[str], ignored: set[str]) -> list[str]:
+    if kind == "param":
+        return [f"bare parameter {name} is coupled to them (its channel axis is a guess)"]
+    module = model.get_submodule(name)
+    out = []
+    if kind in ("out", "dw") and name in outputs:
+        out.append(f"{name} produces a model output")
+    if kind in ("out", "dw") and name in ignored:
+        out.append(f"{name} is in ignored_layers")
+    if isinstance(module, nn.modules.conv._ConvNd) and module.groups > 1 and kind != "dw":
+        out.append(f"{name} is a grouped conv (groups={module.groups}) whose groups must stay equal in width")
+    if getattr(module, "transposed", False):
+        out.append(f"{name} is a transposed conv (not in the MACs model)")
+    if isinstance(module, _CROSS_CHANNEL_NORMS):
+        out.append(f"{name} ({type(module).__name__}) normalises across channels, so removing one is not zeroing it")
+    if kind == "other":
+        out.append(f"{name} ({type(module).__name__}) is not supported")
+    return out
+
+
+def _mark_overlaps(groups: list[ChannelGroup]) -> None:
+    """A channel claimed by two groups means the tracer's coupling is inconsistent: keep both groups whole."""
+    owner: dict[tuple[str, str, int], ChannelGroup] = {}
+    for g in groups:
+        for m in g.members:
+            for i in m.indices:
+                key = (m.module, m.side, i)
+                other = owner.setdefault(key, g)
+                if other is not g:
+                    for h in (g, other):
+                        _block(h, f"channel {i} of {m.module} ({m.side}) also belongs to group "
+                                  f"{(other if h is g else g).id}")
+
+
+def _block(group: ChannelGroup, reason: str) -> None:
+    if reason not in (group.reason or ""):
+        group.reason = f"{group.reason}; {reason}" if group.reason else reason
+    group.prunable = False
+
+
+def _unprunable_layers(graph: ChannelGraph, notes: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Per layer side (``"name (out)"``/``"name (in)"``): the channels no prunable group controls, and why."""
+    owner: dict[tuple[str, str, int], ChannelGroup] = {}
+    for g in graph.groups:
+        for m in g.members:
+            for i in m.indices:
+                owner[(m.module, "in" if m.kind == "in" else "out", i)] = g
+                if m.kind == "dw":
+                    owner[(m.module, "in", i)] = g
+    out: dict[str, str] = {}
+    for call in graph.layers:
+        for side, n in (("out", call.out_channels), ("in", call.in_channels)):
+            whys = []
+            for i in range(n):
+                g = owner.get((call.module, side, i))
+                if g is None:
+                    whys.append("they come from the model input" if side == "in" else "no group covers them")
+                elif not g.prunable:
+                    whys.append(f"group {g.id}: {g.reason}")
+            if whys:
+                key = f"{call.module} ({side})"
+                uniq = list(dict.fromkeys(whys))
+                out[key] = f"{len(whys)}/{n} channels fixed: " + "; ".join(uniq)
+    for op, problem in notes:
+        out[op] = problem
+    return list(out.items())
