@@ -163,7 +163,11 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     spec = ModelSpec.from_dict(json.loads((path / "model.json").read_text()))
     model = spec.build()
     state = load_file(str(path / "model.safetensors"), device=str(map_location))
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # shape mismatches
+        raise ValueError(f"checkpoint {str(path)!r} does not match its architecture {spec.name!r}: "
+                         f"{str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else e}") from None
     if missing or unexpected:
         raise ValueError(f"checkpoint {str(path)!r} does not match its architecture {spec.name!r}: "
                          f"missing {missing[:5]}, unexpected {unexpected[:5]}")

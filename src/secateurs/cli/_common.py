@@ -186,9 +186,31 @@ def make_model(name: str, data, flag: str = "--model"):
         model = create_model(name, **kwargs)
     except (ImportError, AttributeError, KeyError, TypeError, ValueError) as e:
         raise UsageError(f"{flag}: cannot build {name!r}: {e}") from None
+    _check_forward(model, name, data, flag)
     spec = ModelSpec(name=name, kwargs=kwargs, input_shape=list(data.input_shape),
                      num_classes=data.num_classes, dataset=data.name)
     return model, spec
+
+
+def _check_forward(model, name: str, data, flag: str) -> None:
+    """Fail early, naming the flag, when the architecture cannot run on the dataset's input shape."""
+    import torch
+
+    shape = "x".join(map(str, data.input_shape))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(torch.zeros(1, *data.input_shape))
+    except RuntimeError as e:
+        raise UsageError(f"{flag}: {name!r} cannot run on {data.name or 'the'} inputs of shape {shape}: "
+                         f"{str(e).splitlines()[0]}") from None
+    finally:
+        model.train(was_training)
+    if not isinstance(out, torch.Tensor) or out.shape[-1] != data.num_classes:
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise UsageError(f"{flag}: {name!r} returns {got} on a 1x{shape} batch; expected logits of width "
+                         f"{data.num_classes}")
 
 
 def load_checkpoint_arg(path, flag: str = "--checkpoint"):

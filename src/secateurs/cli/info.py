@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
             shape, classes = list(data.input_shape), data.num_classes
         else:
             shape, classes = args.input_shape, args.num_classes
-        model, _ = c.make_model(args.model, _ShapeOnly(shape, classes))
+        model, _ = c.make_model(args.model, _ShapeOnly(shape, classes, args.data))
         name = args.model
     result = count_model(model, shape)
     if args.json:
@@ -64,5 +64,5 @@ def run(args: argparse.Namespace) -> int:
 class _ShapeOnly:
     """Stands in for DataSplits where only the shape and the class count matter."""
 
-    def __init__(self, shape, num_classes):
-        self.input_shape, self.num_classes, self.name = tuple(shape), num_classes, None
+    def __init__(self, shape, num_classes, name=None):
+        self.input_shape, self.num_classes, self.name = tuple(shape), num_classes, name

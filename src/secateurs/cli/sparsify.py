@@ -1,0 +1,177 @@
+"""``secateurs sparsify``: magnitude pruning to an exact sparsity along a one-shot, GMP or cyclical schedule.
+
+Writes a sparse checkpoint (pruned weights are exact zeros in ``model.safetensors``), ``summary.json``
+(accuracy, exact sparsity over the prunable tensors and per layer, recovered fraction, resolved schedule,
+elapsed time), ``history.json`` (one record per mask update), ``schedule.txt`` (the planned schedule as a
+table) and ``sparsity.png`` (planned vs realised sparsity over the optimizer steps).
+"""
+from __future__ import annotations
+
+import argparse
+
+from . import _common as c
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "sparsify", help="unstructured magnitude pruning: one-shot, GMP or cyclical",
+        description="Train (or fine-tune a checkpoint) while magnitude masks follow a sparsity schedule, then save "
+                    "the sparse model. Cyclical pruning (Srinivas et al. 2022) raises sparsity to --sparsity in "
+                    "--cycles cubic ramps, restarting each later cycle at --restart-sparsity so that weights pruned "
+                    "by mistake can return; --cycles 1 is gradual magnitude pruning (GMP).")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--checkpoint", type=c.existing_dir("--checkpoint"), metavar="DIR",
+                     help="start from a trained checkpoint (fine-tune while pruning)")
+    src.add_argument("--model", metavar="M", help="train from scratch: zoo name or package.module:factory")
+    g = p.add_argument_group("sparsity")
+    g.add_argument("--sparsity", required=True, type=c.fraction("--sparsity"), metavar="S",
+                   help="final fraction of zeros over the prunable tensors, in [0, 1)")
+    g.add_argument("--schedule", choices=("oneshot", "gmp", "cyclical"), default="cyclical")
+    g.add_argument("--cycles", type=c.positive_int("--cycles"), default=3, metavar="C",
+                   help="cyclical: number of cycles (default 3; 1 = GMP)")
+    g.add_argument("--restart-sparsity", type=c.fraction("--restart-sparsity"), default=0.0, metavar="R",
+                   help="cyclical: sparsity at the start of cycles 2..C (default 0 = dense again)")
+    g.add_argument("--initial-sparsity", type=c.fraction("--initial-sparsity"), default=0.0, metavar="S_I",
+                   help="gmp/cyclical: sparsity at the start of the first ramp (default 0)")
+    g.add_argument("--ramp", type=c.fraction("--ramp", low_inclusive=False, high_inclusive=True), default=0.75,
+                   metavar="RHO", help="gmp/cyclical: fraction of each cycle spent ramping up (default 0.75)")
+    g.add_argument("--begin-epochs", type=c.positive_float("--begin-epochs", allow_zero=True), default=0.0,
+                   metavar="E", help="gmp/cyclical: dense warm-up epochs before the first ramp (default 0)")
+    g.add_argument("--prune-at", type=c.fraction("--prune-at", high_inclusive=True), default=0.0, metavar="F",
+                   help="oneshot: prune after this fraction of the steps (default 0: prune the starting weights)")
+    g.add_argument("--update-every", type=c.positive_int("--update-every"), default=50, metavar="K",
+                   help="steps between mask recomputations (default 50)")
+    g.add_argument("--scope", choices=("layer", "global"), default="layer",
+                   help="magnitude ranking per layer (uniform sparsity) or over all prunable tensors")
+    g.add_argument("--variant", choices=("project", "shadow", "ste"), default="project",
+                   help="weight handling: project (zero pruned weights and their momentum after every step), "
+                        "shadow (forward mask, stale pruned weights), ste (forward mask, straight-through)")
+    g.add_argument("--cumulative", action="store_true",
+                   help="masks only shrink (classic monotone GMP; no recovery)")
+    g.add_argument("--include", nargs="+", metavar="PATTERN", default=None,
+                   help="prune only weights whose name matches one of these fnmatch patterns")
+    g.add_argument("--exclude", nargs="+", metavar="PATTERN", default=(), help="never prune these weights")
+    g.add_argument("--keep-first-dense", action="store_true", help="do not prune the first conv/linear layer")
+    g.add_argument("--keep-last-dense", action="store_true", help="do not prune the last conv/linear layer")
+    g.add_argument("--bn-batches", type=c.nonneg_int("--bn-batches"), default=50, metavar="N",
+                   help="re-estimate BatchNorm statistics on N training batches at the end (0: off)")
+    g.add_argument("--lr-restart", action="store_true",
+                   help="cyclical: restart the cosine learning rate at every cycle (default: one cosine)")
+    g.add_argument("--plan-only", action="store_true",
+                   help="print the resolved schedule as a table and exit without training or writing")
+    c.add_data_args(p)
+    c.add_train_args(p, epochs=10, lr=0.05, warmup=0.0)
+    c.add_run_args(p, out_required=False)
+    p.set_defaults(run=run)
+
+
+def _schedule(args, total_steps: int, steps_per_epoch: int):
+    from ..schedules import make_schedule
+
+    kw: dict = {}
+    if args.schedule == "oneshot":
+        kw["prune_step"] = round(args.prune_at * total_steps)
+    else:
+        kw.update(ramp=args.ramp, initial_sparsity=args.initial_sparsity,
+                  begin_step=round(args.begin_epochs * steps_per_epoch))
+        if args.schedule == "cyclical":
+            kw.update(cycles=args.cycles, restart_sparsity=args.restart_sparsity)
+    flags = {"final_sparsity": "--sparsity", "cycles": "--cycles", "ramp": "--ramp", "begin_step": "--begin-epochs",
+             "initial_sparsity": "--initial-sparsity", "restart_sparsity": "--restart-sparsity",
+             "prune_step": "--prune-at", "total_steps": "--epochs"}
+    try:
+        return make_schedule(args.schedule, args.sparsity, total_steps, **kw)
+    except ValueError as e:
+        flag = next((f for k, f in flags.items() if str(e).startswith(k)), "--schedule")
+        raise c.UsageError(f"{flag}: {e} ({total_steps} training steps)") from None
+
+
+def run(args: argparse.Namespace) -> int:
+    import time
+
+    import torch
+
+    from .. import distributed
+    from ..flops import count_model
+    from ..io import save, write_json_atomic
+    from ..train import Trainer
+    from ..unstructured import CyclicalSparsifier
+    from ..unstructured.callback import SparsifierCallback
+
+    if args.out is None and not args.plan_only:
+        raise c.UsageError("--out: required (or pass --plan-only)")
+    if args.out is not None and not args.plan_only:
+        c.check_out(args)
+    if args.schedule != "cyclical" and (args.cycles != 3 or args.restart_sparsity or args.lr_restart):
+        raise c.UsageError(f"--cycles/--restart-sparsity/--lr-restart apply to --schedule cyclical, "
+                           f"not {args.schedule}")
+    c.setup_threads(args)
+    distributed.init_from_env()
+    start = time.perf_counter()
+    data = c.load_data(args)
+    torch.manual_seed(args.seed)
+    dense_summary: dict = {}
+    if args.checkpoint is not None:
+        ckpt = c.load_checkpoint_arg(args.checkpoint)
+        if list(ckpt.spec.input_shape) != list(data.input_shape) or ckpt.spec.num_classes != data.num_classes:
+            raise c.UsageError(f"--checkpoint {str(args.checkpoint)!r} expects input {ckpt.spec.input_shape} with "
+                               f"{ckpt.spec.num_classes} classes; --data {args.data} has {list(data.input_shape)} "
+                               f"and {data.num_classes}")
+        model, spec, dense_summary = ckpt.model, ckpt.spec, ckpt.summary
+        model.train()
+    else:
+        model, spec = c.make_model(args.model, data)
+    config = c.train_config(args)
+    trainer = Trainer(model, data, config, progress=False if args.quiet else None)
+    schedule = _schedule(args, trainer.total_steps, trainer.steps_per_epoch)
+    if args.plan_only:
+        print(schedule.table(21))
+        return 0
+    try:
+        sparsifier = CyclicalSparsifier(
+            model, schedule, update_every=args.update_every, scope=args.scope, variant=args.variant,
+            cumulative=args.cumulative, include=args.include, exclude=args.exclude,
+            keep_first_dense=args.keep_first_dense, keep_last_dense=args.keep_last_dense)
+    except ValueError as e:
+        raise c.UsageError(f"--include/--exclude: {e}") from None
+    callback = SparsifierCallback(sparsifier, bn_batches=args.bn_batches, lr_restart=args.lr_restart)
+    trainer.callbacks.append(callback)
+    result = trainer.run()
+    sp = callback.summary
+    cost = count_model(model, data.input_shape)
+    prunable = sum(t.numel for t in sparsifier.targets)
+    nonzero_prunable = round(prunable * (1 - sp["sparsity"]))
+    resolved = {**schedule.to_dict(), **sparsifier.config(), "steps_per_epoch": trainer.steps_per_epoch,
+                "bn_batches": args.bn_batches, "lr_restart": args.lr_restart}
+    summary = {
+        "command": "sparsify", "model": spec.name, "dataset": data.name,
+        "source": str(args.checkpoint) if args.checkpoint is not None else None,
+        "dense_accuracy": dense_summary.get("accuracy"),
+        "accuracy": result.accuracy, "test_loss": result.loss,
+        "sparsity": sp["sparsity"], "target_sparsity": args.sparsity,
+        "sparsity_per_layer": sp["sparsity_per_layer"], "recovered_fraction": sp["recovered_fraction"],
+        "mean_churn": sp["mean_churn"], "mask_updates": sp["mask_updates"],
+        "prunable_params": prunable, "nonzero_prunable_params": nonzero_prunable,
+        "params": cost.params, "nonzero_params": cost.params - (prunable - nonzero_prunable),
+        "dense_macs": cost.macs,
+        "schedule": resolved, "epochs": result.epochs, "steps": result.steps, "elapsed_s": time.perf_counter() - start,
+        "train_elapsed_s": result.elapsed_s, "config": {k: getattr(config, k) for k in config.__dataclass_fields__},
+        "history": result.history, "versions": c.versions(), "world_size": distributed.world_size(),
+    }
+    spec.sparsity = {"method": args.schedule, "sparsity": sp["sparsity"], "target": args.sparsity,
+                     "scope": args.scope, "tensors": [t.name for t in sparsifier.targets]}
+
+    def extra(tmp):
+        write_json_atomic(tmp / "history.json", sparsifier.history)
+        (tmp / "schedule.txt").write_text(schedule.table(21) + "\n")
+        schedule.plot(tmp / "sparsity.png", realised=sparsifier.realised() + [(result.steps, sp["sparsity"])],
+                      update_every=args.update_every,
+                      title=f"{spec.name} on {data.name}: {args.schedule} to {args.sparsity:g}")
+
+    if distributed.is_main():
+        save(args.out, model, spec, summary, overwrite=args.overwrite, extra=extra)
+        print(f"{spec.name} on {data.name}: {args.schedule} sparsity {sp['sparsity']:.4f} "
+              f"(target {args.sparsity:g}), accuracy {result.accuracy:.4f}, recovered "
+              f"{sp['recovered_fraction']:.3f}, {summary['elapsed_s']:.1f}s -> {args.out}")
+    distributed.barrier()
+    return 0
