@@ -14,6 +14,7 @@ from ._common import UsageError, handle_errors
 COMMANDS: dict[str, str] = {
     "train": "secateurs.cli.train",
     "info": "secateurs.cli.info",
+    "report": "secateurs.cli.report",
     "sparsify": "secateurs.cli.sparsify",
 }
 
