@@ -106,3 +106,16 @@ def test_torchrun_two_cpu_ranks_match_single_process(tmp_path):
     s2 = json.loads((tmp_path / "ddp" / "summary.json").read_text())
     assert s2["world_size"] == 2 and s1["world_size"] == 1
     assert abs(s1["accuracy"] - s2["accuracy"]) <= 1 / 360 + 1e-9
+
+
+def test_report_compares_checkpoints(tmp_path, capsys):
+    assert main(TRAIN + ["--out", str(tmp_path / "a")]) == 0
+    capsys.readouterr()
+    assert main(["report", str(tmp_path / "a"), str(tmp_path / "a"), "--names", "x", "y", "--repeats", "2",
+                 "--json", "--out", str(tmp_path / "r.json")]) == 0
+    rows = json.loads((tmp_path / "r.json").read_text())["rows"]
+    assert [r["name"] for r in rows] == ["x", "y"]
+    assert rows[0]["params"] == rows[0]["nonzero_params"] > 0 and rows[0]["latency_ms_b1"] > 0
+    with pytest.raises(SystemExit):
+        main(["report", str(tmp_path / "a"), "--names", "x", "y"])
+    assert "--names: got 2 names for 1 checkpoints" in capsys.readouterr().err

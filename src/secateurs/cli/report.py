@@ -1,0 +1,50 @@
+"""``secateurs report``: one comparison table over several checkpoints (dense, sparse, pruned)."""
+from __future__ import annotations
+
+import argparse
+import json
+
+from . import _common as c
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("report", help="compare checkpoints: accuracy, params, non-zero params, MACs, CPU latency",
+                       description="Print a markdown table (or JSON) comparing checkpoints. Latency is the median "
+                                   "forward time after warm-up with the thread count pinned.")
+    p.add_argument("checkpoints", nargs="+", type=c.existing_dir("checkpoint"), metavar="DIR")
+    p.add_argument("--names", nargs="+", default=None, help="row names (default: directory names)")
+    p.add_argument("--no-latency", action="store_true", help="skip latency measurement")
+    p.add_argument("--threads", type=c.positive_int("--threads"), default=1, help="threads for latency (default 1)")
+    p.add_argument("--repeats", type=c.positive_int("--repeats"), default=20)
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--out", default=None, help="also write the table (markdown, or JSON with --json) to this file")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..io import write_json_atomic
+    from ..report import compare_checkpoints, markdown_table
+
+    if args.names is not None and len(args.names) != len(args.checkpoints):
+        raise c.UsageError(f"--names: got {len(args.names)} names for {len(args.checkpoints)} checkpoints")
+    try:
+        rows = compare_checkpoints(args.checkpoints, args.names, latency=not args.no_latency, threads=args.threads,
+                                   repeats=args.repeats)
+    except ValueError as e:
+        raise c.UsageError(f"checkpoint: {e}") from None
+    if args.json:
+        payload = {"threads": args.threads, "rows": [r.to_dict() for r in rows], "versions": c.versions()}
+        print(json.dumps(payload, indent=2))
+        if args.out:
+            write_json_atomic(args.out, payload)
+    else:
+        table = markdown_table(rows)
+        print(table)
+        if args.out:
+            import os
+            from pathlib import Path
+
+            tmp = Path(args.out).with_name(f".{Path(args.out).name}.tmp")
+            tmp.write_text(table + "\n")
+            os.replace(tmp, args.out)
+    return 0
