@@ -16,6 +16,7 @@ COMMANDS: dict[str, str] = {
     "info": "secateurs.cli.info",
     "report": "secateurs.cli.report",
     "sparsify": "secateurs.cli.sparsify",
+    "autoprune": "secateurs.cli.autoprune",
 }
 
 

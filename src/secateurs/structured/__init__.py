@@ -6,5 +6,7 @@ score per channel) and policies (scores + MACs budget -> kept indices) and AutoB
 """
 from .apply import PruneReport, apply_plan, check_plan, mask_model, predict_params
 from .plan import PruningPlan, diff
+from .autobot import AutoBotConfig, AutoBotResult, autoprune  # issue 5
 
-__all__ = ["PruneReport", "PruningPlan", "apply_plan", "check_plan", "diff", "mask_model", "predict_params"]
+__all__ = ["PruneReport", "PruningPlan", "apply_plan", "check_plan", "diff", "mask_model", "predict_params",
+           "AutoBotConfig", "AutoBotResult", "autoprune"]

@@ -1,0 +1,122 @@
+"""``secateurs autoprune``: AutoBot filter pruning of a trained checkpoint to a MACs reduction, then fine-tuning.
+
+Writes the pruned checkpoint (its ``model.json`` carries the plan, so ``secateurs.load`` rebuilds the smaller
+architecture), ``summary.json`` (accuracy before and after fine-tuning, MACs, params, widths, bottleneck time and
+images, the loss history), ``plan.json`` and ``autobot.png`` (score histogram and kept width per group).
+"""
+from __future__ import annotations
+
+import argparse
+
+from . import _common as c
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "autoprune", help="AutoBot: learned filter pruning to a MACs reduction",
+        description="Train per-channel bottleneck scores on a frozen checkpoint (AutoBot, Castells & Yeom 2023), "
+                    "pick one global threshold that removes --flops-reduction of the MACs (exactly, within "
+                    "--tolerance), physically remove the channels, verify the result and optionally fine-tune.")
+    p.add_argument("--checkpoint", required=True, type=c.existing_dir("--checkpoint"), metavar="DIR",
+                   help="trained checkpoint to prune")
+    g = p.add_argument_group("autobot")
+    g.add_argument("--flops-reduction", required=True, metavar="R",
+                   type=c.fraction("--flops-reduction", low_inclusive=False),
+                   help="fraction of MACs (= FLOPs) to remove, in (0, 1)")
+    g.add_argument("--beta", type=c.positive_float("--beta", allow_zero=True), default=6.0,
+                   help="weight of the FLOPs loss (default 6)")
+    g.add_argument("--gamma", type=c.positive_float("--gamma", allow_zero=True), default=0.2,
+                   help="weight of the binarisation loss (default 0.2)")
+    g.add_argument("--lr", type=c.positive_float("--lr"), default=0.5, help="Adam lr of the scores (default 0.5)")
+    g.add_argument("--batches", type=c.positive_int("--batches"), default=200,
+                   help="bottleneck training mini-batches (default 200)")
+    g.add_argument("--batch-size", type=c.positive_int("--batch-size"), default=64,
+                   help="bottleneck mini-batch size (default 64)")
+    g.add_argument("--tolerance", type=c.fraction("--tolerance", low_inclusive=False), default=0.005,
+                   help="achieved reduction within ± this of R (default 0.005)")
+    f = p.add_argument_group("fine-tuning (SGD, cosine; the paper's CIFAR recipe)")
+    f.add_argument("--finetune-epochs", type=c.positive_float("--finetune-epochs", allow_zero=True), default=0.0,
+                   metavar="E", help="fine-tune the pruned network for E epochs (default 0: no fine-tuning)")
+    f.add_argument("--finetune-lr", type=c.positive_float("--finetune-lr"), default=0.02, help="default 0.02")
+    f.add_argument("--finetune-weight-decay", type=c.positive_float("--finetune-weight-decay", allow_zero=True),
+                   default=2e-3, help="default 2e-3")
+    f.add_argument("--finetune-momentum", type=c.fraction("--finetune-momentum"), default=0.9, help="default 0.9")
+    f.add_argument("--finetune-batch-size", type=c.positive_int("--finetune-batch-size"), default=256,
+                   help="default 256")
+    c.add_data_args(p)
+    c.add_run_args(p)
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import dataclasses
+    import json
+
+    import torch
+
+    from ..io import save
+    from ..report import latency_ms
+    from ..structured.autobot import AutoBotConfig, autoprune, finetune_config, plot_scores
+    from ..train import evaluate, fit
+
+    c.check_out(args)
+    c.setup_threads(args)
+    ckpt = c.load_checkpoint_arg(args.checkpoint)
+    data = c.load_data(args)
+    if ckpt.spec.input_shape and tuple(ckpt.spec.input_shape) != tuple(data.input_shape):
+        raise c.UsageError(f"--data {args.data}: inputs of shape {tuple(data.input_shape)}, but the checkpoint "
+                           f"was trained on {tuple(ckpt.spec.input_shape)}")
+    if ckpt.spec.plan is not None:
+        raise c.UsageError(f"--checkpoint {str(args.checkpoint)!r} is already structurally pruned; prune its dense "
+                           "parent instead (plans do not compose yet)")
+    model = ckpt.model
+    torch.manual_seed(args.seed)
+    dense_eval = evaluate(model, data.test_x, data.test_y)
+    shape = tuple(data.input_shape)
+    threads = torch.get_num_threads()
+    latency_dense = latency_ms(model, shape, 1, threads=threads)
+    config = AutoBotConfig(beta=args.beta, gamma=args.gamma, lr=args.lr, batches=args.batches,
+                           batch_size=args.batch_size, tolerance=args.tolerance, seed=args.seed)
+    try:
+        result = autoprune(model, data, args.flops_reduction, config=config, progress=not args.quiet)
+    except ValueError as e:
+        if "out of reach" in str(e) or "no selection reaches" in str(e):
+            raise c.UsageError(f"--flops-reduction {args.flops_reduction}: {e}") from None
+        raise
+    before = evaluate(model, data.test_x, data.test_y)
+    finetune = None
+    if args.finetune_epochs > 0:
+        ft = finetune_config(args.finetune_epochs, lr=args.finetune_lr, weight_decay=args.finetune_weight_decay,
+                             momentum=args.finetune_momentum, batch_size=args.finetune_batch_size, seed=args.seed)
+        finetune = fit(model, data, ft, progress=False if args.quiet else None)
+        finetune_summary = {"config": dataclasses.asdict(ft), **finetune.to_dict()}
+    after = evaluate(model, data.test_x, data.test_y) if finetune is None else \
+        {"accuracy": finetune.accuracy, "loss": finetune.loss}
+
+    plan = result.plan
+    plan.model_spec = {k: v for k, v in dataclasses.asdict(ckpt.spec).items() if k != "plan"}
+    spec = dataclasses.replace(ckpt.spec, plan=plan.to_dict())
+    summary = {
+        "command": "autoprune", "checkpoint": str(args.checkpoint), "model": ckpt.spec.name, "dataset": data.name,
+        "requested_flops_reduction": args.flops_reduction,
+        "accuracy_dense": dense_eval["accuracy"], "accuracy_before_finetune": before["accuracy"],
+        "accuracy": after["accuracy"], "test_loss": after["loss"],
+        **result.summary(),
+        "latency_ms_b1": latency_ms(model, shape, 1, threads=threads), "latency_ms_b1_dense": latency_dense,
+        "finetune": finetune_summary if finetune is not None else None,
+        "bottleneck_history": result.history, "seed": args.seed, "versions": c.versions(),
+    }
+
+    def extra(tmp):
+        (tmp / "plan.json").write_text(json.dumps(plan.to_dict(), indent=1) + "\n")
+        plot_scores(tmp / "autobot.png", result.scores, plan.groups, plan.widths, result.selection.threshold,
+                    title=f"AutoBot {ckpt.spec.name}: {result.report.macs_reduction:.1%} fewer MACs")
+
+    save(args.out, model, spec, summary, overwrite=args.overwrite, extra=extra)
+    s = summary
+    print(f"{ckpt.spec.name} on {data.name}: MACs {s['macs_dense'] / 1e6:.2f}M -> {s['macs'] / 1e6:.2f}M "
+          f"({s['flops_reduction']:.2%} fewer), params {s['params_dense']:,} -> {s['params']:,}; accuracy "
+          f"{s['accuracy_dense']:.4f} dense, {s['accuracy_before_finetune']:.4f} pruned, {s['accuracy']:.4f} "
+          f"{'fine-tuned' if finetune is not None else '(no fine-tuning)'}; bottlenecks "
+          f"{s['bottleneck_seconds']:.1f}s on {s['bottleneck_images']:,} images -> {args.out}")
+    return 0

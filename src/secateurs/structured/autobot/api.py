@@ -1,0 +1,143 @@
+"""``autoprune``: AutoBot end to end on a trained model — bottlenecks, best scores, global threshold, verified
+surgery. Fine-tuning is the caller's (``finetune_config`` gives the paper's recipe for ``secateurs.train.fit``)."""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any, Iterable
+
+import torch
+import torch.nn as nn
+
+from ...data import DataSplits
+from ...graph.groups import ChannelGraph, build_channel_graph
+from ...soft_flops import SoftMacsModel
+from ...train import TrainConfig
+from ..apply import PruneReport, apply_plan
+from ..plan import PruningPlan
+from .bottleneck import Bottlenecks
+from .threshold import Selection, search_threshold
+from .training import train_bottlenecks, training_batches
+
+
+@dataclass
+class AutoBotConfig:
+    """AutoBot's hyper-parameters; defaults are the paper's CIFAR values (papers.md §2)."""
+
+    beta: float = 6.0  # weight of the FLOPs term L_F
+    gamma: float = 0.2  # weight of the binarisation term L_B
+    lr: float = 0.5  # Adam learning rate of the scores' logits α
+    batches: int = 200  # bottleneck training steps (mini-batches)
+    batch_size: int = 64
+    init: float = 0.9  # initial score λ = sigmoid(α)
+    best_fraction: float = 0.4  # best scores are taken from the last 40% of the steps
+    tolerance: float = 0.005  # achieved MACs reduction within ±0.5 point of the requested one
+    max_search_iter: int = 50
+    augment: bool = True  # the training split's usual augmentation
+    seed: int = 0
+    atol: float = 1e-5  # apply_plan's masked-vs-pruned check (float64)
+
+    def __post_init__(self) -> None:
+        checks = [
+            ("beta", self.beta, self.beta >= 0 and math.isfinite(self.beta)),
+            ("gamma", self.gamma, self.gamma >= 0 and math.isfinite(self.gamma)),
+            ("lr", self.lr, self.lr > 0 and math.isfinite(self.lr)),
+            ("batches", self.batches, isinstance(self.batches, int) and self.batches >= 1),
+            ("batch_size", self.batch_size, isinstance(self.batch_size, int) and self.batch_size >= 1),
+            ("init", self.init, 0 < self.init < 1),
+            ("best_fraction", self.best_fraction, 0 < self.best_fraction <= 1),
+            ("tolerance", self.tolerance, 0 < self.tolerance < 1),
+            ("max_search_iter", self.max_search_iter, self.max_search_iter >= 1),
+        ]
+        for name, value, ok in checks:
+            if not ok:
+                raise ValueError(f"AutoBotConfig.{name}: invalid value {value!r}")
+
+
+def finetune_config(epochs: float, *, lr: float = 0.02, weight_decay: float = 2e-3, momentum: float = 0.9,
+                    batch_size: int = 256, seed: int = 0, **kw: Any) -> TrainConfig:
+    """The paper's CIFAR fine-tuning recipe (SGD momentum 0.9, lr 0.02, wd 2e-3, batch 256, cosine), scaled to
+    ``epochs``; no warm-up (the pruned network is already trained)."""
+    kw.setdefault("warmup_epochs", 0.0)
+    kw.setdefault("nesterov", False)
+    return TrainConfig(epochs=epochs, lr=lr, weight_decay=weight_decay, momentum=momentum, batch_size=batch_size,
+                       seed=seed, **kw)
+
+
+@dataclass
+class AutoBotResult:
+    plan: PruningPlan
+    scores: dict[str, torch.Tensor]  # best λ per prunable group (float64)
+    history: list[dict]  # per bottleneck step: loss, ce, l_f, l_b, soft_macs
+    bottleneck_seconds: float
+    bottleneck_images: int
+    report: PruneReport
+    selection: Selection
+    best_step: int
+    target_macs: float
+    config: AutoBotConfig = field(default_factory=AutoBotConfig)
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-ready numbers (no tensors)."""
+        return {
+            "macs": self.report.macs_after, "macs_dense": self.report.macs_before,
+            "flops_reduction": self.report.macs_reduction, "params": self.report.params_after,
+            "params_dense": self.report.params_before, "params_reduction": self.report.params_reduction,
+            "widths": {g: len(k) for g, k in sorted(self.plan.groups.items())},
+            "widths_dense": dict(sorted(self.plan.widths.items())),
+            "bottleneck_seconds": self.bottleneck_seconds, "bottleneck_images": self.bottleneck_images,
+            "best_step": self.best_step, "threshold": self.selection.threshold,
+            "selection_method": self.selection.method, "max_abs_diff": self.report.max_abs_diff,
+            "autobot": asdict(self.config),
+        }
+
+
+def autoprune(
+    model: nn.Module, data: DataSplits | Iterable, flops_reduction: float, *, config: AutoBotConfig | None = None,
+    example_inputs: Any = None, graph: ChannelGraph | None = None, progress: bool = True,
+) -> AutoBotResult:
+    """Prune ``model`` **in place** with AutoBot so that its MACs drop by ``flops_reduction`` (±``tolerance``).
+
+    ``data``: a ``DataSplits`` (its training split, with augmentation) or a re-iterable of ``(x, y)`` batches.
+    ``example_inputs``: a batch for tracing (default: one training image); batch 1 gives per-image MACs.
+    The model's weights, BN statistics, ``requires_grad`` flags and mode are unchanged except for the removed
+    channels; no hook stays behind. Fine-tune afterwards with ``secateurs.train.fit(model, data,
+    finetune_config(epochs))``.
+    """
+    config = config or AutoBotConfig()
+    if not (isinstance(flops_reduction, (int, float)) and 0 < flops_reduction < 1):
+        raise ValueError(f"flops_reduction must be in (0, 1), got {flops_reduction!r}")
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    if example_inputs is None:
+        if not isinstance(data, DataSplits):
+            raise ValueError("example_inputs is required when data is not a DataSplits")
+        example_inputs = data.train_x[:1]
+    example_inputs = example_inputs.to(device) if isinstance(example_inputs, torch.Tensor) else example_inputs
+    graph = graph if graph is not None else build_channel_graph(model, example_inputs)
+    if not graph.prunable_groups():
+        raise ValueError("the model has no prunable channel group (see `secateurs explain`)")
+    soft = SoftMacsModel(graph)
+    target = (1 - flops_reduction) * soft.total
+    floor = soft.macs_at({g.id: [0] for g in graph.prunable_groups()})
+    if floor > (1 - flops_reduction + config.tolerance) * soft.total:
+        raise ValueError(
+            f"flops_reduction {flops_reduction} is out of reach: one channel per prunable group still leaves "
+            f"{floor:,} of {soft.total:,} MACs (at most {1 - floor / soft.total:.4f}); the rest is in layers that "
+            "cannot be pruned (see `secateurs explain`)")
+
+    bottlenecks = Bottlenecks(graph, config.init, device=device)
+    batches = training_batches(data, config.batch_size, config.seed, config.augment)
+    torch.manual_seed(config.seed)
+    run = train_bottlenecks(model, bottlenecks, soft, batches, steps=config.batches, target_macs=target,
+                            beta=config.beta, gamma=config.gamma, lr=config.lr,
+                            best_fraction=config.best_fraction, progress=progress)
+    selection = search_threshold(run.scores, soft, flops_reduction, tolerance=config.tolerance, alphas=run.alphas,
+                                 max_iter=config.max_search_iter)
+    plan = PruningPlan.from_kept(graph, selection.kept, meta={
+        "method": "autobot", "flops_reduction": flops_reduction, "achieved": selection.reduction,
+        "threshold": selection.threshold, "selection": selection.method, "best_step": run.best_step,
+        **{k: v for k, v in asdict(config).items() if k in ("beta", "gamma", "lr", "batches", "batch_size", "seed")},
+    })
+    report = apply_plan(model, plan, example_inputs, graph=graph, atol=config.atol)
+    return AutoBotResult(plan, run.scores, run.history, run.seconds, run.images, report, selection, run.best_step,
+                         target, config)
