@@ -1,0 +1,171 @@
+"""AutoBot vs the structured core's criteria (l1, bn, taylor, random; local and global) at the same achieved MACs.
+
+For every model, MACs reduction R and seed: AutoBot prunes the cached dense checkpoint to R (±0.5 point); every
+baseline is then selected at AutoBot's *achieved* reduction (window ±0.25 point around it) with
+``secateurs.structured.select_channels``, physically pruned with ``apply_plan`` (verified), and every method gets the
+same short fine-tune. Reported: accuracy before and after fine-tuning, achieved reduction, params, and AutoBot's
+bottleneck time as a fraction of one dense training epoch (measured on the same machine and threads).
+
+    python benchmarks/autobot_compare.py --models resnet20 --targets 0.5 0.65 --seeds 0 1 2 \\
+        --finetune-epochs 1 --train-subset 5000 --test-subset 2000 --threads 1
+
+Seeds vary AutoBot's batches and augmentation, the random criterion and the fine-tune; the dense checkpoint is
+always seed 0 (``benchmarks/dense_baselines.py``).
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import time
+
+import torch
+
+from _common import environment, fmt, mean_std, write_results
+from autobot_common import accuracy, epoch_seconds, finetune, setup
+
+
+def baseline(model, graph, example, criterion, scope, reduction, seed, taylor_batches):
+    from secateurs.structured import SelectionError, apply_plan, channel_scores, select_channels
+
+    m = copy.deepcopy(model)
+    t0 = time.perf_counter()
+    scores = channel_scores(m, graph, criterion, data=taylor_batches if criterion == "taylor" else None, seed=seed)
+    sel = None
+    for tol in (0.005, 0.01, 0.02):  # window [R - tol/2, R + tol/2] around AutoBot's achieved reduction
+        try:
+            sel = select_channels(graph, scores, max(0.0, reduction - tol / 2), scope=scope, tolerance=tol,
+                                  meta={"criterion": criterion, "scope": scope})
+            break
+        except SelectionError:
+            continue
+    if sel is None:
+        return m, None, time.perf_counter() - t0
+    report = apply_plan(m, sel.plan, example, graph=graph)
+    return m, report, time.perf_counter() - t0
+
+
+def run_one(args, model_name, R, seed, ckpt, full, ft, test, graph, epoch_s, log):
+    from secateurs.structured.autobot import AutoBotConfig, autoprune
+
+    rows = []
+    example = full.train_x[:1]
+    m = copy.deepcopy(ckpt.model)
+    cfg = AutoBotConfig(batches=args.batches, seed=seed)
+    res = autoprune(m, full, R, config=cfg, example_inputs=example, graph=graph, progress=False)
+    before = accuracy(m, test)
+    after, ft_s = finetune(m, ft, args.finetune_epochs, seed, args.finetune_batch_size, test)
+    achieved = res.report.macs_reduction
+    rows.append({"model": model_name, "target": R, "seed": seed, "method": "autobot", "scope": "global",
+                 "reduction": achieved, "macs": res.report.macs_after, "params": res.report.params_after,
+                 "acc_before_ft": before, "acc_after_ft": after, "finetune_s": ft_s,
+                 "bottleneck_s": res.bottleneck_seconds, "bottleneck_images": res.bottleneck_images,
+                 "bottleneck_epoch_fraction": res.bottleneck_seconds / epoch_s,
+                 "selection": res.selection.method, "widths": {g: len(k) for g, k in res.plan.groups.items()}})
+    log(rows[-1])
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randperm(len(full.train_x), generator=g)[:args.taylor_batches * 64]
+    taylor = [(full.train_x[idx[i:i + 64]], full.train_y[idx[i:i + 64]]) for i in range(0, len(idx), 64)]
+    for crit in args.criteria:
+        for scope in args.scopes:
+            pm, report, select_s = baseline(ckpt.model, graph, example, crit, scope, achieved, seed, taylor)
+            row = {"model": model_name, "target": R, "seed": seed, "method": crit, "scope": scope,
+                   "select_s": select_s}
+            if report is None:
+                row["error"] = "no selection within 1 point of AutoBot's reduction"
+            else:
+                before = accuracy(pm, test)
+                after, ft_s = finetune(pm, ft, args.finetune_epochs, seed, args.finetune_batch_size, test)
+                row.update(reduction=report.macs_reduction, macs=report.macs_after, params=report.params_after,
+                           acc_before_ft=before, acc_after_ft=after, finetune_s=ft_s)
+            rows.append(row)
+            log(row)
+    return rows
+
+
+def markdown(rows, dense, args, env, settings, elapsed):
+    md = ["# AutoBot vs structured criteria (fashion-mnist)", "",
+          f"torch {env['torch']}, {env['cpu']} ({env['cpu_count']} cores, {args.threads} thread(s)); "
+          f"{elapsed / 60:.0f} min in all. Mean ± std over seeds {sorted({r['seed'] for r in rows})}.", "",
+          "**Reduced configuration** (CPU budget): " + settings["reduced"], "",
+          "Baselines are selected at AutoBot's *achieved* MACs reduction of the same seed (±0.25 point; wider only "
+          "if a selection cannot land there, see `reduction`). Every method gets the same fine-tune. Accuracies in %.",
+          ""]
+    for model_name, d in dense.items():
+        md += [f"## {model_name}: dense {d['accuracy'] * 100:.2f}% on the test subset, {d['params']:,} params, "
+               f"{d['macs'] / 1e6:.2f} M MACs; one training epoch ≈ {d['epoch_s']:.0f} s here", ""]
+        for R in sorted({r["target"] for r in rows if r["model"] == model_name}):
+            sub = [r for r in rows if r["model"] == model_name and r["target"] == R]
+            md += [f"### target {R:.0%} fewer MACs", "",
+                   "| method | scope | MACs reduction (%) | params | acc before FT | acc after FT | seeds |",
+                   "|---|---|---|---|---|---|---|"]
+            keys = list(dict.fromkeys((r["method"], r["scope"]) for r in sub))
+            for method, scope in keys:
+                rs = [r for r in sub if r["method"] == method and r["scope"] == scope and "error" not in r]
+                if not rs:
+                    md.append(f"| {method} | {scope} | – | – | no selection | – | 0 |")
+                    continue
+                md.append(f"| {'**AutoBot**' if method == 'autobot' else method} | {scope} | "
+                          f"{fmt([r['reduction'] for r in rs])} | {mean_std([r['params'] for r in rs])[0]:,.0f} | "
+                          f"{fmt([r['acc_before_ft'] for r in rs])} | {fmt([r['acc_after_ft'] for r in rs])} | "
+                          f"{len(rs)} |")
+            ab = [r for r in sub if r["method"] == "autobot"]
+            md += ["", f"AutoBot bottleneck training: {fmt([r['bottleneck_s'] for r in ab], 1, 1)} s on "
+                       f"{ab[0]['bottleneck_images']:,} images = {fmt([r['bottleneck_epoch_fraction'] for r in ab])}% "
+                       f"of one dense training epoch in wall time "
+                       f"({ab[0]['bottleneck_images'] / d['train_images']:.1%} of the epoch's images).", ""]
+    return "\n".join(md) + "\n"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", nargs="+", default=["resnet20", "resnet56", "vgg16"])
+    p.add_argument("--data", default="fashion-mnist")
+    p.add_argument("--targets", type=float, nargs="+", default=[0.5, 0.65])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--criteria", nargs="+", default=["l1", "bn", "taylor", "random"])
+    p.add_argument("--scopes", nargs="+", default=["local", "global"])
+    p.add_argument("--batches", type=int, default=200, help="AutoBot bottleneck batches (of 64)")
+    p.add_argument("--taylor-batches", type=int, default=10, help="batches of 64 for the taylor criterion")
+    p.add_argument("--finetune-epochs", type=float, default=1.0)
+    p.add_argument("--finetune-batch-size", type=int, default=128)
+    p.add_argument("--train-subset", type=int, default=None, help="fine-tune on N training images (default all)")
+    p.add_argument("--test-subset", type=int, default=None, help="evaluate on N test images (default all)")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--stem", default="autobot_compare")
+    p.add_argument("--reduced", default="none: the full configuration", help="what was reduced, for the report")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    from secateurs.flops import count_model
+    from secateurs.graph import build_channel_graph
+
+    t0 = time.perf_counter()
+    env = environment(args.threads)
+    settings = {k: v for k, v in vars(args).items()}
+    rows, dense = [], {}
+
+    def log(row):
+        keys = ("method", "scope", "reduction", "acc_before_ft", "acc_after_ft", "bottleneck_s", "error")
+        print(f"[{time.perf_counter() - t0:6.0f}s] {row['model']} R={row['target']} seed={row['seed']} " +
+              " ".join(f"{k}={row[k]:.4f}" if isinstance(row.get(k), float) else f"{k}={row[k]}"
+                       for k in keys if k in row), flush=True)
+
+    for model_name in args.models:
+        ckpt, full, ft, test = setup(model_name, args.data, args.train_subset, args.test_subset)
+        example = full.train_x[:1]
+        graph = build_channel_graph(ckpt.model, example)
+        cost = count_model(ckpt.model, full.input_shape)
+        dense[model_name] = {"accuracy": accuracy(ckpt.model, test), "params": cost.params, "macs": cost.macs,
+                             "epoch_s": epoch_seconds(ckpt.model, full), "train_images": len(full.train_x)}
+        print(f"{model_name}: dense {dense[model_name]}", flush=True)
+        for R in args.targets:
+            for seed in args.seeds:
+                rows += run_one(args, model_name, R, seed, ckpt, full, ft, test, graph,
+                                dense[model_name]["epoch_s"], log)
+                elapsed = time.perf_counter() - t0
+                payload = {"environment": env, "settings": settings, "dense": dense, "rows": rows,
+                           "elapsed_s": elapsed}
+                write_results(args.stem, payload, markdown(rows, dense, args, env, settings, elapsed))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,98 @@
+"""``secateurs autoprune`` end to end on a tiny checkpoint, its errors, and the library's save/load round trip."""
+import json
+
+import pytest
+import torch
+
+import secateurs
+from secateurs.cli import main
+from secateurs.data import get_dataset
+from secateurs.flops import count_model
+from secateurs.io import ModelSpec, load_checkpoint, save
+from secateurs.structured.autobot import AutoBotConfig, autoprune
+from secateurs.train import evaluate
+
+TRAIN = ["train", "--data", "digits", "--epochs", "1", "--lr", "0.05", "--batch-size", "64", "--no-augment",
+         "--quiet", "--threads", "1"]
+AUTOPRUNE = ["autoprune", "--data", "digits", "--batches", "10", "--batch-size", "32", "--threads", "1"]
+
+
+@pytest.fixture(scope="module")
+def dense(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ckpt") / "dense"
+    assert main(TRAIN + ["--model", "mlp", "--out", str(out)]) == 0
+    return out
+
+
+def test_autoprune_end_to_end(dense, tmp_path, capsys):
+    out = tmp_path / "ab"
+    assert main(AUTOPRUNE + ["--checkpoint", str(dense), "--flops-reduction", "0.5", "--finetune-epochs", "1",
+                             "--out", str(out)]) == 0
+    s = json.loads((out / "summary.json").read_text())
+    need = {"accuracy_before_finetune", "accuracy", "macs", "macs_dense", "flops_reduction", "params", "widths",
+            "bottleneck_seconds", "bottleneck_images"}
+    assert need <= set(s)
+    assert abs(s["flops_reduction"] - 0.5) <= 0.005 and s["bottleneck_images"] == 10 * 32
+    assert s["finetune"] is not None and len(s["bottleneck_history"]) == 10
+    model = secateurs.load(out)  # the plan in model.json rebuilds the pruned architecture
+    data = get_dataset("digits")
+    cost = count_model(model, data.input_shape)
+    assert cost.macs == s["macs"] and cost.params == s["params"]
+    assert evaluate(model, data.test_x, data.test_y)["accuracy"] == pytest.approx(s["accuracy"])
+    assert (out / "autobot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    plan = json.loads((out / "model.json").read_text())["plan"]
+    assert {g: len(k) for g, k in plan["groups"].items()} == s["widths"]
+    assert "fewer" in capsys.readouterr().out
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A user factory (module:factory): one 8-channel conv, so reachable reductions are steps of about 1/8."""
+    out = tmp_path_factory.mktemp("ckpt") / "tiny"
+    assert main(TRAIN + ["--model", "fixtures.user_models:tiny", "--out", str(out)]) == 0
+    return out
+
+
+def test_autoprune_without_finetune_user_factory(tiny, tmp_path):
+    out = tmp_path / "ab"
+    assert main(AUTOPRUNE + ["--checkpoint", str(tiny), "--flops-reduction", "0.5", "--quiet",
+                             "--out", str(out)]) == 0
+    s = json.loads((out / "summary.json").read_text())
+    assert s["accuracy"] == s["accuracy_before_finetune"] and s["finetune"] is None
+    assert s["flops_reduction"] == pytest.approx(0.5) and sum(s["widths"].values()) == 4
+    assert count_model(secateurs.load(out), (1, 8, 8)).macs == s["macs"]
+
+
+@pytest.mark.parametrize("value", ["0", "1", "1.5", "-0.2", "x"])
+def test_flops_reduction_out_of_range_exit_2(value, dense, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(AUTOPRUNE + ["--checkpoint", str(dense), "--flops-reduction", value, "--out", str(tmp_path / "o")])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert "--flops-reduction" in err and len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+@pytest.mark.parametrize("value,needle", [("0.95", "out of reach"),  # one channel of 8 leaves 1/8 of the MACs
+                                           ("0.3", "nearest reachable reductions are")])  # steps of 1/8
+def test_unreachable_reduction_exit_2(value, needle, tiny, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(AUTOPRUNE + ["--checkpoint", str(tiny), "--flops-reduction", value, "--quiet",
+                          "--out", str(tmp_path / "o")])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert f"--flops-reduction {value}" in err and needle in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "o").exists()
+
+
+def test_library_round_trip_through_io(dense, tmp_path):
+    ckpt = load_checkpoint(dense)
+    data = get_dataset("digits")
+    model = ckpt.model
+    result = autoprune(model, data, 0.4, config=AutoBotConfig(batches=5, batch_size=32), progress=False)
+    spec = ModelSpec(**{**ckpt.spec.__dict__, "plan": result.plan.to_dict()})
+    save(tmp_path / "p", model, spec, result.summary())
+    back = secateurs.load(tmp_path / "p")
+    x = data.test_x[:16]
+    with torch.no_grad():
+        assert torch.equal(back(x), model.eval()(x))
+    assert json.loads((tmp_path / "p" / "summary.json").read_text())["macs"] == result.report.macs_after
