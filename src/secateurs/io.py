@@ -55,10 +55,14 @@ class ModelSpec:
 
         model = create_model(self.name, **self.kwargs)
         if self.plan is not None:
+            from .graph import build_channel_graph
             from .structured import apply_plan, PruningPlan
 
             example = torch.zeros(1, *self.input_shape)
-            apply_plan(model, PruningPlan.from_dict(self.plan), example, verify=False)
+            # The plan was verified when it was made; re-tracing without the (slow) verification gives the same
+            # groups and indices (verification can only mark groups unprunable).
+            graph = build_channel_graph(model, example, verify=False)
+            apply_plan(model, PruningPlan.from_dict(self.plan), example, graph=graph, verify=False)
         return model
 
     def to_dict(self) -> dict:
