@@ -17,6 +17,10 @@ COMMANDS: dict[str, str] = {
     "report": "secateurs.cli.report",
     "sparsify": "secateurs.cli.sparsify",
     "autoprune": "secateurs.cli.autoprune",
+    "explain": "secateurs.cli.explain",
+    "prune": "secateurs.cli.prune",
+    "finetune": "secateurs.cli.finetune",
+    "export": "secateurs.cli.export",
 }
 
 

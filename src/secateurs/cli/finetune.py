@@ -1,0 +1,121 @@
+"""``secateurs finetune``: train any checkpoint further — dense, structurally pruned or sparse — and save it.
+
+A pruned checkpoint is rebuilt from its plan and stays pruned (same ``model.json`` plan). A sparse checkpoint
+(``model.json`` has ``sparsity``) keeps its zeros: the weights that are exactly zero in the sparsified tensors
+when fine-tuning starts are projected back to zero after every optimizer step, so the sparsity is unchanged.
+"""
+from __future__ import annotations
+
+import argparse
+
+from . import _common as c
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("finetune", help="fine-tune a checkpoint (pruned or sparse: the structure and zeros stay)",
+                       description="Fine-tune a checkpoint and write DIR with the same architecture (and plan), "
+                                   "summary.json with the test `accuracy` after and `accuracy_before` fine-tuning. "
+                                   "A sparse checkpoint's exact zeros stay zero.")
+    p.add_argument("--checkpoint", required=True, type=c.existing_dir("--checkpoint"), metavar="DIR")
+    c.add_data_args(p)
+    c.add_train_args(p, epochs=10, lr=0.01, warmup=0.0)
+    c.add_run_args(p)
+    p.set_defaults(run=run)
+
+
+def keep_zeros(masks: dict):
+    """A training callback that multiplies each parameter by its mask after every optimizer step (and once at
+    the start). ``masks``: {name: (parameter, bool mask of the entries to keep)}."""
+    import torch
+
+    from ..train import Callback  # deferred: the CLI table imports every command module at start-up
+
+    class KeepZeros(Callback):
+        def __init__(self):
+            self.masks, self._handle = masks, None
+
+        def _project(self, *_):
+            with torch.no_grad():
+                for param, mask in self.masks.values():
+                    param.mul_(mask)
+
+        def on_train_begin(self, trainer) -> None:
+            self._project()
+            self._handle = trainer.optimizer.register_step_post_hook(self._project)
+
+        def on_train_end(self, trainer) -> None:
+            if self._handle is not None:
+                self._handle.remove()
+                self._handle = None
+
+    return KeepZeros()
+
+
+def zero_masks(model, sparsity: dict | None) -> dict:
+    """{name: (parameter, mask)} of the sparsified tensors (``sparsity['tensors']``, else every conv/linear
+    weight), masking the entries that are exactly zero now. Empty when the checkpoint is not sparse."""
+    from ..unstructured import select_prunable
+
+    if not sparsity:
+        return {}
+    names = sparsity.get("tensors")
+    if names:
+        params = {n: model.get_parameter(n) for n in names}
+    else:
+        params = {t.name: t.param for t in select_prunable(model)}
+    return {n: (p, p.detach() != 0) for n, p in params.items()}
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from .. import distributed
+    from ..flops import count_model
+    from ..io import save
+    from ..train import Trainer, evaluate
+    from .prune import check_compatible
+
+    c.check_out(args)
+    c.setup_threads(args)
+    distributed.init_from_env()
+    data = c.load_data(args)
+    ckpt = c.load_checkpoint_arg(args.checkpoint)
+    check_compatible(ckpt, data)
+    model, spec = ckpt.model, ckpt.spec
+    torch.manual_seed(args.seed)
+    before = evaluate(model, data.test_x, data.test_y)
+    try:
+        masks = zero_masks(model, spec.sparsity)
+    except AttributeError as e:
+        raise c.UsageError(f"--checkpoint {str(args.checkpoint)!r}: its sparsity record names a tensor the model "
+                           f"does not have: {e}") from None
+    model.train()
+    trainer = Trainer(model, data, c.train_config(args), progress=False if args.quiet else None)
+    if masks:
+        trainer.callbacks.append(keep_zeros(masks))
+    result = trainer.run()
+    cost = count_model(model, data.input_shape)
+    summary = {
+        "command": "finetune", "model": spec.name, "dataset": data.name, "source": str(args.checkpoint),
+        "accuracy": result.accuracy, "test_loss": result.loss, "accuracy_before": before["accuracy"],
+        "params": cost.params, "macs": cost.macs, "flops": cost.flops,
+        "pruned": spec.plan is not None, "sparse": bool(masks),
+        "epochs": result.epochs, "steps": result.steps, "elapsed_s": result.elapsed_s,
+        "config": {k: getattr(trainer.config, k) for k in trainer.config.__dataclass_fields__},
+        "history": result.history, "versions": c.versions(), "world_size": distributed.world_size(),
+    }
+    for key in ("flops_reduction", "macs_dense", "params_dense", "widths", "criterion"):
+        if key in ckpt.summary:
+            summary[key] = ckpt.summary[key]
+    if masks:
+        total = sum(m.numel() for _, m in masks.values())
+        zeros = sum(int((p == 0).sum()) for p, _ in masks.values())
+        summary["sparsity"] = zeros / max(total, 1)
+        spec.sparsity = {**spec.sparsity, "sparsity": summary["sparsity"]}
+    if distributed.is_main():
+        save(args.out, model, spec, summary, overwrite=args.overwrite)
+        print(f"{spec.name} on {data.name}: fine-tuned {result.epochs:g} epochs, accuracy "
+              f"{before['accuracy']:.4f} -> {result.accuracy:.4f}"
+              + (f", sparsity {summary['sparsity']:.4f}" if masks else "") + f" -> {args.out}")
+    distributed.barrier()
+    return 0

@@ -1,0 +1,132 @@
+"""``secateurs prune``: one-shot structured (channel) pruning of a checkpoint to a MACs target with a baseline
+criterion, verified surgery and a checkpoint that replays the plan on load.
+
+Writes DIR/model.json (architecture + the plan), model.safetensors, summary.json (``accuracy`` before fine-tuning
+on the test split, ``macs``, ``macs_dense``, ``flops_reduction``, ``params``, ``params_dense``, ``widths`` per group,
+...) and plan.txt (kept / full width per group). Fine-tune it with ``secateurs finetune``.
+"""
+from __future__ import annotations
+
+import argparse
+
+from . import _common as c
+
+CRITERIA = ("l1", "l2", "bn", "taylor", "random")
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "prune", help="structured pruning to a FLOPs target: l1, l2, bn, taylor or random channel scores",
+        description="Score every channel of every coupled channel group with a criterion (l1/l2 filter norm, "
+                    "BatchNorm |gamma|, first-order Taylor on a few training batches, random), remove the "
+                    "lowest-ranked channels until the MACs reduction lies in [R, R + 1 point], verify the surgery, "
+                    "and save the pruned checkpoint. Fails (exit 2) with the reason when the target cannot be met.")
+    p.add_argument("--checkpoint", required=True, type=c.existing_dir("--checkpoint"), metavar="DIR",
+                   help="trained checkpoint to prune (dense, sparse or already pruned)")
+    g = p.add_argument_group("pruning")
+    g.add_argument("--criterion", required=True, choices=CRITERIA)
+    g.add_argument("--flops-reduction", required=True, type=c.fraction("--flops-reduction"), metavar="R",
+                   help="fraction of the checkpoint's MACs to remove, in [0, 1) (FLOPs = 2*MACs: same ratio)")
+    g.add_argument("--scope", choices=("global", "local"), default="global",
+                   help="global: one ranking of all channels by score / group mean score (default); "
+                        "local: the same pruned fraction in every group")
+    g.add_argument("--round-to", type=c.positive_int("--round-to"), default=1, metavar="K",
+                   help="pruned groups keep a multiple of K channels (default 1)")
+    g.add_argument("--min-channels", type=c.positive_int("--min-channels"), default=1, metavar="N",
+                   help="every group keeps at least N channels (default 1)")
+    g.add_argument("--calib-batches", type=c.positive_int("--calib-batches"), default=8, metavar="B",
+                   help="taylor: training batches of --batch-size to accumulate gradients over (default 8)")
+    g.add_argument("--batch-size", type=c.positive_int("--batch-size"), default=64,
+                   help="taylor: calibration batch size (default 64)")
+    c.add_data_args(p)
+    c.add_run_args(p)
+    p.set_defaults(run=run)
+
+
+def check_compatible(ckpt, data, flag: str = "--checkpoint") -> None:
+    if list(ckpt.spec.input_shape) != list(data.input_shape) or ckpt.spec.num_classes != data.num_classes:
+        raise c.UsageError(f"{flag} {str(ckpt.path)!r} expects input {ckpt.spec.input_shape} with "
+                           f"{ckpt.spec.num_classes} classes; --data {data.name} has {list(data.input_shape)} "
+                           f"and {data.num_classes}")
+
+
+def calibration_batches(data, n: int, batch_size: int, seed: int):
+    import torch
+
+    perm = torch.randperm(len(data.train_x), generator=torch.Generator().manual_seed(seed))
+    idx = perm[:n * batch_size]
+    return [(data.train_x[idx[i:i + batch_size]], data.train_y[idx[i:i + batch_size]])
+            for i in range(0, len(idx), batch_size)]
+
+
+def run(args: argparse.Namespace) -> int:
+    import time
+
+    from ..flops import count_model
+    from ..graph import build_channel_graph
+    from ..io import save
+    from ..structured import PruningPlan, apply_plan, channel_scores, compose_plans, select_channels
+    from ..structured.select import SelectionError
+    from ..train import evaluate
+
+    c.check_out(args)
+    c.setup_threads(args)
+    start = time.perf_counter()
+    data = c.load_data(args)
+    ckpt = c.load_checkpoint_arg(args.checkpoint)
+    check_compatible(ckpt, data)
+    model, spec = ckpt.model.eval(), ckpt.spec
+    dense = count_model(model, data.input_shape)
+    example = data.train_x[:2]
+    graph = build_channel_graph(model, example)
+
+    batches = (calibration_batches(data, args.calib_batches, args.batch_size, args.seed)
+               if args.criterion == "taylor" else None)
+    try:
+        scores = channel_scores(model, graph, args.criterion, data=batches, seed=args.seed)
+    except ValueError as e:
+        raise c.UsageError(f"--criterion {args.criterion}: {e}") from None
+    try:
+        selection = select_channels(
+            graph, scores, args.flops_reduction, scope=args.scope, min_channels=args.min_channels,
+            round_to=args.round_to, meta={"criterion": args.criterion, "seed": args.seed})
+    except SelectionError as e:
+        raise c.UsageError(f"--flops-reduction {args.flops_reduction:g}: {e}") from None
+    report = apply_plan(model, selection.plan, example, graph=graph)  # verified: MACs, params, outputs
+    after = count_model(model, data.input_shape)
+    accuracy = evaluate(model, data.test_x, data.test_y)
+
+    plan = selection.plan
+    if spec.plan is not None:  # a pruned checkpoint pruned again: model.json replays one plan on a dense model
+        plan = compose_plans(PruningPlan.from_dict(spec.plan), plan)
+    spec.plan = plan.to_dict()
+    widths_dense = {g.id: g.width for g in graph.groups}
+    summary = {
+        "command": "prune", "model": spec.name, "dataset": data.name, "source": str(args.checkpoint),
+        "criterion": args.criterion, "scope": args.scope, "round_to": args.round_to,
+        "min_channels": args.min_channels, "seed": args.seed,
+        "calib_batches": args.calib_batches if args.criterion == "taylor" else None,
+        "accuracy": accuracy["accuracy"], "test_loss": accuracy["loss"],
+        "accuracy_dense": ckpt.summary.get("accuracy"),
+        "target_flops_reduction": args.flops_reduction,
+        "flops_reduction": 1 - after.macs / max(dense.macs, 1),
+        "macs": after.macs, "macs_dense": dense.macs, "flops": 2 * after.macs, "flops_dense": 2 * dense.macs,
+        "params": after.params, "params_dense": dense.params,
+        "params_reduction": 1 - after.params / max(dense.params, 1),
+        "widths": selection.widths, "widths_dense": widths_dense,
+        "prunable_groups": len(graph.prunable_groups()), "groups": len(graph.groups),
+        "verify_max_abs_diff": report.max_abs_diff,
+        "elapsed_s": time.perf_counter() - start, "versions": c.versions(),
+    }
+    if after.macs != selection.macs:
+        raise RuntimeError(f"counted {after.macs} MACs after pruning; the selection promised {selection.macs}")
+
+    def extra(tmp):
+        (tmp / "plan.txt").write_text(selection.plan.summary() + "\n")
+
+    save(args.out, model, spec, summary, overwrite=args.overwrite, extra=extra)
+    print(f"{spec.name} on {data.name}: {args.criterion} ({args.scope}) removed "
+          f"{summary['flops_reduction']:.2%} of MACs (target {args.flops_reduction:.2%}; "
+          f"{dense.macs / 1e6:.2f} M -> {after.macs / 1e6:.2f} M), params {dense.params:,} -> {after.params:,}, "
+          f"accuracy before fine-tuning {accuracy['accuracy']:.4f} -> {args.out}")
+    return 0
