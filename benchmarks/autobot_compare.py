@@ -29,7 +29,10 @@ def baseline(model, graph, example, criterion, scope, reduction, seed, taylor_ba
 
     m = copy.deepcopy(model)
     t0 = time.perf_counter()
-    scores = channel_scores(m, graph, criterion, data=taylor_batches if criterion == "taylor" else None, seed=seed)
+    try:
+        scores = channel_scores(m, graph, criterion, data=taylor_batches if criterion == "taylor" else None, seed=seed)
+    except ValueError as e:  # e.g. bn on a network without BatchNorm
+        return m, str(e).splitlines()[0], time.perf_counter() - t0
     sel = None
     for tol in (0.005, 0.01, 0.02):  # window [R - tol/2, R + tol/2] around AutoBot's achieved reduction
         try:
@@ -39,7 +42,7 @@ def baseline(model, graph, example, criterion, scope, reduction, seed, taylor_ba
         except SelectionError:
             continue
     if sel is None:
-        return m, None, time.perf_counter() - t0
+        return m, "no selection within 1 point of AutoBot's reduction", time.perf_counter() - t0
     report = apply_plan(m, sel.plan, example, graph=graph)
     return m, report, time.perf_counter() - t0
 
@@ -70,8 +73,8 @@ def run_one(args, model_name, R, seed, ckpt, full, ft, test, graph, epoch_s, log
             pm, report, select_s = baseline(ckpt.model, graph, example, crit, scope, achieved, seed, taylor)
             row = {"model": model_name, "target": R, "seed": seed, "method": crit, "scope": scope,
                    "select_s": select_s}
-            if report is None:
-                row["error"] = "no selection within 1 point of AutoBot's reduction"
+            if isinstance(report, str):
+                row["error"] = report
             else:
                 before = accuracy(pm, test)
                 after, ft_s = finetune(pm, ft, args.finetune_epochs, seed, args.finetune_batch_size, test)
@@ -102,7 +105,8 @@ def markdown(rows, dense, args, env, settings, elapsed):
             for method, scope in keys:
                 rs = [r for r in sub if r["method"] == method and r["scope"] == scope and "error" not in r]
                 if not rs:
-                    md.append(f"| {method} | {scope} | – | – | no selection | – | 0 |")
+                    why = next((r["error"] for r in sub if r["method"] == method and "error" in r), "")
+                    md.append(f"| {method} | {scope} | – | – | n/a: {why[:80]} | – | 0 |")
                     continue
                 md.append(f"| {'**AutoBot**' if method == 'autobot' else method} | {scope} | "
                           f"{fmt([r['reduction'] for r in rs])} | {mean_std([r['params'] for r in rs])[0]:,.0f} | "

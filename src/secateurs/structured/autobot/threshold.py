@@ -10,8 +10,10 @@ network is ever built.
    than the tolerance. Then: rank every channel globally (score, then α, then group and index: deterministic), and
    binary-search the longest prefix of that ranking whose MACs stay at or under the upper bound — this is the
    threshold search at one-channel resolution.
-3. If that prefix is still short of the lower bound (a big channel just above it jumps past the window), fill the
-   window greedily with lower-ranked channels that fit, in rank order.
+3. If that prefix is still short of the lower bound (a big channel just above it jumps past the window), repair
+   greedily: add lower-ranked channels that fit, in rank order; failing that, take the next prefix (over the window)
+   and drop its lowest-ranked channels whose removal does not undershoot it (fine-grained channels, e.g. of a linear
+   layer, absorb the jump of a coarse conv channel).
 If nothing lands in the window, ``ValueError`` says which reductions are reachable around the target.
 """
 from __future__ import annotations
@@ -106,19 +108,32 @@ def search_threshold(
     if macs >= lo:
         return Selection({g: sorted(v) for g, v in kept.items()}, None, macs, 1 - macs / dense, "ranked", iterations)
 
-    # 3. greedy fill of the window with lower-ranked channels that fit
+    # 3. greedy repair: fill up from below with lower-ranked channels that fit, else come down from above by
+    #    dropping the lowest-ranked kept channels whose removal does not undershoot the window
+    below = macs
     for _, _, g, i in ranked[a + 1:]:
         kept[g].append(i)
         m = measure(kept)
         if m > hi:
             kept[g].pop()
             continue
-        macs = m
-        if macs >= lo:
-            return Selection({g: sorted(v) for g, v in kept.items()}, None, macs, 1 - macs / dense, "greedy",
-                             iterations)
-    above = measure(prefix(min(a + 1, len(ranked))))
+        if m >= lo:
+            return Selection({g: sorted(v) for g, v in kept.items()}, None, m, 1 - m / dense, "greedy", iterations)
+    if a < len(ranked):
+        kept = prefix(a + 1)
+        above = measure(kept)
+        for _, _, g, i in reversed(ranked[:a + 1]):
+            kept[g].remove(i)
+            m = measure(kept)
+            if m < lo:
+                kept[g].append(i)
+                continue
+            if m <= hi:
+                return Selection({g: sorted(v) for g, v in kept.items()}, None, m, 1 - m / dense, "greedy",
+                                 iterations)
+    else:
+        above = below
     raise ValueError(
         f"no selection reaches a flops reduction of {reduction:.4f} ± {tolerance:.4f}: in score order the nearest "
-        f"reachable reductions are {1 - macs / dense:.4f} and {1 - above / dense:.4f} (single channels move MACs by "
+        f"reachable reductions are {1 - below / dense:.4f} and {1 - above / dense:.4f} (single channels move MACs by "
         f"more than the tolerance in this network); choose a reduction near one of them or a larger tolerance")
