@@ -40,30 +40,27 @@ def handle_errors(parser: argparse.ArgumentParser, command: str):
 
 
 # ----------------------------------------------------------------------------------------------- types
-def positive_int(flag: str):
+def int_at_least(flag: str, low: int):
+    """argparse type: an integer >= ``low``; the error names the flag and the value."""
+
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{flag} must be an integer, got {text!r}") from None
-        if value < 1:
-            raise argparse.ArgumentTypeError(f"{flag} must be >= 1, got {value}")
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{flag} must be >= {low}, got {value}")
         return value
 
     return parse
+
+
+def positive_int(flag: str):
+    return int_at_least(flag, 1)
 
 
 def nonneg_int(flag: str):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{flag} must be an integer, got {text!r}") from None
-        if value < 0:
-            raise argparse.ArgumentTypeError(f"{flag} must be >= 0, got {value}")
-        return value
-
-    return parse
+    return int_at_least(flag, 0)
 
 
 def positive_float(flag: str, allow_zero: bool = False):
