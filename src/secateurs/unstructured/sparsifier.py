@@ -46,7 +46,7 @@ SCOPES = ("layer", "global")
 
 
 class _ForwardMask(nn.Module):
-    """Parametrisation ``w ↦ w ⊙ mask``. ``ste=True``: same value, identity (straight-through) gradient."""
+    """Parametrisation ``w ↦ w ⊙ mask`` (mask in w's dtype). ``ste=True``: same value, straight-through gradient."""
 
     def __init__(self, mask: torch.Tensor, ste: bool):
         super().__init__()
@@ -105,6 +105,8 @@ class CyclicalSparsifier:
             raise ValueError("no prunable tensors selected (check include / exclude / layer_types)")
         self.step_count = 0
         self.masks: dict[str, torch.Tensor] = {}
+        # the same masks in the weights' dtype: multiplying by a float mask is ~4x faster than by a bool one
+        self._fmasks: dict[str, torch.Tensor] = {}
         self.ever_pruned: dict[str, torch.Tensor] = {}
         self.history: list[dict[str, Any]] = []
         self.mask_sparsity: float | None = None  # schedule value the current masks were computed at
@@ -124,11 +126,12 @@ class CyclicalSparsifier:
             return
         for t in self.targets:
             self.masks[t.name] = torch.ones_like(t.param, dtype=torch.bool)
+            self._fmasks[t.name] = torch.ones_like(t.param, requires_grad=False)
             self.ever_pruned[t.name] = torch.zeros_like(t.param, dtype=torch.bool)
             if self.variant != "project":
                 self._param_order[t.name] = list(t.module._parameters)
                 parametrize.register_parametrization(
-                    t.module, t.attr, _ForwardMask(self.masks[t.name], ste=self.variant == "ste"))
+                    t.module, t.attr, _ForwardMask(self._fmasks[t.name], ste=self.variant == "ste"))
         self._update_masks(0)
         self._apply()
 
@@ -212,7 +215,8 @@ class CyclicalSparsifier:
             recovered += int((m & self.ever_pruned[name]).sum())
             total += m.numel()
             per_layer[name] = 1.0 - int(m.sum()) / m.numel()
-            old.copy_(m)  # in place: the forward parametrisations hold these very tensors
+            old.copy_(m)
+            self._fmasks[name].copy_(m)  # in place: the forward parametrisations hold these very tensors
         self.mask_sparsity = s
         rec = {"step": step, "planned": s, "sparsity": 1.0 - kept / total, "churn": flips / total,
                "recovered_fraction": recovered / kept if kept else 0.0, "sparsity_per_layer": per_layer}
@@ -224,7 +228,7 @@ class CyclicalSparsifier:
     def _apply(self) -> None:
         if self.variant == "project":
             for t in self.targets:
-                t.param.mul_(self.masks[t.name])
+                t.param.mul_(self._fmasks[t.name])
         if self.variant != "ste":
             self._zero_state()
 
@@ -235,10 +239,10 @@ class CyclicalSparsifier:
                 state = opt.state.get(t.param)
                 if not state:
                     continue
-                mask = self.masks[t.name]
+                fmask = self._fmasks[t.name]
                 for v in state.values():
                     if isinstance(v, torch.Tensor) and v.shape == t.param.shape:
-                        v.mul_(mask)
+                        v.mul_(fmask if v.dtype == fmask.dtype else self.masks[t.name])
 
     # ------------------------------------------------------------------------------------------- reporting
     def sparsity_per_layer(self) -> dict[str, float]:
@@ -311,6 +315,7 @@ class CyclicalSparsifier:
             if m.shape != self.masks[n].shape:
                 raise ValueError(f"mask {n!r} has shape {tuple(m.shape)}, expected {tuple(self.masks[n].shape)}")
             self.masks[n].copy_(m)
+            self._fmasks[n].copy_(m)
             self.ever_pruned[n].copy_(state["ever_pruned"][n])
         self.step_count = int(state["step"])
         self.mask_sparsity = state["mask_sparsity"]
@@ -318,7 +323,7 @@ class CyclicalSparsifier:
         with torch.no_grad():  # idempotent on weights saved by a run with these masks
             if self.variant == "project":
                 for t in self.targets:
-                    t.param.mul_(self.masks[t.name])
+                    t.param.mul_(self._fmasks[t.name])
 
     def __repr__(self) -> str:
         return (f"CyclicalSparsifier({self.schedule!r}, step={self.step_count}, tensors={len(self.targets)}, "
