@@ -25,6 +25,7 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--test-subset", type=int, default=None)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--dense-dir", default=None, help="load dense checkpoints from here, not the shared cache")
     p.add_argument("--stem", default="autobot_batches")
     p.add_argument("--reduced", default="none: the full configuration", help="what was reduced, for the report")
     args = p.parse_args()
@@ -36,7 +37,7 @@ def main() -> None:
     env = environment(args.threads)
     rows, dense = [], {}
     for model_name in args.models:
-        ckpt, full, _, test = setup(model_name, args.data, None, args.test_subset)
+        ckpt, full, _, test = setup(model_name, args.data, None, args.test_subset, dense_dir=args.dense_dir)
         example = full.train_x[:1]
         graph = build_channel_graph(ckpt.model, example)
         dense[model_name] = accuracy(ckpt.model, test)
@@ -59,7 +60,8 @@ def main() -> None:
                       "50 → 77.8 / 79.1; 100 → 80.7 / 82.0; 200 → 82.1 / 84.5.", ""]
                 for mn in dense:
                     md += [f"## {mn} (dense {dense[mn] * 100:.2f}% on the test subset)", "",
-                           "| batches | acc before FT (%) | MACs reduction (%) | bottleneck s | seeds |", "|---|---|---|---|---|"]
+                           "| batches | acc before FT (%) | MACs reduction (%) | bottleneck s | seeds |",
+                           "|---|---|---|---|---|"]
                     for b in args.batches:
                         rs = [r for r in rows if r["model"] == mn and r["batches"] == b]
                         if rs:

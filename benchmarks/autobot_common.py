@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -11,13 +12,19 @@ import torch.nn.functional as F
 from _common import dense_checkpoint
 
 
-def setup(model_name: str, data_name: str, train_subset: int | None, test_subset: int | None, dense_seed: int = 0):
+def setup(model_name: str, data_name: str, train_subset: int | None, test_subset: int | None, dense_seed: int = 0,
+          dense_dir: str | None = None):
     """(dense checkpoint, full data, fine-tune data, (test_x, test_y)). Bottlenecks and Taylor scores use the full
     training split (they draw a fixed number of batches); only fine-tuning uses ``train_subset``. The test subset is
-    a seeded random sample, the same for every method and seed."""
+    a seeded random sample, the same for every method and seed. ``dense_dir``: load ``<dir>/<model>_<data>_s<seed>``
+    instead of the shared cache (a reduced dense run; the report must say so)."""
     from secateurs.data import get_dataset
+    from secateurs.io import load_checkpoint
 
-    ckpt = dense_checkpoint(model_name, data_name, dense_seed, train_if_missing=False)
+    if dense_dir:
+        ckpt = load_checkpoint(Path(dense_dir).expanduser() / f"{model_name}_{data_name}_s{dense_seed}")
+    else:
+        ckpt = dense_checkpoint(model_name, data_name, dense_seed, train_if_missing=False)
     full = get_dataset(data_name, seed=dense_seed)  # the dense model's own split
     ft = get_dataset(data_name, seed=dense_seed, train_subset=train_subset) if train_subset else full
     x, y = full.test_x, full.test_y

@@ -95,7 +95,8 @@ def markdown(rows, dense, args, env, settings, elapsed):
           ""]
     for model_name, d in dense.items():
         md += [f"## {model_name}: dense {d['accuracy'] * 100:.2f}% on the test subset, {d['params']:,} params, "
-               f"{d['macs'] / 1e6:.2f} M MACs; one training epoch ≈ {d['epoch_s']:.0f} s here", ""]
+               f"{d['macs'] / 1e6:.2f} M MACs; one training epoch (55,000 images) ≈ {d['epoch_s']:.0f} s here; "
+               f"dense checkpoint `{d['checkpoint']}` ({d['dense_epochs']} epochs)", ""]
         for R in sorted({r["target"] for r in rows if r["model"] == model_name}):
             sub = [r for r in rows if r["model"] == model_name and r["target"] == R]
             md += [f"### target {R:.0%} fewer MACs", "",
@@ -135,6 +136,7 @@ def main() -> None:
     p.add_argument("--train-subset", type=int, default=None, help="fine-tune on N training images (default all)")
     p.add_argument("--test-subset", type=int, default=None, help="evaluate on N test images (default all)")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--dense-dir", default=None, help="load dense checkpoints from here, not the shared cache")
     p.add_argument("--stem", default="autobot_compare")
     p.add_argument("--reduced", default="none: the full configuration", help="what was reduced, for the report")
     args = p.parse_args()
@@ -154,12 +156,14 @@ def main() -> None:
                        for k in keys if k in row), flush=True)
 
     for model_name in args.models:
-        ckpt, full, ft, test = setup(model_name, args.data, args.train_subset, args.test_subset)
+        ckpt, full, ft, test = setup(model_name, args.data, args.train_subset, args.test_subset,
+                                     dense_dir=args.dense_dir)
         example = full.train_x[:1]
         graph = build_channel_graph(ckpt.model, example)
         cost = count_model(ckpt.model, full.input_shape)
         dense[model_name] = {"accuracy": accuracy(ckpt.model, test), "params": cost.params, "macs": cost.macs,
-                             "epoch_s": epoch_seconds(ckpt.model, full), "train_images": len(full.train_x)}
+                             "epoch_s": epoch_seconds(ckpt.model, full), "train_images": len(full.train_x),
+                             "checkpoint": str(ckpt.path), "dense_epochs": ckpt.summary.get("epochs")}
         print(f"{model_name}: dense {dense[model_name]}", flush=True)
         for R in args.targets:
             for seed in args.seeds:

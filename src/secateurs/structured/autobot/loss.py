@@ -1,8 +1,8 @@
 """AutoBot's loss: L = CE(f(x; λ), y) + β·L_F(λ) + γ·L_B(λ) (papers.md §2, "Loss").
 
 * L_F is piecewise linear in the soft MACs F(λ) (``secateurs.soft_flops.SoftMacsModel``): 0 at the target T, 1 at
-  F = F_max and at F = 0, i.e. ``(F − T)/(F_max − T)`` above the target and ``1 − F/T`` below it. It is computed with
-  autograd through the (bilinear) MACs model, never by hand.
+  F = F_max and at F = 0, i.e. ``(F − T)/(F_max − T)`` above the target and ``1 − F/T`` below it.
+  Computed with autograd through the (bilinear) MACs model, never by hand.
 * L_B is the mean over score vectors of the mean of |λ − round(λ)|: it pushes every score to the nearer of 0 and 1.
 """
 from __future__ import annotations
@@ -40,8 +40,8 @@ class LossTerms:
     macs: torch.Tensor
 
     def values(self) -> dict[str, float]:
-        return {"loss": float(self.total.detach()), "ce": float(self.ce.detach()), "l_f": float(self.flops.detach()),
-                "l_b": float(self.binar.detach()), "soft_macs": float(self.macs.detach())}
+        named = {"loss": self.total, "ce": self.ce, "l_f": self.flops, "l_b": self.binar, "soft_macs": self.macs}
+        return {k: float(v.detach()) for k, v in named.items()}
 
 
 def autobot_loss(logits: torch.Tensor, y: torch.Tensor, macs: torch.Tensor, scores: Mapping[str, torch.Tensor], *,

@@ -58,7 +58,8 @@ def search_threshold(
     if not 0 < reduction < 1:
         raise ValueError(f"flops reduction must be in (0, 1), got {reduction}")
     scores = {g: s.detach().double().cpu() for g, s in scores.items()}
-    alphas = {g: a.detach().double().cpu() for g, a in (alphas or {g: torch.logit(s) for g, s in scores.items()}).items()}
+    alphas = alphas if alphas is not None else {g: torch.logit(s) for g, s in scores.items()}
+    alphas = {g: a.detach().double().cpu() for g, a in alphas.items()}
     dense = soft.total
     lo, hi = (1 - reduction - tolerance) * dense, (1 - reduction + tolerance) * dense  # MACs window
     forced = _forced(scores, alphas)
