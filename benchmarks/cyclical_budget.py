@@ -39,14 +39,14 @@ from secateurs.unstructured import CyclicalSparsifier, SparsifierCallback, reest
 
 # Sized for a shared 2-core CPU (one thread): a training subset, short dense pre-training, short sparse phase.
 SETUPS = {
-    "mlp": dict(model="mlp", data="fashion-mnist", train_subset=10000, dense_epochs=5, epochs=4, lr=0.05,
+    "mlp": dict(model="mlp", data="fashion-mnist", train_subset=10000, dense_epochs=5, epochs=3, lr=0.05,
                 dense_lr=0.1, weight_decay=1e-4, batch_size=128, update_every=5),
     "lenet5": dict(model="lenet5", data="fashion-mnist", train_subset=5000, dense_epochs=8, epochs=4, lr=0.05,
                    dense_lr=0.05, weight_decay=5e-4, batch_size=128, update_every=4),
-    "cnn1d": dict(model="cnn1d", data="mnist1d", train_subset=None, dense_epochs=20, epochs=10, lr=0.05,
-                  dense_lr=0.05, weight_decay=5e-4, batch_size=128, update_every=5),
+    "cnn1d": dict(model="cnn1d", data="mnist1d", train_subset=None, dense_epochs=20, epochs=6, lr=0.05,
+                  dense_lr=0.05, weight_decay=5e-4, batch_size=128, update_every=4),
 }
-TUNE_GRID = [(3, 0.0), (2, 0.0), (5, 0.0), (3, 0.5)]  # (C, s_restart); (3, 0) is the default
+TUNE_GRID = [(3, 0.0), (5, 0.0), (3, 0.5)]  # (C, s_restart); (3, 0) is the default
 CACHE = Path.home() / ".cache" / "secateurs" / "cyclical_dense"
 
 
