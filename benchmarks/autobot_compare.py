@@ -165,8 +165,8 @@ def main() -> None:
                              "epoch_s": epoch_seconds(ckpt.model, full), "train_images": len(full.train_x),
                              "checkpoint": str(ckpt.path), "dense_epochs": ckpt.summary.get("epochs")}
         print(f"{model_name}: dense {dense[model_name]}", flush=True)
-        for R in args.targets:
-            for seed in args.seeds:
+        for seed in args.seeds:  # seeds outermost: a run cut short still has every target for the first seeds
+            for R in args.targets:
                 rows += run_one(args, model_name, R, seed, ckpt, full, ft, test, graph,
                                 dense[model_name]["epoch_s"], log)
                 elapsed = time.perf_counter() - t0

@@ -127,7 +127,6 @@ def autoprune(
 
     bottlenecks = Bottlenecks(graph, config.init, device=device)
     batches = training_batches(data, config.batch_size, config.seed, config.augment)
-    torch.manual_seed(config.seed)
     run = train_bottlenecks(model, bottlenecks, soft, batches, steps=config.batches, target_macs=target,
                             beta=config.beta, gamma=config.gamma, lr=config.lr,
                             best_fraction=config.best_fraction, progress=progress)
