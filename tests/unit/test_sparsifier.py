@@ -354,3 +354,27 @@ def test_summary_and_history_diagnostics():
         assert set(h["sparsity_per_layer"]) == {t.name for t in sp.targets}
     restarts = [h for h in sp.history if h["step"] in (20, 40)]
     assert all(h["sparsity"] == 0.0 and h["churn"] > 0.5 for h in restarts)  # back to dense
+
+
+# ---------------------------------------------------------------------------------------------- callback
+def test_callback_state_round_trip_before_train_begin():
+    from types import SimpleNamespace
+
+    from secateurs.unstructured import SparsifierCallback
+
+    def factory(m, total):
+        return CyclicalSparsifier(m, Cyclical(0.8, total, cycles=2), update_every=2)
+
+    model, optim = _make()
+    cb = SparsifierCallback(factory, bn_batches=0)
+    cb.on_train_begin(SimpleNamespace(model=model, optimizer=optim, total_steps=20))
+    for step in range(7):
+        _train_step(model, optim, step)
+    saved = cb.state_dict()
+    model2, optim2 = _make(seed=5)
+    cb2 = SparsifierCallback(factory, bn_batches=0)
+    cb2.load_state_dict(saved)  # before the sparsifier exists: kept until on_train_begin
+    assert cb2.sparsifier is None
+    cb2.on_train_begin(SimpleNamespace(model=model2, optimizer=optim2, total_steps=20))
+    assert cb2.sparsifier.step_count == 7
+    assert all(torch.equal(cb2.sparsifier.masks[n], m) for n, m in cb.sparsifier.masks.items())
