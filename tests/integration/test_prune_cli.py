@@ -7,7 +7,7 @@ from safetensors.torch import load_file
 
 from secateurs.cli import main
 from secateurs.graph import build_channel_graph
-from secateurs.io import ModelSpec, load, load_checkpoint, save
+from secateurs.io import load, load_checkpoint, save
 from secateurs.structured import PruningPlan, mask_model
 
 QUIET = ["--quiet", "--threads", "1"]
