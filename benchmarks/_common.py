@@ -27,7 +27,7 @@ LARGE_BYTES = 8 * 2**20
 # Epoch counts are sized for a 2-core CPU (see results/dense_baselines.md).
 RECIPES = {
     "mlp": dict(epochs=20, lr=0.1, batch_size=128, weight_decay=1e-4),
-    "lenet5": dict(epochs=15, lr=0.05, batch_size=128, weight_decay=5e-4),
+    "lenet5": dict(epochs=10, lr=0.05, batch_size=128, weight_decay=5e-4),
     "cnn1d": dict(epochs=30, lr=0.05, batch_size=128, weight_decay=5e-4),
     "resnet20": dict(epochs=5, lr=0.1, batch_size=128, weight_decay=5e-4),
     "resnet56": dict(epochs=3, lr=0.1, batch_size=128, weight_decay=5e-4),

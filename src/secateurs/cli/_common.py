@@ -210,6 +210,57 @@ def _check_forward(model, name: str, data, flag: str) -> None:
                          f"{data.num_classes}")
 
 
+def input_shape_arg(text: str) -> list[int]:
+    """argparse type for --input-shape: comma-separated sizes without the batch dimension."""
+    try:
+        dims = [int(t) for t in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--input-shape must be comma-separated integers like 3,32,32, got {text!r}") from None
+    if not dims or any(d < 1 for d in dims):
+        raise argparse.ArgumentTypeError(f"--input-shape sizes must be >= 1, got {text!r}")
+    return dims
+
+
+def add_model_source_args(p: argparse.ArgumentParser) -> None:
+    """--model with (--data | --input-shape [--num-classes]), or --checkpoint: for commands that only inspect."""
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--model", metavar="M", help="zoo name or package.module:factory")
+    src.add_argument("--checkpoint", type=existing_dir("--checkpoint"), metavar="DIR")
+    p.add_argument("--data", metavar="D", help="take input shape and class count from this dataset")
+    p.add_argument("--data-dir", type=existing_dir("--data-dir"), default=None)
+    p.add_argument("--input-shape", type=input_shape_arg, metavar="C,H,W",
+                   help="input shape without batch, e.g. 3,32,32")
+    p.add_argument("--num-classes", type=positive_int("--num-classes"), default=10)
+
+
+class _ShapeOnly:
+    """Stands in for DataSplits where only the input shape and the class count matter."""
+
+    def __init__(self, shape, num_classes, name=None):
+        self.input_shape, self.num_classes, self.name = tuple(shape), num_classes, name
+
+
+def resolve_model_source(args):
+    """The model named by add_model_source_args flags: returns (model, input_shape, name)."""
+    if args.checkpoint is not None:
+        ckpt = load_checkpoint_arg(args.checkpoint)
+        return ckpt.model, list(ckpt.spec.input_shape), ckpt.spec.name
+    if (args.data is None) == (args.input_shape is None):
+        raise UsageError("--model needs exactly one of --data or --input-shape")
+    if args.data is not None:
+        from ..data import get_dataset, list_datasets
+
+        if args.data not in list_datasets():
+            raise UsageError(f"--data: unknown dataset {args.data!r}; known: {', '.join(list_datasets())}")
+        data = get_dataset(args.data, data_dir=args.data_dir)
+        shape, classes = list(data.input_shape), data.num_classes
+    else:
+        shape, classes = list(args.input_shape), args.num_classes
+    model, _ = make_model(args.model, _ShapeOnly(shape, classes, args.data))
+    return model, shape, args.model
+
+
 def load_checkpoint_arg(path, flag: str = "--checkpoint"):
     from ..io import load_checkpoint
 
