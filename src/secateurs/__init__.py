@@ -11,18 +11,31 @@ __version__ = "0.1.0"
 from .flops import CountResult, count_model, count_params  # noqa: E402
 from .io import ModelSpec, load, load_checkpoint, save  # noqa: E402
 
+# Lazily exported names -> the module that defines them (imports stay cheap until used).
+_LAZY = {
+    "create_model": "models", "list_models": "models", "register_model": "models",
+    "get_dataset": "data", "list_datasets": "data", "register_dataset": "data",
+    "TrainConfig": "train", "fit": "train", "evaluate": "train", "Callback": "train",
+    "OneShot": "schedules", "GMP": "schedules", "Cyclical": "schedules", "make_schedule": "schedules",
+    "CyclicalSparsifier": "unstructured", "SparsifierCallback": "unstructured",
+    "build_channel_graph": "graph", "explain": "graph",
+    "PruningPlan": "structured", "apply_plan": "structured", "channel_scores": "structured",
+    "select_channels": "structured", "export_onnx": "structured", "export_torchscript": "structured",
+    "AutoBotConfig": "structured", "autoprune": "structured",
+}
+
 __all__ = ["__version__", "count_model", "count_params", "CountResult", "load", "load_checkpoint", "save",
-           "ModelSpec", "create_model", "list_models", "get_dataset", "list_datasets"]
+           "ModelSpec", *_LAZY]
 
 
 def __getattr__(name: str):
-    # Registries are imported lazily so `import secateurs` stays cheap.
-    if name in ("create_model", "list_models"):
-        from . import models
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'secateurs' has no attribute {name!r}")
+    import importlib
 
-        return getattr(models, name)
-    if name in ("get_dataset", "list_datasets"):
-        from . import data
+    return getattr(importlib.import_module(f".{module}", __name__), name)
 
-        return getattr(data, name)
-    raise AttributeError(f"module 'secateurs' has no attribute {name!r}")
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
