@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     config = AutoBotConfig(beta=args.beta, gamma=args.gamma, lr=args.lr, batches=args.batches,
                            batch_size=args.batch_size, tolerance=args.tolerance, seed=args.seed)
     try:
-        result = autoprune(model, data, args.flops_reduction, config=config, progress=not args.quiet)
+        result = autoprune(model, data, args.flops_reduction, config=config, progress=False if args.quiet else None)
     except ValueError as e:
         if "out of reach" in str(e) or "no selection reaches" in str(e):
             raise c.UsageError(f"--flops-reduction {args.flops_reduction}: {e}") from None

@@ -86,7 +86,7 @@ def frozen(model: nn.Module):
 def train_bottlenecks(
     model: nn.Module, bottlenecks: Bottlenecks, soft: SoftMacsModel, batches: Iterator, *,
     steps: int, target_macs: float, beta: float, gamma: float, lr: float, best_fraction: float = 0.4,
-    progress: bool = True,
+    progress: bool | None = True,
 ) -> BottleneckRun:
     """Train ``bottlenecks``' scores for ``steps`` mini-batches from ``batches`` (Adam, no weight decay, no
     schedule) and return the best scores (see the module docstring)."""
@@ -98,7 +98,9 @@ def train_bottlenecks(
     start = best_window_start(steps, best_fraction)
     best = None
     history, images = [], 0
-    bar = tqdm(total=steps, desc="bottlenecks", disable=not progress, leave=False, file=sys.stderr,
+    # progress=None: a live bar only on a terminal (logs get the one-line summary below); True forces the bar.
+    show_bar = sys.stderr.isatty() if progress is None else bool(progress)
+    bar = tqdm(total=steps, desc="bottlenecks", disable=not show_bar, leave=False, file=sys.stderr,
                dynamic_ncols=True)
     t0 = time.perf_counter()
     with frozen(model), bottlenecks.attach(model):
@@ -124,7 +126,7 @@ def train_bottlenecks(
     seconds = time.perf_counter() - t0
     bar.close()
     step, loss, alphas = best
-    if progress:
+    if progress is not False:
         b = history[step]
         print(f"bottlenecks: {steps} steps, {images} images in {seconds:.1f}s; best step {step}: loss {b['loss']:.4f} "
               f"(ce {b['ce']:.4f}, l_f {b['l_f']:.4f}, l_b {b['l_b']:.4f}), soft MACs {b['soft_macs'] / 1e6:.3g}M "
