@@ -94,7 +94,7 @@ class AutoBotResult:
 
 def autoprune(
     model: nn.Module, data: DataSplits | Iterable, flops_reduction: float, *, config: AutoBotConfig | None = None,
-    example_inputs: Any = None, graph: ChannelGraph | None = None, progress: bool | None = True,
+    example_inputs: Any = None, graph: ChannelGraph | None = None, progress: bool | None = None,
 ) -> AutoBotResult:
     """Prune ``model`` **in place** with AutoBot so that its MACs drop by ``flops_reduction`` (±``tolerance``).
 

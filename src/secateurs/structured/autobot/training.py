@@ -86,7 +86,7 @@ def frozen(model: nn.Module):
 def train_bottlenecks(
     model: nn.Module, bottlenecks: Bottlenecks, soft: SoftMacsModel, batches: Iterator, *,
     steps: int, target_macs: float, beta: float, gamma: float, lr: float, best_fraction: float = 0.4,
-    progress: bool | None = True,
+    progress: bool | None = None,
 ) -> BottleneckRun:
     """Train ``bottlenecks``' scores for ``steps`` mini-batches from ``batches`` (Adam, no weight decay, no
     schedule) and return the best scores (see the module docstring)."""
