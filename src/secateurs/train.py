@@ -158,6 +158,13 @@ class Trainer:
         self.show_progress = (sys.stderr.isatty() if progress is None else progress) and dist_utils.is_main()
         self.log_epochs = progress is not False and dist_utils.is_main()
 
+    def add_callback(self, callback: Callback) -> "Trainer":
+        """Add a callback after construction (e.g. one that needs ``total_steps`` to be built). Before ``run``."""
+        if self.global_step:
+            raise RuntimeError("add_callback must be called before run()")
+        self.callbacks.append(callback)
+        return self
+
     def _emit(self, method: str, *args) -> None:
         for cb in self.callbacks:
             getattr(cb, method)(self, *args)

@@ -135,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as e:
         raise c.UsageError(f"--include/--exclude: {e}") from None
     callback = SparsifierCallback(sparsifier, bn_batches=args.bn_batches, lr_restart=args.lr_restart)
-    trainer.callbacks.append(callback)
+    trainer.add_callback(callback)
     result = trainer.run()
     sp = callback.summary
     cost = count_model(model, data.input_shape)
