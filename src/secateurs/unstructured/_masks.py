@@ -60,10 +60,14 @@ def magnitude_masks(scores: dict[str, torch.Tensor], sparsity: float, scope: str
     k = num_pruned(sparsity, flat.numel())
     if forced:
         k = max(k, sum(int(forced[n].sum()) for n in names))
-    mask = magnitude_mask(flat, k)
+    return split_like(magnitude_mask(flat, k), {n: scores[n] for n in names})
+
+
+def split_like(flat: torch.Tensor, like: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Cut a flat tensor (the concatenation of ``like``'s tensors, in order) back into views of their shapes."""
     out, i = {}, 0
-    for n in names:
-        m = scores[n].numel()
-        out[n] = mask[i:i + m].view_as(scores[n])
-        i += m
+    for name, ref in like.items():
+        n = ref.numel()
+        out[name] = flat[i:i + n].view_as(ref)
+        i += n
     return out

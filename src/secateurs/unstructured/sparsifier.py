@@ -36,7 +36,7 @@ from torch.nn.utils import parametrize
 
 from ..schedules import Schedule, schedule_from_dict
 from ._bn import reestimate_batchnorm
-from ._masks import magnitude_masks
+from ._masks import magnitude_masks, split_like
 from ._select import DEFAULT_LAYER_TYPES, Target, select_prunable, unwrap
 
 __all__ = ["CyclicalSparsifier", "VARIANTS", "SCOPES"]
@@ -341,11 +341,5 @@ def _broadcast_masks(masks: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     if dist.get_backend() == "nccl" and not flat.is_cuda:
         flat = flat.cuda()
     dist.broadcast(flat, src=0)
-    flat = flat.to(masks[names[0]].device).bool()
-    out, i = {}, 0
-    for n in names:
-        k = masks[n].numel()
-        out[n] = flat[i:i + k].view_as(masks[n])
-        i += k
-    return out
+    return split_like(flat.to(masks[names[0]].device).bool(), {n: masks[n] for n in names})
 
