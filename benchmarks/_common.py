@@ -117,7 +117,7 @@ def train_dense(model_name: str, data_name: str, seed: int, threads: int | None 
                "seed": seed, "accuracy": result.accuracy, "params": cost.params, "macs": cost.macs,
                "epochs": result.epochs, "elapsed_s": result.elapsed_s,
                "seconds_per_epoch": result.seconds_per_epoch, "train_images_per_s": result.train_images_per_s,
-               "recipe": recipe, "history": result.history,
+               "recipe": recipe, "history": result.history, "torch_threads": torch.get_num_threads(),
                "val_accuracy": result.history[-1].get("val_accuracy") if result.history else None}
     spec = ModelSpec(name=model_name, kwargs=kwargs, input_shape=list(data.input_shape),
                      num_classes=data.num_classes, dataset=data_name)

@@ -64,6 +64,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--force", action="store_true", help="retrain even when a cached checkpoint exists")
     p.add_argument("--no-timing", action="store_true", help="skip the steady-state throughput measurement")
+    p.add_argument("--note", default="", help="circumstances of the accuracy runs, copied into the markdown")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     rows = []
@@ -83,7 +84,8 @@ def main() -> None:
             row["steady_state"] = steady_state_seconds_per_epoch(row["model"], args.data, args.threads)
     env = environment(args.threads)
     md = ["# Dense baselines (fashion-mnist, default recipe)", "",
-          f"torch {env['torch']}, {env['cpu']} ({env['cpu_count']} cores, {args.threads} threads), seed {args.seed}.",
+          f"torch {env['torch']}, {env['cpu']} ({env['cpu_count']} cores), seed {args.seed}; steady-state timing with "
+          f"{args.threads} threads.", *([f"Accuracy runs: {args.note}"] if args.note else []),
           "Recipe: SGD + Nesterov momentum 0.9, cosine LR with 1 warm-up epoch, random crop (pad 2), batch 128; "
           "5,000 training images held out for validation. Epoch counts are sized for a 2-core CPU.", "",
           "The `s/epoch (run)` column is the wall time of the accuracy run itself, which shared the 2 CPU cores "
