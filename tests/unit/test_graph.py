@@ -119,3 +119,24 @@ def test_zoo_groups(name):
     _, _, graph, _ = zoo_case(name)
     assert len(graph.prunable_groups()) == ZOO_GROUPS[name]
     assert [g for g in graph.groups if not g.prunable] == [graph[f"{graph.layers[-1].module}:out"]]
+
+
+def test_gate_vectors_in_another_dtype_gate_exactly():
+    """Gates built as CPU float32 masks gate a float64 model exactly. (The same hook moves gates to the
+    activation's device; that path needs a GPU and is not exercised by the CPU suite.)"""
+    import torch
+    from torch import nn
+
+    from secateurs.graph import ChannelGate, build_channel_graph
+
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Conv2d(4, 2, 3)).double().eval()
+    x = torch.randn(1, 1, 8, 8, dtype=torch.float64)
+    graph = build_channel_graph(model, x)
+    gid = graph.prunable_groups()[0].id
+    gate = torch.tensor([1.0, 0.0, 1.0, 0.0], dtype=torch.float32)  # CPU float32 vs float64 activations
+    with ChannelGate(model, graph, {gid: gate}):
+        gated = model(x)
+    with torch.no_grad():
+        model[0].weight[[1, 3]] = 0
+        model[0].bias[[1, 3]] = 0
+    torch.testing.assert_close(gated, model(x))

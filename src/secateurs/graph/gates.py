@@ -85,7 +85,8 @@ class ChannelGate:
             vec = torch.ones(x.shape[dim], dtype=x.dtype, device=x.device)
             for p in active:
                 pos, ch = self._indices(p, x.device)
-                vec = vec.index_copy(0, pos, gates[p.group].to(x.dtype)[ch])
+                # gates may live elsewhere (masks are built on the CPU): follow the activation's device and dtype
+                vec = vec.index_copy(0, pos, gates[p.group].to(device=x.device, dtype=x.dtype)[ch])
             shape = [1] * x.dim()
             shape[dim] = -1
             return (x * vec.view(shape),) + tuple(args[1:])
