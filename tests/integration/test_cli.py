@@ -119,3 +119,12 @@ def test_report_compares_checkpoints(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["report", str(tmp_path / "a"), "--names", "x", "y"])
     assert "--names: got 2 names for 1 checkpoints" in capsys.readouterr().err
+
+
+def test_batch_larger_than_training_set_is_a_flag_error(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--model", "mlp", "--data", "digits", "--train-subset", "50", "--batch-size", "64",
+              "--out", "unused"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("secateurs train: error: --batch-size 64:") and "Traceback" not in err

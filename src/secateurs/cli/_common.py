@@ -155,17 +155,33 @@ def setup_threads(args) -> None:
         torch.set_num_threads(args.threads)
 
 
-def load_data(args, input_hint: str | None = None):
-    """Resolve --data and friends into DataSplits, with flag-naming errors."""
+def get_data(name: str, **kwargs):
+    """get_dataset with flag-naming errors (unknown name, sizes that do not fit the dataset)."""
     from ..data import get_dataset, list_datasets
 
-    if args.data not in list_datasets():
-        raise UsageError(f"--data: unknown dataset {args.data!r}; known: {', '.join(list_datasets())}")
+    if name not in list_datasets():
+        raise UsageError(f"--data: unknown dataset {name!r}; known: {', '.join(list_datasets())}")
     try:
-        return get_dataset(args.data, data_dir=args.data_dir, train_subset=args.train_subset,
-                           val_size=args.val_size, seed=args.seed)
+        return get_dataset(name, **kwargs)
     except ValueError as e:
-        raise UsageError(f"--data {args.data}: {e}") from None
+        raise UsageError(f"--data {name}: {e}") from None
+
+
+def load_data(args):
+    """Resolve --data and friends into DataSplits."""
+    return get_data(args.data, data_dir=args.data_dir, train_subset=args.train_subset, val_size=args.val_size,
+                    seed=args.seed)
+
+
+def make_trainer(args, model, data, config, flag: str = "--batch-size", **kwargs):
+    """A Trainer whose construction errors (batch larger than the data, not divisible by the world size) name
+    --batch-size instead of ending in a traceback."""
+    from ..train import Trainer
+
+    try:
+        return Trainer(model, data, config, progress=False if args.quiet else None, **kwargs)
+    except ValueError as e:
+        raise UsageError(f"{flag} {config.batch_size}: {e}") from None
 
 
 def make_model(name: str, data, flag: str = "--model"):
@@ -249,11 +265,7 @@ def resolve_model_source(args):
     if (args.data is None) == (args.input_shape is None):
         raise UsageError("--model needs exactly one of --data or --input-shape")
     if args.data is not None:
-        from ..data import get_dataset, list_datasets
-
-        if args.data not in list_datasets():
-            raise UsageError(f"--data: unknown dataset {args.data!r}; known: {', '.join(list_datasets())}")
-        data = get_dataset(args.data, data_dir=args.data_dir)
+        data = get_data(args.data, data_dir=args.data_dir)
         shape, classes = list(data.input_shape), data.num_classes
     else:
         shape, classes = list(args.input_shape), args.num_classes

@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     from ..io import save
     from ..report import latency_ms
     from ..structured.autobot import AutoBotConfig, autoprune, finetune_config, plot_scores
-    from ..train import evaluate, fit
+    from ..train import evaluate
 
     c.check_out(args)
     c.setup_threads(args)
@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     if args.finetune_epochs > 0:
         ft = finetune_config(args.finetune_epochs, lr=args.finetune_lr, weight_decay=args.finetune_weight_decay,
                              momentum=args.finetune_momentum, batch_size=args.finetune_batch_size, seed=args.seed)
-        finetune = fit(model, data, ft, progress=False if args.quiet else None)
+        finetune = c.make_trainer(args, model, data, ft, flag="--finetune-batch-size").run()
         finetune_summary = {"config": dataclasses.asdict(ft), **finetune.to_dict()}
     after = evaluate(model, data.test_x, data.test_y) if finetune is None else \
         {"accuracy": finetune.accuracy, "loss": finetune.loss}

@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     from .. import distributed
     from ..flops import count_model
     from ..io import save
-    from ..train import Trainer, evaluate
+    from ..train import evaluate
     from .prune import check_compatible
 
     c.check_out(args)
@@ -90,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
         raise c.UsageError(f"--checkpoint {str(args.checkpoint)!r}: its sparsity record names a tensor the model "
                            f"does not have: {e}") from None
     model.train()
-    trainer = Trainer(model, data, c.train_config(args), progress=False if args.quiet else None)
+    trainer = c.make_trainer(args, model, data, c.train_config(args))
     if masks:
         trainer.callbacks.append(keep_zeros(masks))
     result = trainer.run()

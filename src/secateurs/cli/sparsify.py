@@ -94,7 +94,6 @@ def run(args: argparse.Namespace) -> int:
     from .. import distributed
     from ..flops import count_model
     from ..io import save, write_json_atomic
-    from ..train import Trainer
     from ..unstructured import CyclicalSparsifier
     from ..unstructured.callback import SparsifierCallback
 
@@ -122,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         model, spec = c.make_model(args.model, data)
     config = c.train_config(args)
-    trainer = Trainer(model, data, config, progress=False if args.quiet else None)
+    trainer = c.make_trainer(args, model, data, config)
     schedule = _schedule(args, trainer.total_steps, trainer.steps_per_epoch)
     if args.plan_only:
         print(schedule.table(21))

@@ -24,7 +24,6 @@ def run(args: argparse.Namespace) -> int:
     from .. import distributed
     from ..flops import count_model
     from ..io import save
-    from ..train import fit
 
     c.check_out(args)
     c.setup_threads(args)
@@ -33,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)
     model, spec = c.make_model(args.model, data)
     config = c.train_config(args)
-    result = fit(model, data, config, progress=False if args.quiet else None)
+    result = c.make_trainer(args, model, data, config).run()
     cost = count_model(model, data.input_shape)
     summary = {
         "command": "train", "model": args.model, "dataset": data.name,
