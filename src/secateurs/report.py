@@ -24,17 +24,26 @@ __all__ = ["latency_ms", "nonzero_params", "CheckpointRow", "compare_checkpoints
 def latency_ms(model: nn.Module, input_shape: Sequence[int], batch_size: int = 1, warmup: int = 5,
                repeats: int = 20, threads: int | None = None) -> float:
     """Median forward latency in milliseconds for one batch of ``batch_size``."""
-    if threads is not None:
-        torch.set_num_threads(threads)
-    model = model.eval()
-    x = torch.randn(batch_size, *input_shape)
-    for _ in range(warmup):
-        model(x)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        model(x)
-        times.append(time.perf_counter() - t0)
+    old_threads, was_training = torch.get_num_threads(), model.training
+    ref = next(iter(model.parameters()), None)
+    x = torch.randn(batch_size, *input_shape, device=ref.device if ref is not None else None)
+    sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)
+    try:
+        if threads is not None:
+            torch.set_num_threads(threads)
+        model.eval()
+        for _ in range(warmup):
+            model(x)
+        times = []
+        for _ in range(repeats):
+            sync()
+            t0 = time.perf_counter()
+            model(x)
+            sync()
+            times.append(time.perf_counter() - t0)
+    finally:
+        torch.set_num_threads(old_threads)
+        model.train(was_training)
     return 1000 * statistics.median(times)
 
 

@@ -170,10 +170,20 @@ class Trainer:
             getattr(cb, method)(self, *args)
 
     def run(self) -> TrainResult:
+        """Train; the caller's global RNG state and the model's train/eval mode are restored afterwards."""
+        was_training = self.model.training
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(self.config.seed)
+            try:
+                return self._run()
+            finally:
+                self.model.train(was_training)
+
+    def _run(self) -> TrainResult:
         from tqdm.auto import tqdm
 
         cfg = self.config
-        torch.manual_seed(cfg.seed)
         result = TrainResult()
         self._emit("on_train_begin")
         start = time.perf_counter()

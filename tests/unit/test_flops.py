@@ -73,3 +73,12 @@ def test_bad_input_shape(bad):
 def test_table_mentions_definition():
     text = count_model(nn.Linear(3, 2), (3,)).table()
     assert "FLOPs = 2*MACs" in text and "total" in text
+
+
+def test_latency_restores_threads_and_mode():
+    from secateurs.report import latency_ms
+
+    model = nn.Sequential(nn.Linear(4, 4), nn.Dropout(0.5)).train()
+    before = torch.get_num_threads()
+    assert latency_ms(model, (4,), batch_size=2, warmup=1, repeats=2, threads=before + 1) > 0
+    assert torch.get_num_threads() == before and model.training

@@ -88,3 +88,13 @@ def test_evaluate_restores_mode(digits):
     model = _mlp(digits).train()
     out = evaluate(model, digits.test_x, digits.test_y)
     assert model.training and 0 <= out["accuracy"] <= 1
+
+
+def test_fit_restores_global_rng_and_model_mode(digits):
+    model = _mlp(digits).eval()
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    fit(model, digits, TrainConfig(epochs=1, max_steps=3, batch_size=64, seed=7), progress=False)
+    assert torch.equal(torch.rand(3), expected)
+    assert not model.training
