@@ -378,3 +378,26 @@ def test_callback_state_round_trip_before_train_begin():
     cb2.on_train_begin(SimpleNamespace(model=model2, optimizer=optim2, total_steps=20))
     assert cb2.sparsifier.step_count == 7
     assert all(torch.equal(cb2.sparsifier.masks[n], m) for n, m in cb.sparsifier.masks.items())
+
+
+def test_bn_reestimation_keeps_statistics_when_no_batch_runs_or_a_batch_fails():
+    import pytest
+    from torch import nn
+
+    from secateurs.unstructured import reestimate_batchnorm
+
+    model = nn.Sequential(nn.Conv2d(1, 3, 1), nn.BatchNorm2d(3)).eval()
+    model[1].running_mean.fill_(2.0)
+    model[1].running_var.fill_(5.0)
+    assert reestimate_batchnorm(model, []) == 0
+    assert torch.all(model[1].running_mean == 2.0) and torch.all(model[1].running_var == 5.0)
+
+    def broken():
+        yield torch.randn(4, 1, 5, 5)
+        raise RuntimeError("loader died")
+
+    with pytest.raises(RuntimeError, match="loader died"):
+        reestimate_batchnorm(model, broken())
+    assert torch.all(model[1].running_mean == 2.0) and not model.training
+    assert reestimate_batchnorm(model, [torch.randn(8, 1, 5, 5)]) == 1
+    assert not torch.all(model[1].running_mean == 2.0)

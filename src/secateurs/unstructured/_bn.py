@@ -15,15 +15,18 @@ def reestimate_batchnorm(model: nn.Module, batches: Iterable, num_batches: int |
 
     ``batches`` yields input tensors or ``(x, y, ...)`` tuples. Statistics are reset, then accumulated with
     ``momentum=None`` (cumulative moving average) in train mode without gradients; the modules' momentum and the
-    model's train/eval mode are restored. Returns the number of batches used (0: no BatchNorm, nothing done).
+    train/eval mode of every module are restored. If no batch runs, or a forward pass fails, the previous statistics
+    are put back. Returns the number of batches used (0: nothing changed).
     """
     bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
     if not bns:
         return 0
-    was_training = model.training
+    modes = {m: m.training for m in model.modules()}  # per module: a frozen BN kept in eval stays so
     momenta = [m.momentum for m in bns]
+    saved = [{k: v.clone() for k, v in m.state_dict().items()} for m in bns]
     device = next(model.parameters()).device
     used = 0
+    complete = False
     try:
         for m in bns:
             m.reset_running_stats()
@@ -35,8 +38,12 @@ def reestimate_batchnorm(model: nn.Module, batches: Iterable, num_batches: int |
             x = batch[0] if isinstance(batch, (tuple, list)) else batch
             model(x.to(device))
             used += 1
+        complete = True
     finally:
-        for m, mom in zip(bns, momenta):
+        for m, mom, state in zip(bns, momenta, saved):
             m.momentum = mom
-        model.train(was_training)
+            if not complete or used == 0:  # never leave reset (mean 0, var 1) or half-estimated statistics
+                m.load_state_dict(state)
+        for m, training in modes.items():
+            m.training = training
     return used
