@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 import textwrap
 from dataclasses import asdict, dataclass, fields
 from typing import Any, ClassVar
@@ -126,18 +125,13 @@ class Schedule:
         ax.set_title(title or textwrap.fill(repr(self), 110), fontsize=7)
         ax.legend(fontsize=8, loc="lower right")
         fig.tight_layout()
-        path = os.fspath(path)
-        d = os.path.dirname(os.path.abspath(path))
-        os.makedirs(d, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=d, suffix=".png.tmp")
-        os.close(fd)
+        from .io import atomic_path
+
         try:
-            fig.savefig(tmp, dpi=110, format="png")
-            os.replace(tmp, path)
+            with atomic_path(path) as tmp:
+                fig.savefig(tmp, dpi=110, format="png")
         finally:
             plt.close(fig)
-            if os.path.exists(tmp):
-                os.remove(tmp)
 
 
 @dataclass(frozen=True)

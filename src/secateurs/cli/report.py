@@ -22,7 +22,7 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..io import write_json_atomic
+    from ..io import write_json_atomic, write_text_atomic
     from ..report import compare_checkpoints, markdown_table
 
     if args.names is not None and len(args.names) != len(args.checkpoints):
@@ -41,10 +41,5 @@ def run(args: argparse.Namespace) -> int:
         table = markdown_table(rows)
         print(table)
         if args.out:
-            import os
-            from pathlib import Path
-
-            tmp = Path(args.out).with_name(f".{Path(args.out).name}.tmp")
-            tmp.write_text(table + "\n")
-            os.replace(tmp, args.out)
+            write_text_atomic(args.out, table + "\n")
     return 0

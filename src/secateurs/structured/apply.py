@@ -20,6 +20,7 @@ from ..graph._verify import masked_vs_pruned
 from ..graph.gates import ChannelGate
 from ..graph.groups import ChannelGraph, build_channel_graph
 from ..graph.surgery import removal_indices, remove_channels
+from ..flops import count_params
 from ..soft_flops import SoftMacsModel
 from .plan import PruningPlan
 
@@ -62,10 +63,6 @@ def mask_model(model: nn.Module, graph: ChannelGraph, plan: PruningPlan) -> Chan
         m[kept] = True
         masks[gid] = m
     return ChannelGate(model, graph, masks)
-
-
-def count_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
 
 
 def predict_params(model: nn.Module, graph: ChannelGraph, plan: PruningPlan) -> int:

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Iterator
 
 import torch
 import torch.nn as nn
+
+from ..io import atomic_path
 
 __all__ = ["export_torchscript", "export_onnx"]
 
@@ -38,19 +39,6 @@ def _eval_quiet(model: nn.Module) -> Iterator[None]:
         model.train(was_training)
 
 
-@contextlib.contextmanager
-def _atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-
-
 def _as_tuple(example: Any) -> tuple:
     return example if isinstance(example, tuple) else (example,)
 
@@ -66,7 +54,7 @@ def export_torchscript(model: nn.Module, example: Any, path: str | os.PathLike, 
             if not torch.allclose(ref, got, atol=1e-5, rtol=1e-4):
                 raise RuntimeError(f"traced model differs from the eager model by {(ref - got).abs().max():.3g}; "
                                    "it may have data-dependent control flow that tracing cannot capture")
-        with _atomic_path(path) as tmp:
+        with atomic_path(path) as tmp:
             traced.save(str(tmp))
     return Path(path)
 
@@ -77,7 +65,7 @@ def export_onnx(model: nn.Module, example: Any, path: str | os.PathLike, *, opse
     ``dynamic_batch=False``). The file is checked with ``onnx.checker`` when ``onnx`` is importable."""
     args = _as_tuple(example)
     names = ["input"] if len(args) == 1 else [f"input{i}" for i in range(len(args))]
-    with _eval_quiet(model), _atomic_path(path) as tmp:
+    with _eval_quiet(model), atomic_path(path) as tmp:
         if dynamo:
             torch.onnx.export(model, args, str(tmp), input_names=names, output_names=["logits"],
                               opset_version=opset, dynamo=True, external_data=False,
