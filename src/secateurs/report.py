@@ -14,6 +14,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from ._device import device_of
 from .flops import count_model
 from .io import load_checkpoint
 
@@ -25,8 +26,7 @@ def latency_ms(model: nn.Module, input_shape: Sequence[int], batch_size: int = 1
                repeats: int = 20, threads: int | None = None) -> float:
     """Median forward latency in milliseconds for one batch of ``batch_size``."""
     old_threads, was_training = torch.get_num_threads(), model.training
-    ref = next(iter(model.parameters()), None)
-    x = torch.randn(batch_size, *input_shape, device=ref.device if ref is not None else None)
+    x = torch.randn(batch_size, *input_shape, device=device_of(model))
     sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)
     try:
         if threads is not None:

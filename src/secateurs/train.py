@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import distributed as dist_utils
+from ._device import device_of
 from .data import BatchLoader, DataSplits
 
 __all__ = ["TrainConfig", "Callback", "Trainer", "TrainResult", "fit", "evaluate", "lr_factor"]
@@ -94,7 +95,7 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
         return {"accuracy": float("nan"), "loss": float("nan")}
     was_training = model.training
     model.eval()
-    device = _device_of(model)
+    device = device_of(model)
     correct, loss_sum = 0, 0.0
     try:
         for i in range(0, len(x), batch_size):
@@ -135,7 +136,7 @@ class Trainer:
         self.rank, self.world_size = dist_utils.rank(), dist_utils.world_size()
         if config.batch_size % self.world_size:
             raise ValueError(f"batch_size {config.batch_size} is not divisible by the world size {self.world_size}")
-        self.device = _device_of(model)
+        self.device = device_of(model)
         self.loader = BatchLoader(
             data.train_x, data.train_y, config.batch_size // self.world_size, shuffle=True,
             augment=data.augment if config.augment else None, seed=config.seed, drop_last=True,
@@ -259,7 +260,3 @@ def _make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
         return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
-
-def _device_of(model: nn.Module) -> torch.device:
-    ref = next(iter(model.parameters()), None)
-    return ref.device if ref is not None else torch.device("cpu")

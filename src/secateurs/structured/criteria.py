@@ -25,6 +25,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .._device import device_of
 from ..graph.gates import ChannelGate
 from ..graph.groups import ChannelGraph, ChannelGroup, Member
 
@@ -102,8 +103,7 @@ def taylor_scores(model: nn.Module, graph: ChannelGraph, *, data: Iterable | Non
     if data is None:
         raise ValueError("criterion 'taylor' needs data: an iterable of (inputs, targets) batches")
     loss_fn = loss_fn or F.cross_entropy
-    ref = next(iter(model.parameters()), None)
-    device = ref.device if ref is not None else torch.device("cpu")
+    device = device_of(model)
     gates = {g.id: torch.ones(g.width, device=device, requires_grad=True) for g in graph.prunable_groups()}
     totals = {gid: torch.zeros(v.numel(), dtype=torch.float64) for gid, v in gates.items()}
     batches = 0

@@ -6,6 +6,8 @@ from typing import Iterable
 import torch
 from torch import nn
 
+from .._device import device_of
+
 __all__ = ["reestimate_batchnorm"]
 
 
@@ -24,7 +26,7 @@ def reestimate_batchnorm(model: nn.Module, batches: Iterable, num_batches: int |
     modes = {m: m.training for m in model.modules()}  # per module: a frozen BN kept in eval stays so
     momenta = [m.momentum for m in bns]
     saved = [{k: v.clone() for k, v in m.state_dict().items()} for m in bns]
-    device = next(model.parameters()).device
+    device = device_of(model)
     used = 0
     complete = False
     try:

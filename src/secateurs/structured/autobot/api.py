@@ -9,6 +9,7 @@ from typing import Any, Iterable
 import torch
 import torch.nn as nn
 
+from ..._device import device_of
 from ...data import DataSplits
 from ...graph.groups import ChannelGraph, build_channel_graph
 from ...soft_flops import SoftMacsModel
@@ -107,7 +108,7 @@ def autoprune(
     config = config or AutoBotConfig()
     if not (isinstance(flops_reduction, (int, float)) and 0 < flops_reduction < 1):
         raise ValueError(f"flops_reduction must be in (0, 1), got {flops_reduction!r}")
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    device = device_of(model)
     if example_inputs is None:
         if not isinstance(data, DataSplits):
             raise ValueError("example_inputs is required when data is not a DataSplits")

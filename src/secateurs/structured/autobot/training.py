@@ -20,6 +20,7 @@ from typing import Iterable, Iterator
 import torch
 import torch.nn as nn
 
+from ..._device import device_of
 from ...data import BatchLoader, DataSplits
 from ...soft_flops import SoftMacsModel
 from .bottleneck import Bottlenecks
@@ -92,7 +93,7 @@ def train_bottlenecks(
     schedule) and return the best scores (see the module docstring)."""
     from tqdm.auto import tqdm
 
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    device = device_of(model)
     dense = float(soft.total)
     optimizer = torch.optim.Adam(bottlenecks.parameters(), lr=lr)
     start = best_window_start(steps, best_fraction)
