@@ -5,7 +5,6 @@ Every results file records versions, machine, threads and seeds. Dense checkpoin
 """
 from __future__ import annotations
 
-import json
 import os
 import platform
 import statistics
@@ -93,8 +92,11 @@ def dense_checkpoint(model: str, data: str = "fashion-mnist", seed: int = 0, tra
     return load_checkpoint(checkpoint_dir(model, data, seed))
 
 
-def train_dense(model_name: str, data_name: str, seed: int, threads: int | None = None, **overrides) -> dict:
-    """Train with RECIPES[model_name] and save into the committed dir (small) or the local cache (large)."""
+def train_dense(model_name: str, data_name: str, seed: int, threads: int | None = None,
+                train_subset: int | None = None, **overrides) -> dict:
+    """Train with RECIPES[model_name] (``overrides`` replace recipe entries, ``train_subset`` trains on the first N
+    images of the seeded training split) and save into the committed dir (small) or the local cache (large). The
+    summary records both, so a reduced dense run is visible wherever the checkpoint is used."""
     from secateurs.data import get_dataset
     from secateurs.flops import count_model
     from secateurs.io import ModelSpec, save
@@ -103,7 +105,7 @@ def train_dense(model_name: str, data_name: str, seed: int, threads: int | None 
 
     if threads:
         torch.set_num_threads(threads)
-    data = get_dataset(data_name, seed=seed)
+    data = get_dataset(data_name, seed=seed, train_subset=train_subset)
     kwargs = {"num_classes": data.num_classes, "in_channels": data.input_shape[0]}
     if len(data.input_shape) == 3:
         kwargs["input_size"] = data.input_shape[1]
@@ -117,7 +119,7 @@ def train_dense(model_name: str, data_name: str, seed: int, threads: int | None 
                "seed": seed, "accuracy": result.accuracy, "params": cost.params, "macs": cost.macs,
                "epochs": result.epochs, "elapsed_s": result.elapsed_s,
                "seconds_per_epoch": result.seconds_per_epoch, "train_images_per_s": result.train_images_per_s,
-               "recipe": recipe, "history": result.history, "torch_threads": torch.get_num_threads(),
+               "recipe": recipe, "train_images": len(data.train_x), "history": result.history, "torch_threads": torch.get_num_threads(),
                "val_accuracy": result.history[-1].get("val_accuracy") if result.history else None}
     spec = ModelSpec(name=model_name, kwargs=kwargs, input_shape=list(data.input_shape),
                      num_classes=data.num_classes, dataset=data_name)

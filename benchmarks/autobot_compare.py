@@ -96,7 +96,8 @@ def markdown(rows, dense, args, env, settings, elapsed):
     for model_name, d in dense.items():
         md += [f"## {model_name}: dense {d['accuracy'] * 100:.2f}% on the test subset, {d['params']:,} params, "
                f"{d['macs'] / 1e6:.2f} M MACs; one training epoch (55,000 images) ≈ {d['epoch_s']:.0f} s here; "
-               f"dense checkpoint `{d['checkpoint']}` ({d['dense_epochs']} epochs)", ""]
+               f"dense checkpoint `{d['checkpoint']}` ({d['dense_epochs']} epochs"
+               f"{_subset(d)})", ""]
         for R in sorted({r["target"] for r in rows if r["model"] == model_name}):
             sub = [r for r in rows if r["model"] == model_name and r["target"] == R]
             md += [f"### target {R:.0%} fewer MACs", "",
@@ -119,6 +120,11 @@ def markdown(rows, dense, args, env, settings, elapsed):
                        f"of one dense training epoch in wall time "
                        f"({ab[0]['bottleneck_images'] / d['train_images']:.1%} of the epoch's images).", ""]
     return "\n".join(md) + "\n"
+
+
+def _subset(d: dict) -> str:
+    n = d.get("dense_train_images")
+    return f" on a {n:,}-image training subset" if n and n < d["train_images"] else ""
 
 
 def main() -> None:
@@ -163,7 +169,8 @@ def main() -> None:
         cost = count_model(ckpt.model, full.input_shape)
         dense[model_name] = {"accuracy": accuracy(ckpt.model, test), "params": cost.params, "macs": cost.macs,
                              "epoch_s": epoch_seconds(ckpt.model, full), "train_images": len(full.train_x),
-                             "checkpoint": str(ckpt.path), "dense_epochs": ckpt.summary.get("epochs")}
+                             "checkpoint": str(ckpt.path), "dense_epochs": ckpt.summary.get("epochs"),
+                             "dense_train_images": ckpt.summary.get("train_images")}
         print(f"{model_name}: dense {dense[model_name]}", flush=True)
         for seed in args.seeds:  # seeds outermost: a run cut short still has every target for the first seeds
             for R in args.targets:

@@ -167,7 +167,6 @@ def main() -> None:
     t_start = time.perf_counter()
     partial = RESULTS / f".{args.stem}.partial.json"
     runs: list[dict] = json.loads(partial.read_text()) if partial.is_file() else []
-    done = {(r["setup"], r["method"], r["sparsity"], r["seed"], json.dumps(r.get("tune"))) for r in runs}
     tuned: dict[str, dict] = {}
 
     def record(r):

@@ -64,6 +64,10 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--force", action="store_true", help="retrain even when a cached checkpoint exists")
     p.add_argument("--no-timing", action="store_true", help="skip the steady-state throughput measurement")
+    p.add_argument("--epochs", type=float, default=None, help="override the recipe's epochs (say so in --note)")
+    p.add_argument("--train-subset", type=int, default=None,
+                   help="train on N images of the training split (a reduced run; say so in --note)")
+    p.add_argument("--stem", default="dense_baselines", help="results file name (keep earlier tables)")
     p.add_argument("--note", default="", help="circumstances of the accuracy runs, copied into the markdown")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -72,11 +76,14 @@ def main() -> None:
         path = checkpoint_dir(name, args.data, args.seed)
         if args.force or not (path / "summary.json").is_file():
             print(f"training {name} on {args.data} (seed {args.seed}) ...", flush=True)
-            train_dense(name, args.data, args.seed, threads=args.threads)
+            overrides = {"epochs": args.epochs} if args.epochs else {}
+            train_dense(name, args.data, args.seed, threads=args.threads, train_subset=args.train_subset,
+                        **overrides)
             path = checkpoint_dir(name, args.data, args.seed)
         s = json.loads((path / "summary.json").read_text())
         rows.append({k: s.get(k) for k in ("model", "dataset", "seed", "accuracy", "val_accuracy", "params", "macs",
-                                            "epochs", "seconds_per_epoch", "train_images_per_s", "recipe")}
+                                            "epochs", "seconds_per_epoch", "train_images_per_s", "recipe",
+                                            "train_images")}
                     | {"checkpoint": str(path)})
         print(f"{name}: accuracy {s['accuracy']:.4f}, {s['seconds_per_epoch']:.1f} s/epoch", flush=True)
     for row in rows:
@@ -91,15 +98,15 @@ def main() -> None:
           "The `s/epoch (run)` column is the wall time of the accuracy run itself, which shared the 2 CPU cores "
           "with other jobs; `s/epoch (steady)` is a separate throughput measurement (median of 20 training steps "
           "of batch 128 after warm-up) with the load average before it recorded in the JSON.", "",
-          "| model | test acc (%) | val acc (%) | params | MACs (M) | epochs | s/epoch (run) | s/epoch (steady) |"
-          " img/s (steady) |",
-          "|---|---|---|---|---|---|---|---|---|"]
+          "| model | test acc (%) | val acc (%) | params | MACs (M) | train images | epochs | s/epoch (run) |"
+          " s/epoch (steady, 55k images) | img/s (steady) |",
+          "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         val = f"{r['val_accuracy'] * 100:.2f}" if r.get("val_accuracy") is not None else "-"
         md.append(f"| {r['model']} | {r['accuracy'] * 100:.2f} | {val} | {r['params']:,} | {r['macs'] / 1e6:.2f} | "
-                  f"{r['epochs']:g} | {r['seconds_per_epoch']:.1f} | {_steady(r, 'seconds_per_epoch', 1)} | "
+                  f"{r.get('train_images') or 55000:,} | {r['epochs']:g} | {r['seconds_per_epoch']:.1f} | {_steady(r, 'seconds_per_epoch', 1)} | "
                   f"{_steady(r, 'images_per_s', 0)} |")
-    write_results("dense_baselines", {"environment": env, "recipes": RECIPES, "rows": rows}, "\n".join(md) + "\n")
+    write_results(args.stem, {"environment": env, "recipes": RECIPES, "rows": rows}, "\n".join(md) + "\n")
 
 
 def _steady(row: dict, key: str, digits: int) -> str:

@@ -1,7 +1,6 @@
 """The sparsifier lifecycle: exact counts, zero invariants, regrowth at restarts, variants, resume, diagnostics."""
 from __future__ import annotations
 
-import copy
 import io
 
 import pytest
