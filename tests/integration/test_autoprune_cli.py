@@ -45,6 +45,26 @@ def test_autoprune_end_to_end(dense, tmp_path, capsys):
     assert "fewer" in capsys.readouterr().out
 
 
+def test_autoprune_an_already_pruned_checkpoint(dense, tmp_path):
+    """A pruned checkpoint pruned again: the reduction is relative to its MACs and model.json composes the plans."""
+    first, second = tmp_path / "ab1", tmp_path / "ab2"
+    assert main(AUTOPRUNE + ["--checkpoint", str(dense), "--flops-reduction", "0.5", "--quiet",
+                             "--out", str(first)]) == 0
+    assert main(AUTOPRUNE + ["--checkpoint", str(first), "--flops-reduction", "0.4", "--quiet", "--seed", "1",
+                             "--out", str(second)]) == 0
+    s1 = json.loads((first / "summary.json").read_text())
+    s2 = json.loads((second / "summary.json").read_text())
+    assert s2["macs_dense"] == s1["macs"] and abs(s2["flops_reduction"] - 0.4) <= 0.005
+    assert all(s2["widths"][g] <= s1["widths"][g] for g in s2["widths"])
+    plan = json.loads((second / "model.json").read_text())["plan"]
+    assert {g: len(k) for g, k in plan["groups"].items()} == s2["widths"]
+    assert plan["widths"] == json.loads((first / "model.json").read_text())["plan"]["widths"]  # dense widths
+    data = get_dataset("digits")
+    model = secateurs.load(second)  # the composed plan replayed on a fresh dense mlp
+    assert count_model(model, data.input_shape).macs == s2["macs"]
+    assert evaluate(model, data.test_x, data.test_y)["accuracy"] == pytest.approx(s2["accuracy"])
+
+
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """A user factory (module:factory): one 8-channel conv, so reachable reductions are steps of about 1/8."""

@@ -56,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..io import save
     from ..report import latency_ms
+    from ..structured import PruningPlan, compose_plans
     from ..structured.autobot import AutoBotConfig, autoprune, finetune_config, plot_scores
     from ..train import evaluate
 
@@ -66,9 +67,6 @@ def run(args: argparse.Namespace) -> int:
     if ckpt.spec.input_shape and tuple(ckpt.spec.input_shape) != tuple(data.input_shape):
         raise c.UsageError(f"--data {args.data}: inputs of shape {tuple(data.input_shape)}, but the checkpoint "
                            f"was trained on {tuple(ckpt.spec.input_shape)}")
-    if ckpt.spec.plan is not None:
-        raise c.UsageError(f"--checkpoint {str(args.checkpoint)!r} is already structurally pruned; prune its dense "
-                           "parent instead (plans do not compose yet)")
     model = ckpt.model
     torch.manual_seed(args.seed)
     dense_eval = evaluate(model, data.test_x, data.test_y)
@@ -93,9 +91,11 @@ def run(args: argparse.Namespace) -> int:
     after = evaluate(model, data.test_x, data.test_y) if finetune is None else \
         {"accuracy": finetune.accuracy, "loss": finetune.loss}
 
-    plan = result.plan
+    plan = result.plan  # this run's selection, relative to --checkpoint's widths (plan.json, the plot)
     plan.model_spec = {k: v for k, v in dataclasses.asdict(ckpt.spec).items() if k != "plan"}
-    spec = dataclasses.replace(ckpt.spec, plan=plan.to_dict())
+    # model.json replays one plan on a fresh dense model: an already pruned checkpoint gets the composition
+    replay = plan if ckpt.spec.plan is None else compose_plans(PruningPlan.from_dict(ckpt.spec.plan), plan)
+    spec = dataclasses.replace(ckpt.spec, plan=replay.to_dict())
     summary = {
         "command": "autoprune", "checkpoint": str(args.checkpoint), "model": ckpt.spec.name, "dataset": data.name,
         "requested_flops_reduction": args.flops_reduction,
