@@ -25,7 +25,8 @@ def test_train_then_cyclical_sparsify(tmp_path):
     assert main(["train", "--model", "mlp", "--epochs", "2", "--lr", "0.05", *COMMON, "--out", str(dense)]) == 0
     out = tmp_path / "sparse"
     argv = ["sparsify", "--checkpoint", str(dense), "--sparsity", "0.9", "--schedule", "cyclical", "--cycles", "2",
-            "--ramp", "0.5", "--update-every", "5", "--scope", "global", "--epochs", "2", "--lr", "0.02",
+            "--ramp", "0.5", "--update-every", "5", "--scope", "global", "--min-density", "0.02", "--epochs", "2",
+            "--lr", "0.02",
             *COMMON, "--out", str(out)]
     assert main(argv) == 0
     summary = json.loads((out / "summary.json").read_text())
@@ -39,6 +40,7 @@ def test_train_then_cyclical_sparsify(tmp_path):
     n_all = sum(w.numel() for w in weights)
     zeros = sum(int((w == 0).sum()) for w in weights)
     assert zeros == num_pruned(0.9, n_all) and summary["sparsity"] == zeros / n_all
+    assert all(int((w != 0).sum()) >= 0.02 * w.numel() for w in weights)  # --min-density
     assert summary["accuracy"] > 0.5
     assert 0 <= summary["recovered_fraction"] <= 1
     assert (out / "sparsity.png").read_bytes()[:4] == b"\x89PNG"
@@ -70,6 +72,8 @@ def test_from_scratch_oneshot_layer_scope(tmp_path):
     (["--sparsity", "0.5", "--cycles", "500", "--epochs", "1"], "--cycles: cycles=500 exceeds"),
     (["--sparsity", "0.5", "--schedule", "gmp", "--cycles", "2"], "apply to --schedule cyclical"),
     (["--sparsity", "0.5", "--include", "nothing*"], "--include/--exclude: no prunable tensors"),
+    (["--sparsity", "0.99", "--scope", "global", "--min-density", "0.5"], "--min-density: min_density=0.5 keeps"),
+    (["--sparsity", "0.5", "--min-density", "1"], "--min-density must be in [0, 1), got 1"),
 ])
 def test_bad_values_exit_2(argv, needle, tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:

@@ -96,6 +96,49 @@ def test_cumulative_masks_never_regrow():
     assert not again["a"][:3].any() and int((~again["a"]).sum()) == 5
 
 
+def test_min_kept_protects_a_small_tensor_from_global_ranking_and_keeps_the_count_exact():
+    scores = {"small": torch.full((10,), 1e-3) + torch.arange(10.0) * 1e-4, "big": torch.rand(990) + 1.0}
+    plain = magnitude_masks(scores, 0.98, "global")
+    assert not plain["small"].any()  # the failure mode: a whole tensor pruned away
+    guarded = magnitude_masks(scores, 0.98, "global", min_kept={"small": 2, "big": 1})
+    assert int(guarded["small"].sum()) == 2 and bool(guarded["small"][-2:].all())  # its two largest
+    assert sum(int((~m).sum()) for m in guarded.values()) == num_pruned(0.98, 1000)
+    with pytest.raises(ValueError, match="minimums"):
+        magnitude_masks(scores, 0.999, "global", min_kept={"small": 2, "big": 1})
+    with pytest.raises(ValueError, match="small"):
+        magnitude_masks(scores, 0.9, "layer", min_kept={"small": 2})
+
+
+def test_min_density_keeps_every_layer_alive_under_global_ranking():
+    model, optim = _make()
+    with torch.no_grad():
+        model.fc2.weight.mul_(1e-4)  # the classifier's weights are tiny: global ranking takes them all
+    for min_density, alive in ((0.0, False), (0.02, True)):
+        m = _make()[0]
+        m.load_state_dict(model.state_dict())
+        sp = CyclicalSparsifier(m, OneShot(0.97, 1), scope="global", min_density=min_density)
+        assert bool(sp.masks["fc2.weight"].any()) == alive
+        if alive:
+            assert all(int(mask.sum()) >= -(-0.02 * mask.numel() // 1) for mask in sp.masks.values())
+        total = sum(mk.numel() for mk in sp.masks.values())
+        assert sum(int((~mk).sum()) for mk in sp.masks.values()) == num_pruned(0.97, total)
+    with pytest.raises(ValueError, match="min_density=0.05"):
+        CyclicalSparsifier(_make()[0], GMP(0.97, 10), scope="global", min_density=0.05)
+    with pytest.raises(ValueError, match="min_density=0.2.*layer"):
+        CyclicalSparsifier(_make()[0], GMP(0.9, 10), scope="layer", min_density=0.2)
+    with pytest.raises(ValueError, match="min_density"):
+        CyclicalSparsifier(_make()[0], GMP(0.9, 10), min_density=1.0)
+
+
+def test_state_saved_before_min_density_existed_still_loads():
+    sp = CyclicalSparsifier(_make()[0], GMP(0.5, 10))
+    state = sp.state_dict()
+    del state["config"]["min_density"]
+    CyclicalSparsifier(_make()[0], GMP(0.5, 10)).load_state_dict(state)  # strict: must not raise
+    with pytest.raises(ValueError, match="configuration"):
+        CyclicalSparsifier(_make()[0], GMP(0.5, 10), scope="global", min_density=0.01).load_state_dict(state)
+
+
 # ---------------------------------------------------------------------------------------------- lifecycle
 @pytest.mark.parametrize("variant", ["project", "shadow", "ste"])
 @pytest.mark.parametrize("scope", ["layer", "global"])

@@ -43,6 +43,9 @@ def add_parser(sub) -> None:
                    help="steps between mask recomputations (default 50)")
     g.add_argument("--scope", choices=("layer", "global"), default="layer",
                    help="magnitude ranking per layer (uniform sparsity) or over all prunable tensors")
+    g.add_argument("--min-density", type=c.fraction("--min-density", high_inclusive=False), default=0.0,
+                   metavar="D", help="every pruned tensor keeps at least this fraction of its weights (default 0; "
+                                     "guards --scope global against pruning a layer away)")
     g.add_argument("--variant", choices=("project", "shadow", "ste"), default="project",
                    help="weight handling: project (zero pruned weights and their momentum after every step), "
                         "shadow (forward mask, stale pruned weights), ste (forward mask, straight-through)")
@@ -130,9 +133,11 @@ def run(args: argparse.Namespace) -> int:
         sparsifier = CyclicalSparsifier(
             model, schedule, update_every=args.update_every, scope=args.scope, variant=args.variant,
             cumulative=args.cumulative, include=args.include, exclude=args.exclude,
-            keep_first_dense=args.keep_first_dense, keep_last_dense=args.keep_last_dense)
+            keep_first_dense=args.keep_first_dense, keep_last_dense=args.keep_last_dense,
+            min_density=args.min_density)
     except ValueError as e:
-        raise c.UsageError(f"--include/--exclude: {e}") from None
+        flag = "--min-density" if str(e).startswith("min_density") else "--include/--exclude"
+        raise c.UsageError(f"{flag}: {e}") from None
     callback = SparsifierCallback(sparsifier, bn_batches=args.bn_batches, lr_restart=args.lr_restart)
     trainer.add_callback(callback)
     result = trainer.run()
@@ -158,7 +163,8 @@ def run(args: argparse.Namespace) -> int:
         "history": result.history, "versions": c.versions(), "world_size": distributed.world_size(),
     }
     spec.sparsity = {"method": args.schedule, "sparsity": sp["sparsity"], "target": args.sparsity,
-                     "scope": args.scope, "tensors": [t.name for t in sparsifier.targets]}
+                     "scope": args.scope, "min_density": args.min_density,
+                     "tensors": [t.name for t in sparsifier.targets]}
 
     def extra(tmp):
         write_json_atomic(tmp / "history.json", sparsifier.history)

@@ -37,22 +37,31 @@ def magnitude_mask(score: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def magnitude_masks(scores: dict[str, torch.Tensor], sparsity: float, scope: str = "layer",
-                    forced: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+                    forced: dict[str, torch.Tensor] | None = None,
+                    min_kept: dict[str, int] | None = None) -> dict[str, torch.Tensor]:
     """Keep-masks pruning the lowest ``scores`` at ``sparsity``.
 
     ``forced`` (name → bool tensor, True = must stay pruned) implements cumulative pruning: those entries are
     ranked below everything and the pruned count never drops below their number (masks only shrink).
+    ``min_kept`` (name → count): each tensor keeps at least its that many largest entries; they are ranked above
+    everything, so the pruned count stays exact. A count the sparsity cannot leave room for raises ``ValueError``.
     """
     if scope not in ("layer", "global"):
         raise ValueError(f"scope must be 'layer' or 'global', got {scope!r}")
     if forced:
         scores = {k: v.float().masked_fill(forced[k], -math.inf) for k, v in scores.items()}
+    if min_kept:
+        scores = {k: _protect_top(v, min_kept.get(k, 0)) for k, v in scores.items()}
     if scope == "layer":
         out = {}
         for name, sc in scores.items():
             k = num_pruned(sparsity, sc.numel())
             if forced:
                 k = max(k, int(forced[name].sum()))
+            m = min_kept.get(name, 0) if min_kept else 0
+            if sc.numel() - k < m:
+                raise ValueError(f"{name}: sparsity {sparsity:g} keeps {sc.numel() - k} entries, fewer than the "
+                                 f"required minimum of {m}")
             out[name] = magnitude_mask(sc, k)
         return out
     names = list(scores)
@@ -60,7 +69,20 @@ def magnitude_masks(scores: dict[str, torch.Tensor], sparsity: float, scope: str
     k = num_pruned(sparsity, flat.numel())
     if forced:
         k = max(k, sum(int(forced[n].sum()) for n in names))
+    protected = sum(min(min_kept.get(n, 0), scores[n].numel()) for n in names) if min_kept else 0
+    if flat.numel() - k < protected:
+        raise ValueError(f"sparsity {sparsity:g} keeps {flat.numel() - k} entries, fewer than the {protected} the "
+                         "per-tensor minimums require")
     return split_like(magnitude_mask(flat, k), {n: scores[n] for n in names})
+
+
+def _protect_top(score: torch.Tensor, m: int) -> torch.Tensor:
+    """``score`` with its ``m`` largest entries raised to +inf (ranked above everything else)."""
+    if m <= 0:
+        return score
+    flat = score.reshape(-1).float().clone()
+    flat[torch.topk(flat, min(m, flat.numel())).indices] = math.inf
+    return flat.view_as(score)
 
 
 def split_like(flat: torch.Tensor, like: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

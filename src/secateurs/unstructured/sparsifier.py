@@ -27,6 +27,7 @@ at exactly ``final_sparsity`` (count rule in :mod:`._masks`).
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Iterable, Sequence
 
 import torch
@@ -36,7 +37,7 @@ from torch.nn.utils import parametrize
 
 from ..schedules import Schedule, schedule_from_dict
 from ._bn import reestimate_batchnorm
-from ._masks import magnitude_masks, split_like
+from ._masks import magnitude_masks, num_pruned, split_like
 from ._select import DEFAULT_LAYER_TYPES, Target, select_prunable, unwrap
 
 __all__ = ["CyclicalSparsifier", "VARIANTS", "SCOPES"]
@@ -67,6 +68,9 @@ class CyclicalSparsifier:
         schedule: sparsity as a function of the optimizer step.
         update_every: Δt, steps between mask recomputations (boundaries are always updates).
         scope: ``"layer"`` (uniform per-tensor sparsity) or ``"global"`` (one magnitude threshold).
+        min_density: every prunable tensor keeps at least ``ceil(min_density · numel)`` of its largest entries
+            (default 0). Guards global ranking against pruning a layer away at extreme sparsity; the overall count
+            stays exact. A value the schedule's final sparsity cannot leave room for raises ``ValueError``.
         variant: ``"project"`` | ``"shadow"`` | ``"ste"`` (see module docstring).
         cumulative: masks only ever shrink (classic monotone GMP, the no-recovery baseline); default is to
             recompute them from scratch.
@@ -84,7 +88,8 @@ class CyclicalSparsifier:
                  variant: str = "project", cumulative: bool = False, include: Sequence[str] | None = None,
                  exclude: Sequence[str] = (), layer_types: Sequence[type[nn.Module]] = DEFAULT_LAYER_TYPES,
                  keep_first_dense: bool = False, keep_last_dense: bool = False, freeze_final: bool = True,
-                 sync_masks: bool = True, optimizer: torch.optim.Optimizer | None = None):
+                 sync_masks: bool = True, min_density: float = 0.0,
+                 optimizer: torch.optim.Optimizer | None = None):
         if not isinstance(schedule, Schedule):
             raise TypeError(f"schedule must be a secateurs.schedules.Schedule, got {type(schedule).__name__}")
         if int(update_every) != update_every or update_every < 1:
@@ -103,6 +108,9 @@ class CyclicalSparsifier:
             keep_first_dense=keep_first_dense, keep_last_dense=keep_last_dense)
         if not self.targets:
             raise ValueError("no prunable tensors selected (check include / exclude / layer_types)")
+        self.min_density = _check_min_density(min_density, self.targets, schedule, scope)
+        self.min_kept = ({t.name: math.ceil(self.min_density * t.param.numel()) for t in self.targets}
+                         if self.min_density > 0 else None)
         self.step_count = 0
         self.masks: dict[str, torch.Tensor] = {}
         # the same masks in the weights' dtype: multiplying by a float mask is ~4x faster than by a bool one
@@ -202,7 +210,7 @@ class CyclicalSparsifier:
         s = self.schedule.sparsity_at(step) if sparsity is None else sparsity
         scores = {t.name: t.param.detach().abs() for t in self.targets}
         forced = {n: ~m for n, m in self.masks.items()} if self.cumulative else None
-        new = magnitude_masks(scores, s, self.scope, forced=forced)
+        new = magnitude_masks(scores, s, self.scope, forced=forced, min_kept=self.min_kept)
         if self.sync_masks and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             new = _broadcast_masks(new)
         flips = kept = recovered = total = 0
@@ -279,7 +287,7 @@ class CyclicalSparsifier:
     def config(self) -> dict[str, Any]:
         return {"update_every": self.update_every, "scope": self.scope, "variant": self.variant,
                 "cumulative": self.cumulative, "freeze_final": self.freeze_final,
-                "tensors": [t.name for t in self.targets]}
+                "min_density": self.min_density, "tensors": [t.name for t in self.targets]}
 
     def _effective(self, t: Target) -> torch.Tensor:
         return t.param.detach() if self.finalized or self.variant == "project" else t.param.detach() * self.masks[t.name]
@@ -309,7 +317,8 @@ class CyclicalSparsifier:
         if strict:
             if schedule_from_dict(state["schedule"]) != self.schedule:
                 raise ValueError(f"saved schedule {state['schedule']} differs from {self.schedule.to_dict()}")
-            if state["config"] != self.config():
+            saved = {"min_density": 0.0, **state["config"]}  # states saved before min_density existed
+            if saved != self.config():
                 raise ValueError(f"saved configuration {state['config']} differs from {self.config()}")
         for n, m in state["masks"].items():
             if m.shape != self.masks[n].shape:
@@ -328,6 +337,33 @@ class CyclicalSparsifier:
     def __repr__(self) -> str:
         return (f"CyclicalSparsifier({self.schedule!r}, step={self.step_count}, tensors={len(self.targets)}, "
                 f"scope={self.scope!r}, variant={self.variant!r}, cumulative={self.cumulative})")
+
+
+def _check_min_density(value: float, targets: list[Target], schedule: Schedule, scope: str) -> float:
+    """Validate ``min_density`` against the schedule's highest sparsity, before any training happens."""
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"min_density must be a number in [0, 1), got {value!r}") from None
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"min_density must be in [0, 1), got {value!r}")
+    if value == 0.0:
+        return value
+    top = max(float(getattr(schedule, "final_sparsity", 0.0)), float(getattr(schedule, "initial_sparsity", 0.0)))
+    sizes = {t.name: t.param.numel() for t in targets}
+    need = {n: math.ceil(value * k) for n, k in sizes.items()}
+    if scope == "global":
+        total = sum(sizes.values())
+        left = total - num_pruned(top, total)
+        if sum(need.values()) > left:
+            raise ValueError(f"min_density={value:g} keeps at least {sum(need.values()):,} weights, but sparsity "
+                             f"{top:g} leaves only {left:,}; lower min_density below {1 - top:g}")
+    else:
+        for n, k in sizes.items():
+            if k - num_pruned(top, k) < need[n]:
+                raise ValueError(f"min_density={value:g} is above the {1 - top:g} density that scope='layer' "
+                                 f"leaves in every tensor at sparsity {top:g} ({n})")
+    return value
 
 
 def _zeros(x: torch.Tensor) -> int:
