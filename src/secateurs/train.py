@@ -4,13 +4,20 @@ Pruning methods never edit this loop: the cyclical sparsifier hooks the optimize
 fine-tunes through it. The loop is deterministic on CPU for a given seed, and runs unchanged under
 ``torchrun`` (DDP): the global batch is split over ranks, each rank reads its shard of the same permutation,
 and only rank 0 prints.
+
+Resume: with ``state_path`` the trainer writes its whole state (weights, optimizer, LR schedule, step, epoch,
+history, RNG, every callback's ``state_dict()``) atomically after every epoch; :meth:`Trainer.load_state_dict` on a
+fresh trainer with the same configuration continues from the last finished epoch, and on CPU the result is bit for
+bit the uninterrupted run's. The file is read with ``torch.load(weights_only=True)``: no arbitrary pickle.
 """
 from __future__ import annotations
 
 import math
+import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Sequence
 
 import torch
@@ -21,7 +28,10 @@ from . import distributed as dist_utils
 from ._device import device_of
 from .data import BatchLoader, DataSplits
 
-__all__ = ["TrainConfig", "Callback", "Trainer", "TrainResult", "fit", "evaluate", "lr_factor"]
+__all__ = ["TrainConfig", "Callback", "Trainer", "TrainResult", "fit", "evaluate", "lr_factor", "read_train_state"]
+
+TRAIN_STATE_FORMAT = "secateurs-train-state"
+TRAIN_STATE_VERSION = 1
 
 
 @dataclass
@@ -124,12 +134,20 @@ class TrainResult:
 
 
 class Trainer:
-    """Owns model, optimizer, LR schedule and step counter for one run; see :func:`fit`."""
+    """Owns model, optimizer, LR schedule and step counter for one run; see :func:`fit`.
+
+    ``state_path``: write the training state there (atomically) after every epoch, for :meth:`load_state_dict`.
+    """
 
     def __init__(self, model: nn.Module, data: DataSplits, config: TrainConfig,
                  callbacks: Sequence[Callback] = (), progress: bool | None = None,
-                 params: Any = None):
+                 params: Any = None, state_path: str | os.PathLike | None = None):
         self.config = config
+        self.state_path = Path(state_path) if state_path is not None else None
+        self.epoch = 0
+        self.history: list[dict] = []
+        self._train_time, self._images = 0.0, 0
+        self._resume: dict | None = None
         self.data = data
         self.callbacks = list(callbacks)
         self.model = model
@@ -166,6 +184,69 @@ class Trainer:
         self.callbacks.append(callback)
         return self
 
+    # ------------------------------------------------------------------------------------------- resume
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue this run from the current epoch boundary (tensors on CPU)."""
+        return {
+            "format": TRAIN_STATE_FORMAT, "version": TRAIN_STATE_VERSION,
+            "config": asdict(self.config), "total_steps": self.total_steps, "world_size": self.world_size,
+            "epoch": self.epoch, "global_step": self.global_step,
+            "model": {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()},
+            "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+            "history": [dict(h) for h in self.history], "train_time": self._train_time, "images": self._images,
+            "rng": torch.get_rng_state(),
+            "callbacks": [cb.state_dict() for cb in self.callbacks],
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from a :meth:`state_dict` (or :func:`read_train_state`) at the next :meth:`run`.
+
+        The configuration, step count, world size and callbacks must match the saved run; the model's weights,
+        optimizer and schedule are restored once the callbacks' ``on_train_begin`` has run (so a sparsifier's
+        masks and parametrisations exist), callbacks get their saved ``state_dict()`` before it.
+        """
+        if self.global_step:
+            raise RuntimeError("load_state_dict must be called before run()")
+        if not isinstance(state, dict) or state.get("format") != TRAIN_STATE_FORMAT:
+            raise ValueError("not a secateurs training state")
+        if int(state.get("version", 0)) > TRAIN_STATE_VERSION:
+            raise ValueError(f"training state version {state['version']} is newer than this secateurs supports "
+                             f"({TRAIN_STATE_VERSION})")
+        mine = asdict(self.config)
+        diff = [f"{k}: saved {state['config'].get(k)!r}, now {v!r}" for k, v in mine.items()
+                if state["config"].get(k) != v]
+        if diff:
+            raise ValueError("the training configuration differs from the saved run (" + "; ".join(diff) + ")")
+        for key, now in (("total_steps", self.total_steps), ("world_size", self.world_size)):
+            if state[key] != now:
+                raise ValueError(f"{key}: saved {state[key]}, now {now} (different data or launch)")
+        saved, mine = _weight_shapes(state["model"]), _weight_shapes(self.model.state_dict())
+        if saved != mine:
+            odd = sorted(set(saved) ^ set(mine)) or [k for k in saved if saved[k] != mine[k]]
+            raise ValueError(f"the saved weights do not fit this model (first difference: {odd[0]})")
+        self._resume = state
+
+    def save_state(self, path: str | os.PathLike) -> None:
+        """Write :meth:`state_dict` to ``path`` atomically (rank 0 only under DDP)."""
+        if not dist_utils.is_main():
+            return
+        from .io import atomic_path
+
+        with atomic_path(path) as tmp:
+            torch.save(self.state_dict(), tmp)
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        try:
+            self.model.load_state_dict(state["model"])
+        except RuntimeError as e:
+            raise ValueError(f"the saved weights do not fit this model: {str(e).splitlines()[0]}") from None
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.epoch, self.global_step = int(state["epoch"]), int(state["global_step"])
+        self.history = [dict(h) for h in state["history"]]
+        self._train_time, self._images = float(state["train_time"]), int(state["images"])
+        torch.set_rng_state(state["rng"])
+
     def _emit(self, method: str, *args) -> None:
         for cb in self.callbacks:
             getattr(cb, method)(self, *args)
@@ -186,10 +267,18 @@ class Trainer:
 
         cfg = self.config
         result = TrainResult()
+        resume, self._resume = self._resume, None
+        if resume is not None:
+            if len(resume["callbacks"]) != len(self.callbacks):
+                raise ValueError(f"the saved run had {len(resume['callbacks'])} callbacks, this one "
+                                 f"{len(self.callbacks)}")
+            for cb, cb_state in zip(self.callbacks, resume["callbacks"]):
+                cb.load_state_dict(cb_state)
         self._emit("on_train_begin")
+        if resume is not None:
+            self._restore(resume)
         start = time.perf_counter()
-        train_time, images = 0.0, 0
-        epoch = 0
+        epoch = self.epoch
         while self.global_step < self.total_steps:
             self.loader.set_epoch(epoch)
             self.model.train()
@@ -220,8 +309,8 @@ class Trainer:
                 bar.update(1)
             bar.close()
             epoch_time = time.perf_counter() - t0
-            train_time += epoch_time
-            images += seen * self.world_size
+            self._train_time += epoch_time
+            self._images += seen * self.world_size
             metrics = {"epoch": epoch + 1, "step": self.global_step, "train_loss": loss_sum / max(seen, 1),
                        "train_accuracy": correct / max(seen, 1), "lr": self.optimizer.param_groups[0]["lr"],
                        "seconds": epoch_time, "images_per_s": seen * self.world_size / max(epoch_time, 1e-9)}
@@ -229,13 +318,18 @@ class Trainer:
                 metrics.update({f"val_{k}": v for k, v in
                                 evaluate(self.model, self.data.val_x, self.data.val_y, cfg.eval_batch_size).items()})
             self._emit("on_epoch_end", epoch, metrics)
-            result.history.append(metrics)
+            self.history.append(metrics)
             if self.log_epochs:
                 val = f" val_acc {metrics['val_accuracy']:.4f}" if "val_accuracy" in metrics else ""
                 print(f"epoch {epoch + 1}: loss {metrics['train_loss']:.4f} acc {metrics['train_accuracy']:.4f}"
                       f"{val} {metrics['images_per_s']:.0f} img/s {epoch_time:.1f}s", file=sys.stderr, flush=True)
             epoch += 1
+            self.epoch = epoch
+            if self.state_path is not None:
+                self.save_state(self.state_path)
         self._emit("on_train_end")
+        result.history = list(self.history)
+        train_time, images = self._train_time, self._images
         test = evaluate(self.model, self.data.test_x, self.data.test_y, cfg.eval_batch_size)
         result.accuracy, result.loss = test["accuracy"], test["loss"]
         result.steps = self.global_step
@@ -244,6 +338,35 @@ class Trainer:
         result.train_images_per_s = images / max(train_time, 1e-9)
         result.seconds_per_epoch = train_time / max(result.epochs, 1e-9)
         return result
+
+
+def _weight_shapes(state: dict[str, torch.Tensor]) -> dict[str, tuple[int, ...]]:
+    """Names and shapes of a state dict with parametrisations looked through (``m.parametrizations.weight.original``
+    is ``m.weight``; the parametrisations' own buffers are ignored), so a sparsifier's forward masks, installed only
+    once training begins, do not make a saved run look like another model."""
+    out = {}
+    for k, v in state.items():
+        if ".parametrizations." in f".{k}":
+            head, _, rest = f".{k}".partition(".parametrizations.")
+            name, _, leaf = rest.partition(".")
+            if leaf != "original":
+                continue
+            k = f"{head}.{name}".lstrip(".")
+        out[k] = tuple(v.shape)
+    return out
+
+
+def read_train_state(path: str | os.PathLike) -> dict[str, Any]:
+    """Load a state written by ``Trainer(state_path=...)`` (restricted unpickler: tensors and plain data only)."""
+    import pickle
+
+    try:
+        state = torch.load(Path(path), map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as e:
+        raise ValueError(f"{str(path)!r} is not a readable training state: {str(e).splitlines()[0]}") from None
+    if not isinstance(state, dict) or state.get("format") != TRAIN_STATE_FORMAT:
+        raise ValueError(f"{str(path)!r} is not a secateurs training state")
+    return state
 
 
 def fit(model: nn.Module, data: DataSplits, config: TrainConfig | None = None,

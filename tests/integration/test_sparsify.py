@@ -113,3 +113,33 @@ def test_callback_with_the_trainer_and_adam():
     assert [h["step"] for h in sp.history if h["planned"] == 0.0][:2] == [0, 20]  # the restart of cycle 2
     # --lr-restart: one cosine per cycle (lrs[i] is the rate for step i + 1)
     assert lrs[18] < 0.05 * 3e-3 and lrs[19] == pytest.approx(3e-3) and lrs[-1] < lrs[19]
+
+
+def test_killed_sparsify_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch, capsys):
+    from secateurs.train import Trainer
+
+    argv = ["sparsify", "--model", "mlp", "--sparsity", "0.8", "--schedule", "cyclical", "--cycles", "2",
+            "--update-every", "4", "--epochs", "3", "--lr", "0.05", *COMMON]
+    assert main(argv + ["--out", str(tmp_path / "straight")]) == 0
+    state = tmp_path / "state.pt"
+    save = Trainer.save_state
+
+    def save_then_die(self, path):
+        save(self, path)
+        if self.epoch == 2:
+            raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(Trainer, "save_state", save_then_die)
+        with pytest.raises(SystemExit) as exc:
+            main(argv + ["--save-state", str(state), "--out", str(tmp_path / "resumed")])
+    assert exc.value.code == 130 and state.is_file() and not (tmp_path / "resumed").exists()
+    assert main(argv + ["--resume", str(state), "--save-state", str(state), "--out", str(tmp_path / "resumed")]) == 0
+    a = load_file(str(tmp_path / "straight" / "model.safetensors"))
+    b = load_file(str(tmp_path / "resumed" / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:  # another learning rate is another run
+        main([*argv[:-len(COMMON)], "--lr", "0.1", *COMMON, "--resume", str(state), "--out", str(tmp_path / "x")])
+    assert exc.value.code == 2
+    assert "--resume" in capsys.readouterr().err

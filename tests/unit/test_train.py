@@ -98,3 +98,86 @@ def test_fit_restores_global_rng_and_model_mode(digits):
     fit(model, digits, TrainConfig(epochs=1, max_steps=3, batch_size=64, seed=7), progress=False)
     assert torch.equal(torch.rand(3), expected)
     assert not model.training
+
+
+# ---------------------------------------------------------------------------------------------- resume
+class _CrashAt(Callback):
+    """Raises KeyboardInterrupt after optimizer step ``at`` (None: never), like a killed job."""
+
+    def __init__(self, at=None):
+        self.at = at
+
+    def on_step_end(self, trainer, step, loss):
+        if step == self.at:
+            raise KeyboardInterrupt
+
+
+def _dropout_net(seed):
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Dropout(0.3),
+                               torch.nn.Linear(32, 10))
+
+
+def _callbacks(with_sparsifier, crash_at=None):
+    from secateurs.schedules import Cyclical
+    from secateurs.unstructured import CyclicalSparsifier, SparsifierCallback
+
+    cbs = [_CrashAt(crash_at)]
+    if with_sparsifier:
+        cbs.insert(0, SparsifierCallback(lambda m, total: CyclicalSparsifier(
+            m, Cyclical(0.8, total, cycles=3), update_every=4, variant=with_sparsifier), bn_batches=0))
+    return cbs
+
+
+@pytest.mark.parametrize("with_sparsifier", [False, "project", "ste"])
+def test_interrupted_then_resumed_run_is_bit_identical(digits, tmp_path, with_sparsifier):
+    from secateurs.train import Trainer, read_train_state
+
+    cfg = TrainConfig(epochs=3, lr=0.05, batch_size=64, seed=5)
+    ref_model = _dropout_net(0)
+    ref_trainer = Trainer(ref_model, digits, cfg, _callbacks(with_sparsifier), progress=False)
+    ref = ref_trainer.run()
+
+    state_file = tmp_path / "state.pt"
+    crashed = Trainer(_dropout_net(0), digits, cfg, _callbacks(with_sparsifier, crash_at=ref_trainer.steps_per_epoch
+                                                               * 2 + 3), progress=False, state_path=state_file)
+    with pytest.raises(KeyboardInterrupt):
+        crashed.run()
+    state = read_train_state(state_file)
+    assert state["epoch"] == 2 and state["global_step"] == 2 * ref_trainer.steps_per_epoch
+
+    model = _dropout_net(1)  # another init: everything must come from the state file
+    resumed = Trainer(model, digits, cfg, _callbacks(with_sparsifier), progress=False, state_path=state_file)
+    resumed.load_state_dict(state)
+    res = resumed.run()
+    for a, b in zip(ref_model.state_dict().values(), model.state_dict().values()):
+        assert torch.equal(a, b)
+    assert [h["train_loss"] for h in res.history] == [h["train_loss"] for h in ref.history]
+    assert res.steps == ref.steps and res.accuracy == ref.accuracy
+    assert read_train_state(state_file)["epoch"] == 3  # still saved after every epoch
+    if with_sparsifier:
+        assert resumed.callbacks[0].summary["sparsity"] == ref_trainer.callbacks[0].summary["sparsity"]
+        assert resumed.callbacks[0].sparsifier.history == ref_trainer.callbacks[0].sparsifier.history
+
+
+def test_resume_refuses_another_configuration_or_file(digits, tmp_path):
+    from secateurs.train import Trainer, read_train_state
+
+    state_file = tmp_path / "state.pt"
+    fit(_dropout_net(0), digits, TrainConfig(epochs=1, lr=0.05, batch_size=64), progress=False)  # no file
+    Trainer(_dropout_net(0), digits, TrainConfig(epochs=1, lr=0.05, batch_size=64), progress=False,
+            state_path=state_file).run()
+    state = read_train_state(state_file)
+    other = Trainer(_dropout_net(0), digits, TrainConfig(epochs=1, lr=0.1, batch_size=64), progress=False)
+    with pytest.raises(ValueError, match="lr: saved 0.05, now 0.1"):
+        other.load_state_dict(state)
+    wrong = Trainer(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10)), digits,
+                    TrainConfig(epochs=1, lr=0.05, batch_size=64), progress=False)
+    with pytest.raises(ValueError, match="do not fit this model"):
+        wrong.load_state_dict(state)
+    (tmp_path / "junk.pt").write_bytes(b"not a torch file")
+    with pytest.raises(ValueError, match="not a readable training state"):
+        read_train_state(tmp_path / "junk.pt")
+    torch.save({"format": "something else"}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="not a secateurs training state"):
+        read_train_state(tmp_path / "other.pt")

@@ -131,6 +131,10 @@ def add_train_args(p: argparse.ArgumentParser, epochs: float = 10, lr: float = 0
     g.add_argument("--no-augment", action="store_true", help="disable random crop / flip")
     g.add_argument("--max-steps", type=positive_int("--max-steps"), default=None,
                    help="stop after this many optimizer steps (smoke tests)")
+    g.add_argument("--save-state", type=Path, default=None, metavar="FILE",
+                   help="write the whole training state to FILE after every epoch (atomically), for --resume")
+    g.add_argument("--resume", type=Path, default=None, metavar="FILE",
+                   help="continue an interrupted run from its --save-state FILE (same command and flags)")
 
 
 def add_run_args(p: argparse.ArgumentParser, out_required: bool = True) -> None:
@@ -176,12 +180,22 @@ def load_data(args):
 def make_trainer(args, model, data, config, flag: str = "--batch-size", **kwargs):
     """A Trainer whose construction errors (batch larger than the data, not divisible by the world size) name
     --batch-size instead of ending in a traceback."""
-    from ..train import Trainer
+    from ..train import Trainer, read_train_state
 
     try:
-        return Trainer(model, data, config, progress=False if args.quiet else None, **kwargs)
+        trainer = Trainer(model, data, config, progress=False if args.quiet else None,
+                          state_path=getattr(args, "save_state", None), **kwargs)
     except ValueError as e:
         raise UsageError(f"{flag} {config.batch_size}: {e}") from None
+    resume = getattr(args, "resume", None)
+    if resume is not None:
+        if not resume.is_file():
+            raise UsageError(f"--resume: {str(resume)!r} is not a file")
+        try:
+            trainer.load_state_dict(read_train_state(resume))
+        except ValueError as e:
+            raise UsageError(f"--resume {str(resume)!r}: {e}") from None
+    return trainer
 
 
 def make_model(name: str, data, flag: str = "--model"):
