@@ -40,6 +40,19 @@ def accuracy(model, test) -> float:
     return evaluate(model, test[0], test[1], batch_size=500)["accuracy"]
 
 
+def bn_recalibrated_accuracy(model, data, test, seed: int, batches: int = 20, batch_size: int = 64) -> float:
+    """Accuracy of a copy of ``model`` after re-estimating its BatchNorm statistics on ``batches`` seeded training
+    batches (no augmentation, no gradient step): how much of a pruned network's "accuracy before fine-tuning" is
+    only stale BN statistics. The model itself is not changed."""
+    from secateurs.unstructured import reestimate_batchnorm
+
+    m = copy.deepcopy(model)
+    g = torch.Generator().manual_seed(10_000 + seed)
+    idx = torch.randperm(len(data.train_x), generator=g)[:batches * batch_size]
+    reestimate_batchnorm(m, [data.train_x[idx[i:i + batch_size]] for i in range(0, len(idx), batch_size)])
+    return accuracy(m, test)
+
+
 def finetune(model, ft_data, epochs: float, seed: int, batch_size: int, test) -> tuple[float, float]:
     """The same short fine-tune for every method (papers.md CIFAR recipe, shortened); returns (accuracy, seconds)."""
     from secateurs.structured.autobot import finetune_config

@@ -21,7 +21,7 @@ import time
 import torch
 
 from _common import environment, fmt, mean_std, write_results
-from autobot_common import accuracy, epoch_seconds, finetune, setup
+from autobot_common import accuracy, bn_recalibrated_accuracy, epoch_seconds, finetune, setup
 
 
 def baseline(model, graph, example, criterion, scope, reduction, seed, taylor_batches):
@@ -56,11 +56,12 @@ def run_one(args, model_name, R, seed, ckpt, full, ft, test, graph, epoch_s, log
     cfg = AutoBotConfig(batches=args.batches, seed=seed)
     res = autoprune(m, full, R, config=cfg, example_inputs=example, graph=graph, progress=False)
     before = accuracy(m, test)
+    before_bn = bn_recalibrated_accuracy(m, full, test, seed)
     after, ft_s = finetune(m, ft, args.finetune_epochs, seed, args.finetune_batch_size, test)
     achieved = res.report.macs_reduction
     rows.append({"model": model_name, "target": R, "seed": seed, "method": "autobot", "scope": "global",
                  "reduction": achieved, "macs": res.report.macs_after, "params": res.report.params_after,
-                 "acc_before_ft": before, "acc_after_ft": after, "finetune_s": ft_s,
+                 "acc_before_ft": before, "acc_before_ft_bn": before_bn, "acc_after_ft": after, "finetune_s": ft_s,
                  "bottleneck_s": res.bottleneck_seconds, "bottleneck_images": res.bottleneck_images,
                  "bottleneck_epoch_fraction": res.bottleneck_seconds / epoch_s,
                  "selection": res.selection.method, "widths": {g: len(k) for g, k in res.plan.groups.items()}})
@@ -77,9 +78,10 @@ def run_one(args, model_name, R, seed, ckpt, full, ft, test, graph, epoch_s, log
                 row["error"] = report
             else:
                 before = accuracy(pm, test)
+                before_bn = bn_recalibrated_accuracy(pm, full, test, seed)
                 after, ft_s = finetune(pm, ft, args.finetune_epochs, seed, args.finetune_batch_size, test)
                 row.update(reduction=report.macs_reduction, macs=report.macs_after, params=report.params_after,
-                           acc_before_ft=before, acc_after_ft=after, finetune_s=ft_s)
+                           acc_before_ft=before, acc_before_ft_bn=before_bn, acc_after_ft=after, finetune_s=ft_s)
             rows.append(row)
             log(row)
     return rows
@@ -91,8 +93,10 @@ def markdown(rows, dense, args, env, settings, elapsed):
           f"{elapsed / 60:.0f} min in all. Mean ± std over seeds {sorted({r['seed'] for r in rows})}.", "",
           "**Reduced configuration** (CPU budget): " + settings["reduced"], "",
           "Baselines are selected at AutoBot's *achieved* MACs reduction of the same seed (±0.25 point; wider only "
-          "if a selection cannot land there, see `reduction`). Every method gets the same fine-tune. Accuracies in %.",
-          ""]
+          "if a selection cannot land there, see `reduction`). Every method gets the same fine-tune. Accuracies in %. "
+          "`before FT + BN` (when recorded): the pruned network after re-estimating BatchNorm statistics on 20 "
+          "training batches of 64 (forward passes only, no weight update): how much of the before-fine-tuning gap "
+          "is stale BN statistics.", ""]
     for model_name, d in dense.items():
         md += [f"## {model_name}: dense {d['accuracy'] * 100:.2f}% on the test subset, {d['params']:,} params, "
                f"{d['macs'] / 1e6:.2f} M MACs; one training epoch (55,000 images) ≈ {d['epoch_s']:.0f} s here; "
@@ -101,19 +105,21 @@ def markdown(rows, dense, args, env, settings, elapsed):
         for R in sorted({r["target"] for r in rows if r["model"] == model_name}):
             sub = [r for r in rows if r["model"] == model_name and r["target"] == R]
             md += [f"### target {R:.0%} fewer MACs", "",
-                   "| method | scope | MACs reduction (%) | params | acc before FT | acc after FT | seeds |",
-                   "|---|---|---|---|---|---|---|"]
+                   "| method | scope | MACs reduction (%) | params | acc before FT | before FT + BN | acc after FT "
+                   "| seeds |",
+                   "|---|---|---|---|---|---|---|---|"]
             keys = list(dict.fromkeys((r["method"], r["scope"]) for r in sub))
             for method, scope in keys:
                 rs = [r for r in sub if r["method"] == method and r["scope"] == scope and "error" not in r]
                 if not rs:
                     why = next((r["error"] for r in sub if r["method"] == method and "error" in r), "")
-                    md.append(f"| {method} | {scope} | – | – | n/a: {why[:80]} | – | 0 |")
+                    md.append(f"| {method} | {scope} | – | – | n/a: {why[:80]} | – | – | 0 |")
                     continue
                 md.append(f"| {'**AutoBot**' if method == 'autobot' else method} | {scope} | "
                           f"{fmt([r['reduction'] for r in rs])} | {mean_std([r['params'] for r in rs])[0]:,.0f} | "
-                          f"{fmt([r['acc_before_ft'] for r in rs])} | {fmt([r['acc_after_ft'] for r in rs])} | "
-                          f"{len(rs)} |")
+                          f"{fmt([r['acc_before_ft'] for r in rs])} | "
+                          f"{fmt([r['acc_before_ft_bn'] for r in rs]) if all('acc_before_ft_bn' in r for r in rs) else '–'}"
+                          f" | {fmt([r['acc_after_ft'] for r in rs])} | {len(rs)} |")
             ab = [r for r in sub if r["method"] == "autobot"]
             md += ["", f"AutoBot bottleneck training: {fmt([r['bottleneck_s'] for r in ab], 1, 1)} s on "
                        f"{ab[0]['bottleneck_images']:,} images = {fmt([r['bottleneck_epoch_fraction'] for r in ab])}% "
@@ -156,7 +162,8 @@ def main() -> None:
     rows, dense = [], {}
 
     def log(row):
-        keys = ("method", "scope", "reduction", "acc_before_ft", "acc_after_ft", "bottleneck_s", "error")
+        keys = ("method", "scope", "reduction", "acc_before_ft", "acc_before_ft_bn", "acc_after_ft", "bottleneck_s",
+                "error")
         print(f"[{time.perf_counter() - t0:6.0f}s] {row['model']} R={row['target']} seed={row['seed']} " +
               " ".join(f"{k}={row[k]:.4f}" if isinstance(row.get(k), float) else f"{k}={row[k]}"
                        for k in keys if k in row), flush=True)
