@@ -69,9 +69,9 @@ def finetune(model, ft_data, epochs: float, seed: int, batch_size: int, test) ->
     return accuracy(model, test), time.perf_counter() - t0
 
 
-def epoch_seconds(model, data, batch_size: int = 128, steps: int = 6, warmup: int = 2) -> float:
-    """Wall time of one dense training epoch over ``data.train_x``, from the mean of ``steps`` SGD steps (same
-    threads and machine as the AutoBot run it is compared with)."""
+def epoch_seconds(model, data, batch_size: int = 128, steps: int = 20, warmup: int = 2) -> float:
+    """Wall time of one dense training epoch over ``data.train_x``, from the median of ``steps`` SGD steps (same
+    threads and machine as the AutoBot run it is compared with; the median resists a neighbour's bursts)."""
     m = copy.deepcopy(model).train()
     opt = torch.optim.SGD(m.parameters(), lr=1e-3, momentum=0.9)
     g = torch.Generator().manual_seed(0)
@@ -85,4 +85,5 @@ def epoch_seconds(model, data, batch_size: int = 128, steps: int = 6, warmup: in
         opt.step()
         if i >= warmup:
             times.append(time.perf_counter() - t0)
-    return sum(times) / len(times) * (len(data.train_x) // batch_size)
+    times.sort()
+    return times[len(times) // 2] * (len(data.train_x) // batch_size)
