@@ -176,3 +176,32 @@ def test_export_cli(user_dense, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["export", "--checkpoint", str(tmp_path / "p"), "--format", "onnx", "--out", str(tmp_path / "m.onnx")])
     assert "already exists" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def bn_dense(tmp_path_factory):
+    out = tmp_path_factory.mktemp("dense") / "bn"
+    assert main(TRAIN + ["--model", "fixtures.user_models:bn_net", "--out", str(out)]) == 0
+    return out
+
+
+@pytest.mark.parametrize("command", ["prune", "autoprune"])
+def test_bn_batches_reestimates_statistics_after_pruning(command, bn_dense, tmp_path):
+    from secateurs.data import get_dataset
+    from secateurs.train import evaluate
+
+    extra = (["--criterion", "l1"] if command == "prune" else ["--batches", "5", "--batch-size", "32", "--tolerance", "0.02"])
+    base = [command, "--checkpoint", str(bn_dense), "--data", "digits", "--flops-reduction", "0.5", *extra, *QUIET]
+    assert main(base + ["--out", str(tmp_path / "plain")]) == 0
+    assert main(base + ["--bn-batches", "10", "--out", str(tmp_path / "bn")]) == 0
+    key = "accuracy" if command == "prune" else "accuracy_before_finetune"
+    plain = json.loads((tmp_path / "plain" / "summary.json").read_text())
+    bn = json.loads((tmp_path / "bn" / "summary.json").read_text())
+    assert plain["bn_batches"] == 0 and plain["accuracy_before_bn"] is None
+    assert bn["bn_batches"] == 10 and bn["accuracy_before_bn"] == plain[key]  # same selection, then re-estimated
+    assert bn["widths"] == plain["widths"]
+    a, b = load_file(str(tmp_path / "plain" / "model.safetensors")), load_file(str(tmp_path / "bn" / "model.safetensors"))
+    assert torch.equal(a["1.weight"], b["1.weight"])  # no weight update
+    assert not torch.equal(a["4.running_mean"], b["4.running_mean"])
+    data = get_dataset("digits")
+    assert evaluate(load(tmp_path / "bn"), data.test_x, data.test_y)["accuracy"] == pytest.approx(bn[key])

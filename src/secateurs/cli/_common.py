@@ -137,6 +137,26 @@ def add_train_args(p: argparse.ArgumentParser, epochs: float = 10, lr: float = 0
                    help="continue an interrupted run from its --save-state FILE (same command and flags)")
 
 
+def add_bn_batches_arg(g) -> None:
+    """``--bn-batches`` for the pruning commands (structured pruning leaves the dense BatchNorm statistics)."""
+    g.add_argument("--bn-batches", type=nonneg_int("--bn-batches"), default=0, metavar="N",
+                   help="after pruning, re-estimate BatchNorm statistics on N training batches of 64 (forward "
+                        "passes only, no weight update). Default 0: keep the dense statistics, as the papers "
+                        "report 'accuracy before fine-tuning'")
+
+
+def recalibrate_bn(model, data, batches: int, seed: int) -> int:
+    """Re-estimate ``model``'s BatchNorm statistics on ``batches`` seeded, un-augmented training batches of 64."""
+    import torch
+
+    from ..unstructured import reestimate_batchnorm
+
+    if batches <= 0:
+        return 0
+    perm = torch.randperm(len(data.train_x), generator=torch.Generator().manual_seed(seed))[:batches * 64]
+    return reestimate_batchnorm(model, [data.train_x[perm[i:i + 64]] for i in range(0, len(perm), 64)])
+
+
 def add_run_args(p: argparse.ArgumentParser, out_required: bool = True) -> None:
     g = p.add_argument_group("run")
     g.add_argument("--seed", type=nonneg_int("--seed"), default=0)

@@ -34,6 +34,7 @@ def add_parser(sub) -> None:
                    help="bottleneck mini-batch size (default 64)")
     g.add_argument("--tolerance", type=c.fraction("--tolerance", low_inclusive=False), default=0.005,
                    help="achieved reduction within ± this of R (default 0.005)")
+    c.add_bn_batches_arg(g)
     f = p.add_argument_group("fine-tuning (SGD, cosine; the paper's CIFAR recipe)")
     f.add_argument("--finetune-epochs", type=c.positive_float("--finetune-epochs", allow_zero=True), default=0.0,
                    metavar="E", help="fine-tune the pruned network for E epochs (default 0: no fine-tuning)")
@@ -81,6 +82,8 @@ def run(args: argparse.Namespace) -> int:
         if "out of reach" in str(e) or "no selection reaches" in str(e):
             raise c.UsageError(f"--flops-reduction {args.flops_reduction}: {e}") from None
         raise
+    before_bn = evaluate(model, data.test_x, data.test_y)["accuracy"] if args.bn_batches else None
+    c.recalibrate_bn(model, data, args.bn_batches, args.seed)
     before = evaluate(model, data.test_x, data.test_y)
     finetune = None
     if args.finetune_epochs > 0:
@@ -100,6 +103,7 @@ def run(args: argparse.Namespace) -> int:
         "command": "autoprune", "checkpoint": str(args.checkpoint), "model": ckpt.spec.name, "dataset": data.name,
         "requested_flops_reduction": args.flops_reduction,
         "accuracy_dense": dense_eval["accuracy"], "accuracy_before_finetune": before["accuracy"],
+        "bn_batches": args.bn_batches, "accuracy_before_bn": before_bn,
         "accuracy": after["accuracy"], "test_loss": after["loss"],
         **result.summary(),
         "latency_ms_b1": latency_ms(model, shape, 1, threads=threads), "latency_ms_b1_dense": latency_dense,

@@ -38,6 +38,7 @@ def add_parser(sub) -> None:
                    help="taylor: training batches of --batch-size to accumulate gradients over (default 8)")
     g.add_argument("--batch-size", type=c.positive_int("--batch-size"), default=64,
                    help="taylor: calibration batch size (default 64)")
+    c.add_bn_batches_arg(g)
     c.add_data_args(p)
     c.add_run_args(p)
     p.set_defaults(run=run)
@@ -94,6 +95,8 @@ def run(args: argparse.Namespace) -> int:
         raise c.UsageError(f"--flops-reduction {args.flops_reduction:g}: {e}") from None
     report = apply_plan(model, selection.plan, example, graph=graph)  # verified: MACs, params, outputs
     after = count_model(model, data.input_shape)
+    accuracy_before_bn = evaluate(model, data.test_x, data.test_y)["accuracy"] if args.bn_batches else None
+    c.recalibrate_bn(model, data, args.bn_batches, args.seed)
     accuracy = evaluate(model, data.test_x, data.test_y)
 
     plan = selection.plan
@@ -107,6 +110,7 @@ def run(args: argparse.Namespace) -> int:
         "min_channels": args.min_channels, "seed": args.seed,
         "calib_batches": args.calib_batches if args.criterion == "taylor" else None,
         "accuracy": accuracy["accuracy"], "test_loss": accuracy["loss"],
+        "bn_batches": args.bn_batches, "accuracy_before_bn": accuracy_before_bn,
         "accuracy_dense": ckpt.summary.get("accuracy"),
         "target_flops_reduction": args.flops_reduction,
         "flops_reduction": 1 - after.macs / max(dense.macs, 1),
