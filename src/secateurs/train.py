@@ -28,9 +28,16 @@ from . import distributed as dist_utils
 from ._device import device_of
 from .data import BatchLoader, DataSplits
 
-__all__ = ["TrainConfig", "Callback", "Trainer", "TrainResult", "fit", "evaluate", "lr_factor", "read_train_state"]
+__all__ = ["TrainConfig", "Callback", "Trainer", "TrainResult", "fit", "evaluate", "lr_factor", "read_train_state",
+           "ResumeError"]
 
 TRAIN_STATE_FORMAT = "secateurs-train-state"
+
+
+class ResumeError(ValueError):
+    """A saved training state does not fit this run (configuration, model, callbacks); nothing was trained."""
+
+
 TRAIN_STATE_VERSION = 1
 
 
@@ -191,11 +198,12 @@ class Trainer:
             "format": TRAIN_STATE_FORMAT, "version": TRAIN_STATE_VERSION,
             "config": asdict(self.config), "total_steps": self.total_steps, "world_size": self.world_size,
             "epoch": self.epoch, "global_step": self.global_step,
-            "model": {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()},
-            "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+            "model": _cpu_copy(self.model.state_dict()),
+            "optimizer": _cpu_copy(self.optimizer.state_dict()), "scheduler": self.scheduler.state_dict(),
             "history": [dict(h) for h in self.history], "train_time": self._train_time, "images": self._images,
             "rng": torch.get_rng_state(),
-            "callbacks": [cb.state_dict() for cb in self.callbacks],
+            "cuda_rng": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
+            "callbacks": [_cpu_copy(cb.state_dict()) for cb in self.callbacks],
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -208,22 +216,22 @@ class Trainer:
         if self.global_step:
             raise RuntimeError("load_state_dict must be called before run()")
         if not isinstance(state, dict) or state.get("format") != TRAIN_STATE_FORMAT:
-            raise ValueError("not a secateurs training state")
+            raise ResumeError("not a secateurs training state")
         if int(state.get("version", 0)) > TRAIN_STATE_VERSION:
-            raise ValueError(f"training state version {state['version']} is newer than this secateurs supports "
+            raise ResumeError(f"training state version {state['version']} is newer than this secateurs supports "
                              f"({TRAIN_STATE_VERSION})")
         mine = asdict(self.config)
         diff = [f"{k}: saved {state['config'].get(k)!r}, now {v!r}" for k, v in mine.items()
                 if state["config"].get(k) != v]
         if diff:
-            raise ValueError("the training configuration differs from the saved run (" + "; ".join(diff) + ")")
+            raise ResumeError("the training configuration differs from the saved run (" + "; ".join(diff) + ")")
         for key, now in (("total_steps", self.total_steps), ("world_size", self.world_size)):
             if state[key] != now:
-                raise ValueError(f"{key}: saved {state[key]}, now {now} (different data or launch)")
+                raise ResumeError(f"{key}: saved {state[key]}, now {now} (different data or launch)")
         saved, mine = _weight_shapes(state["model"]), _weight_shapes(self.model.state_dict())
         if saved != mine:
             odd = sorted(set(saved) ^ set(mine)) or [k for k in saved if saved[k] != mine[k]]
-            raise ValueError(f"the saved weights do not fit this model (first difference: {odd[0]})")
+            raise ResumeError(f"the saved weights do not fit this model (first difference: {odd[0]})")
         self._resume = state
 
     def save_state(self, path: str | os.PathLike) -> None:
@@ -238,14 +246,17 @@ class Trainer:
     def _restore(self, state: dict[str, Any]) -> None:
         try:
             self.model.load_state_dict(state["model"])
-        except RuntimeError as e:
-            raise ValueError(f"the saved weights do not fit this model: {str(e).splitlines()[0]}") from None
-        self.optimizer.load_state_dict(state["optimizer"])
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as e:
+            raise ResumeError(f"the saved weights or optimizer do not fit this run: {str(e).splitlines()[0]}") \
+                from None
         self.scheduler.load_state_dict(state["scheduler"])
         self.epoch, self.global_step = int(state["epoch"]), int(state["global_step"])
         self.history = [dict(h) for h in state["history"]]
         self._train_time, self._images = float(state["train_time"]), int(state["images"])
         torch.set_rng_state(state["rng"])
+        if self.device.type == "cuda" and state.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(state["cuda_rng"], self.device)
 
     def _emit(self, method: str, *args) -> None:
         for cb in self.callbacks:
@@ -270,13 +281,19 @@ class Trainer:
         resume, self._resume = self._resume, None
         if resume is not None:
             if len(resume["callbacks"]) != len(self.callbacks):
-                raise ValueError(f"the saved run had {len(resume['callbacks'])} callbacks, this one "
-                                 f"{len(self.callbacks)}")
-            for cb, cb_state in zip(self.callbacks, resume["callbacks"]):
-                cb.load_state_dict(cb_state)
-        self._emit("on_train_begin")
-        if resume is not None:
+                raise ResumeError(f"the saved run had {len(resume['callbacks'])} callbacks, this one has "
+                                  f"{len(self.callbacks)} (another command or pruning set-up)")
+            try:  # a callback may check its state here, or when it applies it in on_train_begin
+                for cb, cb_state in zip(self.callbacks, resume["callbacks"]):
+                    cb.load_state_dict(cb_state)
+                self._emit("on_train_begin")
+            except ResumeError:
+                raise
+            except ValueError as e:
+                raise ResumeError(f"a callback's saved state does not fit: {e}") from None
             self._restore(resume)
+        else:
+            self._emit("on_train_begin")
         start = time.perf_counter()
         epoch = self.epoch
         while self.global_step < self.total_steps:
@@ -340,6 +357,17 @@ class Trainer:
         return result
 
 
+def _cpu_copy(obj: Any) -> Any:
+    """A snapshot of nested dicts/lists/tuples whose tensors are detached CPU copies (live buffers keep changing)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu().clone()
+    if isinstance(obj, dict):
+        return {k: _cpu_copy(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_cpu_copy(v) for v in obj)
+    return obj
+
+
 def _weight_shapes(state: dict[str, torch.Tensor]) -> dict[str, tuple[int, ...]]:
     """Names and shapes of a state dict with parametrisations looked through (``m.parametrizations.weight.original``
     is ``m.weight``; the parametrisations' own buffers are ignored), so a sparsifier's forward masks, installed only
@@ -363,9 +391,9 @@ def read_train_state(path: str | os.PathLike) -> dict[str, Any]:
     try:
         state = torch.load(Path(path), map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError) as e:
-        raise ValueError(f"{str(path)!r} is not a readable training state: {str(e).splitlines()[0]}") from None
+        raise ResumeError(f"{str(path)!r} is not a readable training state: {str(e).splitlines()[0]}") from None
     if not isinstance(state, dict) or state.get("format") != TRAIN_STATE_FORMAT:
-        raise ValueError(f"{str(path)!r} is not a secateurs training state")
+        raise ResumeError(f"{str(path)!r} is not a secateurs training state")
     return state
 
 

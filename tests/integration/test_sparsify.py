@@ -139,7 +139,16 @@ def test_killed_sparsify_resumes_to_the_uninterrupted_result(tmp_path, monkeypat
     b = load_file(str(tmp_path / "resumed" / "model.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     capsys.readouterr()
-    with pytest.raises(SystemExit) as exc:  # another learning rate is another run
-        main([*argv[:-len(COMMON)], "--lr", "0.1", *COMMON, "--resume", str(state), "--out", str(tmp_path / "x")])
-    assert exc.value.code == 2
-    assert "--resume" in capsys.readouterr().err
+    refused = [  # each is one line naming the flag, exit 2, nothing written
+        (["--lr", "0.1", "--resume", str(state)], "--resume", "lr: saved 0.05, now 0.1"),
+        (["--lr-restart", "--resume", str(state)], "--resume", "lr_restart: saved False, now True"),
+        (["--sparsity", "0.7", "--resume", str(state)], "--resume", "differs"),
+        (["--save-state", str(state)], "--save-state", "already exists"),
+        (["--save-state", str(tmp_path / "x" / "state.pt")], "--save-state", "outside --out"),
+    ]
+    for extra, flag, needle in refused:
+        with pytest.raises(SystemExit) as exc:
+            main(argv + extra + ["--out", str(tmp_path / "x")])
+        err = capsys.readouterr().err.strip()
+        assert exc.value.code == 2 and flag in err and needle in err and "Traceback" not in err, err
+        assert len(err.splitlines()) == 1 and not (tmp_path / "x").exists()

@@ -128,6 +128,23 @@ def test_min_density_keeps_every_layer_alive_under_global_ranking():
         CyclicalSparsifier(_make()[0], GMP(0.9, 10), scope="layer", min_density=0.2)
     with pytest.raises(ValueError, match="min_density"):
         CyclicalSparsifier(_make()[0], GMP(0.9, 10), min_density=1.0)
+    # the check uses the schedule's peak, here a restart sparsity above the final one, and says what would fit
+    with pytest.raises(ValueError, match=r"peak sparsity 0.99 .*at most 0.0\d+ fits"):
+        CyclicalSparsifier(_make()[0], Cyclical(0.5, 30, cycles=3, restart_sparsity=0.99), scope="global",
+                           min_density=0.02)
+
+
+def test_min_density_with_cumulative_masks_keeps_the_floor_and_the_count():
+    model, optim = _make()
+    with torch.no_grad():
+        model.fc2.weight.mul_(1e-4)
+    sp = CyclicalSparsifier(model, GMP(0.97, 12), scope="global", cumulative=True, min_density=0.02,
+                            update_every=2, optimizer=optim)
+    for step in range(12):
+        _train_step(model, optim, step)
+    total = sum(mk.numel() for mk in sp.masks.values())
+    assert sum(int((~mk).sum()) for mk in sp.masks.values()) == num_pruned(0.97, total)
+    assert all(int(mk.sum()) >= -(-0.02 * mk.numel() // 1) for mk in sp.masks.values())
 
 
 def test_state_saved_before_min_density_existed_still_loads():

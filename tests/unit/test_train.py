@@ -150,8 +150,8 @@ def test_interrupted_then_resumed_run_is_bit_identical(digits, tmp_path, with_sp
     resumed = Trainer(model, digits, cfg, _callbacks(with_sparsifier), progress=False, state_path=state_file)
     resumed.load_state_dict(state)
     res = resumed.run()
-    for a, b in zip(ref_model.state_dict().values(), model.state_dict().values()):
-        assert torch.equal(a, b)
+    want, got = ref_model.state_dict(), model.state_dict()
+    assert want.keys() == got.keys() and all(torch.equal(want[k], got[k]) for k in want)
     assert [h["train_loss"] for h in res.history] == [h["train_loss"] for h in ref.history]
     assert res.steps == ref.steps and res.accuracy == ref.accuracy
     assert read_train_state(state_file)["epoch"] == 3  # still saved after every epoch
@@ -160,11 +160,41 @@ def test_interrupted_then_resumed_run_is_bit_identical(digits, tmp_path, with_sp
         assert resumed.callbacks[0].sparsifier.history == ref_trainer.callbacks[0].sparsifier.history
 
 
+def test_state_dict_is_a_snapshot(digits):
+    from secateurs.train import Trainer
+
+    trainer = Trainer(_dropout_net(0), digits, TrainConfig(epochs=2, lr=0.05, batch_size=64), progress=False)
+    trainer.run()
+    snap = trainer.state_dict()
+    momentum = [v["momentum_buffer"].clone() for v in snap["optimizer"]["state"].values()]
+    for group in trainer.optimizer.state.values():  # live buffers keep changing after a snapshot
+        group["momentum_buffer"].add_(1.0)
+    assert all(torch.equal(a, v["momentum_buffer"]) for a, v in zip(momentum, snap["optimizer"]["state"].values()))
+
+
+def test_sparsifier_callback_refuses_another_lr_restart_on_resume(digits, tmp_path):
+    from secateurs.schedules import Cyclical
+    from secateurs.train import Trainer, read_train_state
+    from secateurs.unstructured import CyclicalSparsifier, SparsifierCallback
+
+    def cb(lr_restart):
+        return SparsifierCallback(lambda m, total: CyclicalSparsifier(m, Cyclical(0.5, total, cycles=2)),
+                                  bn_batches=0, lr_restart=lr_restart)
+
+    cfg = TrainConfig(epochs=1, lr=0.05, batch_size=64)
+    Trainer(_dropout_net(0), digits, cfg, [cb(False)], progress=False, state_path=tmp_path / "s.pt").run()
+    again = Trainer(_dropout_net(0), digits, cfg, [cb(True)], progress=False)
+    again.load_state_dict(read_train_state(tmp_path / "s.pt"))
+    with pytest.raises(ValueError, match="lr_restart: saved False, now True"):
+        again.run()
+
+
 def test_resume_refuses_another_configuration_or_file(digits, tmp_path):
     from secateurs.train import Trainer, read_train_state
 
     state_file = tmp_path / "state.pt"
-    fit(_dropout_net(0), digits, TrainConfig(epochs=1, lr=0.05, batch_size=64), progress=False)  # no file
+    fit(_dropout_net(0), digits, TrainConfig(epochs=1, lr=0.05, batch_size=64), progress=False)
+    assert not any(tmp_path.iterdir())  # no state_path: nothing written
     Trainer(_dropout_net(0), digits, TrainConfig(epochs=1, lr=0.05, batch_size=64), progress=False,
             state_path=state_file).run()
     state = read_train_state(state_file)
@@ -175,6 +205,11 @@ def test_resume_refuses_another_configuration_or_file(digits, tmp_path):
                     TrainConfig(epochs=1, lr=0.05, batch_size=64), progress=False)
     with pytest.raises(ValueError, match="do not fit this model"):
         wrong.load_state_dict(state)
+    extra = Trainer(_dropout_net(0), digits, TrainConfig(epochs=1, lr=0.05, batch_size=64), [_CrashAt()],
+                    progress=False)
+    extra.load_state_dict(state)
+    with pytest.raises(ValueError, match="saved run had 0 callbacks, this one has 1"):
+        extra.run()
     (tmp_path / "junk.pt").write_bytes(b"not a torch file")
     with pytest.raises(ValueError, match="not a readable training state"):
         read_train_state(tmp_path / "junk.pt")

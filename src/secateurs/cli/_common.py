@@ -202,20 +202,46 @@ def make_trainer(args, model, data, config, flag: str = "--batch-size", **kwargs
     --batch-size instead of ending in a traceback."""
     from ..train import Trainer, read_train_state
 
+    state_path, resume = getattr(args, "save_state", None), getattr(args, "resume", None)
+    check_state_paths(args, state_path, resume)
     try:
-        trainer = Trainer(model, data, config, progress=False if args.quiet else None,
-                          state_path=getattr(args, "save_state", None), **kwargs)
+        trainer = Trainer(model, data, config, progress=False if args.quiet else None, state_path=state_path,
+                          **kwargs)
     except ValueError as e:
         raise UsageError(f"{flag} {config.batch_size}: {e}") from None
-    resume = getattr(args, "resume", None)
     if resume is not None:
-        if not resume.is_file():
-            raise UsageError(f"--resume: {str(resume)!r} is not a file")
         try:
             trainer.load_state_dict(read_train_state(resume))
         except ValueError as e:
             raise UsageError(f"--resume {str(resume)!r}: {e}") from None
     return trainer
+
+
+def check_state_paths(args, state_path: Path | None, resume: Path | None) -> None:
+    """--save-state / --resume: the file lives outside --out (which is written once, at the end), and an existing
+    state file is only replaced when it is the one being resumed or --overwrite is given."""
+    out = Path(args.out).resolve() if getattr(args, "out", None) else None
+    for flag, path in (("--save-state", state_path), ("--resume", resume)):
+        if path is not None and out is not None and (path.resolve() == out or out in path.resolve().parents):
+            raise UsageError(f"{flag} {str(path)!r}: keep the state file outside --out {str(args.out)!r} (the "
+                             "output directory is written only when the run completes)")
+    if resume is not None and not resume.is_file():
+        raise UsageError(f"--resume: {str(resume)!r} is not a file")
+    if (state_path is not None and state_path.exists() and not getattr(args, "overwrite", False)
+            and (resume is None or state_path.resolve() != resume.resolve())):
+        raise UsageError(f"--save-state {str(state_path)!r} already exists (an earlier run's state?); resume it "
+                         "with --resume, or pass --overwrite to replace it")
+
+
+def run_trainer(args, trainer):
+    """``trainer.run()``, with a saved state that turns out not to fit (checked by the callbacks at the start of the
+    run) reported against --resume."""
+    from ..train import ResumeError
+
+    try:
+        return trainer.run()
+    except ResumeError as e:
+        raise UsageError(f"--resume {str(getattr(args, 'resume', ''))!r}: {e}") from None
 
 
 def make_model(name: str, data, flag: str = "--model"):

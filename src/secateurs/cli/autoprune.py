@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
             raise c.UsageError(f"--flops-reduction {args.flops_reduction}: {e}") from None
         raise
     before_bn = evaluate(model, data.test_x, data.test_y)["accuracy"] if args.bn_batches else None
-    c.recalibrate_bn(model, data, args.bn_batches, args.seed)
+    bn_used = c.recalibrate_bn(model, data, args.bn_batches, args.seed)
     before = evaluate(model, data.test_x, data.test_y)
     finetune = None
     if args.finetune_epochs > 0:
@@ -103,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
         "command": "autoprune", "checkpoint": str(args.checkpoint), "model": ckpt.spec.name, "dataset": data.name,
         "requested_flops_reduction": args.flops_reduction,
         "accuracy_dense": dense_eval["accuracy"], "accuracy_before_finetune": before["accuracy"],
-        "bn_batches": args.bn_batches, "accuracy_before_bn": before_bn,
+        "bn_batches": args.bn_batches, "bn_batches_used": bn_used, "accuracy_before_bn": before_bn,
         "accuracy": after["accuracy"], "test_loss": after["loss"],
         **result.summary(),
         "latency_ms_b1": latency_ms(model, shape, 1, threads=threads), "latency_ms_b1_dense": latency_dense,

@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     trainer = c.make_trainer(args, model, data, c.train_config(args))
     if masks:
         trainer.callbacks.append(keep_zeros(masks))
-    result = trainer.run()
+    result = c.run_trainer(args, trainer)
     cost = count_model(model, data.input_shape)
     summary = {
         "command": "finetune", "model": spec.name, "dataset": data.name, "source": str(args.checkpoint),

@@ -96,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
     report = apply_plan(model, selection.plan, example, graph=graph)  # verified: MACs, params, outputs
     after = count_model(model, data.input_shape)
     accuracy_before_bn = evaluate(model, data.test_x, data.test_y)["accuracy"] if args.bn_batches else None
-    c.recalibrate_bn(model, data, args.bn_batches, args.seed)
+    bn_used = c.recalibrate_bn(model, data, args.bn_batches, args.seed)
     accuracy = evaluate(model, data.test_x, data.test_y)
 
     plan = selection.plan
@@ -110,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
         "min_channels": args.min_channels, "seed": args.seed,
         "calib_batches": args.calib_batches if args.criterion == "taylor" else None,
         "accuracy": accuracy["accuracy"], "test_loss": accuracy["loss"],
-        "bn_batches": args.bn_batches, "accuracy_before_bn": accuracy_before_bn,
+        "bn_batches": args.bn_batches, "bn_batches_used": bn_used, "accuracy_before_bn": accuracy_before_bn,
         "accuracy_dense": ckpt.summary.get("accuracy"),
         "target_flops_reduction": args.flops_reduction,
         "flops_reduction": 1 - after.macs / max(dense.macs, 1),

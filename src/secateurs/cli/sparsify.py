@@ -140,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
         raise c.UsageError(f"{flag}: {e}") from None
     callback = SparsifierCallback(sparsifier, bn_batches=args.bn_batches, lr_restart=args.lr_restart)
     trainer.add_callback(callback)
-    result = trainer.run()
+    result = c.run_trainer(args, trainer)
     sp = callback.summary
     cost = count_model(model, data.input_shape)
     prunable = sum(t.numel for t in sparsifier.targets)

@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)
     model, spec = c.make_model(args.model, data)
     config = c.train_config(args)
-    result = c.make_trainer(args, model, data, config).run()
+    result = c.run_trainer(args, c.make_trainer(args, model, data, config))
     cost = count_model(model, data.input_shape)
     summary = {
         "command": "train", "model": args.model, "dataset": data.name,

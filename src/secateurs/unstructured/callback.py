@@ -57,11 +57,18 @@ class SparsifierCallback(Callback):
         self.summary = sp.finalize(bn_data=batches, bn_batches=self.bn_batches or None)
 
     def state_dict(self) -> dict:
-        return {} if self.sparsifier is None else {"sparsifier": self.sparsifier.state_dict()}
+        if self.sparsifier is None:
+            return {}
+        return {"sparsifier": self.sparsifier.state_dict(), "lr_restart": self.lr_restart,
+                "bn_batches": self.bn_batches}
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore a :meth:`state_dict`; the saved ``lr_restart`` / ``bn_batches`` must match this callback's."""
         if "sparsifier" not in state:
             return
+        for key, now in (("lr_restart", self.lr_restart), ("bn_batches", self.bn_batches)):
+            if key in state and state[key] != now:
+                raise ValueError(f"{key}: saved {state[key]!r}, now {now!r}")
         if self.sparsifier is None:
             self._pending = state["sparsifier"]
         else:

@@ -349,20 +349,32 @@ def _check_min_density(value: float, targets: list[Target], schedule: Schedule, 
         raise ValueError(f"min_density must be in [0, 1), got {value!r}")
     if value == 0.0:
         return value
-    top = max(float(getattr(schedule, "final_sparsity", 0.0)), float(getattr(schedule, "initial_sparsity", 0.0)))
+    # the schedule's peak: ramps are monotone between boundaries, so the endpoints cover it (restarts included)
+    steps = {0, int(schedule.freeze_step), *(int(b) for b in schedule.boundaries())}
+    top = max(float(schedule.sparsity_at(t)) for t in steps)
     sizes = {t.name: t.param.numel() for t in targets}
-    need = {n: math.ceil(value * k) for n, k in sizes.items()}
+
+    def need(d: float) -> dict[str, int]:
+        return {n: math.ceil(d * k) for n, k in sizes.items()}
+
     if scope == "global":
         total = sum(sizes.values())
         left = total - num_pruned(top, total)
-        if sum(need.values()) > left:
-            raise ValueError(f"min_density={value:g} keeps at least {sum(need.values()):,} weights, but sparsity "
-                             f"{top:g} leaves only {left:,}; lower min_density below {1 - top:g}")
+        ok = lambda d: sum(need(d).values()) <= left  # noqa: E731
+        problem = (f"keeps at least {sum(need(value).values()):,} weights, but the schedule's peak sparsity {top:g} "
+                   f"leaves {left:,}")
     else:
-        for n, k in sizes.items():
-            if k - num_pruned(top, k) < need[n]:
-                raise ValueError(f"min_density={value:g} is above the {1 - top:g} density that scope='layer' "
-                                 f"leaves in every tensor at sparsity {top:g} ({n})")
+        left_per = {n: k - num_pruned(top, k) for n, k in sizes.items()}
+        ok = lambda d: all(need(d)[n] <= left_per[n] for n in sizes)  # noqa: E731
+        bad = next((n for n in sizes if need(value)[n] > left_per[n]), None)
+        problem = (f"needs {need(value)[bad]} of {sizes[bad]} weights in {bad}, but scope='layer' at the schedule's "
+                   f"peak sparsity {top:g} keeps {left_per[bad]}") if bad else ""
+    if not ok(value):
+        lo, hi = 0.0, value  # the largest D that fits, to one part in 10^4
+        for _ in range(30):
+            mid = (lo + hi) / 2
+            lo, hi = (mid, hi) if ok(mid) else (lo, mid)
+        raise ValueError(f"min_density={value:g} {problem}; at most {math.floor(lo * 1e4) / 1e4:g} fits")
     return value
 
 
