@@ -74,7 +74,11 @@ def main() -> None:
     rows = []
     for name in args.models:
         path = checkpoint_dir(name, args.data, args.seed)
-        if args.force or not (path / "summary.json").is_file():
+        cached = (path / "summary.json").is_file()
+        if cached and not args.force and (args.epochs or args.train_subset):
+            p.error(f"--epochs/--train-subset: {path} is already cached and would be used as is; pass --force to "
+                    "retrain it (it replaces the checkpoint every pruning benchmark starts from)")
+        if args.force or not cached:
             print(f"training {name} on {args.data} (seed {args.seed}) ...", flush=True)
             overrides = {"epochs": args.epochs} if args.epochs else {}
             train_dense(name, args.data, args.seed, threads=args.threads, train_subset=args.train_subset,
@@ -99,13 +103,14 @@ def main() -> None:
           "with other jobs; `s/epoch (steady)` is a separate throughput measurement (median of 20 training steps "
           "of batch 128 after warm-up) with the load average before it recorded in the JSON.", "",
           "| model | test acc (%) | val acc (%) | params | MACs (M) | train images | epochs | s/epoch (run) |"
-          " s/epoch (steady, 55k images) | img/s (steady) |",
+          " s/epoch (steady, full split) | img/s (steady) |",
           "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         val = f"{r['val_accuracy'] * 100:.2f}" if r.get("val_accuracy") is not None else "-"
+        images = f"{r['train_images']:,}" if r.get("train_images") else "full split"
         md.append(f"| {r['model']} | {r['accuracy'] * 100:.2f} | {val} | {r['params']:,} | {r['macs'] / 1e6:.2f} | "
-                  f"{r.get('train_images') or 55000:,} | {r['epochs']:g} | {r['seconds_per_epoch']:.1f} | {_steady(r, 'seconds_per_epoch', 1)} | "
-                  f"{_steady(r, 'images_per_s', 0)} |")
+                  f"{images} | {r['epochs']:g} | {r['seconds_per_epoch']:.1f} | "
+                  f"{_steady(r, 'seconds_per_epoch', 1)} | {_steady(r, 'images_per_s', 0)} |")
     write_results(args.stem, {"environment": env, "recipes": RECIPES, "rows": rows}, "\n".join(md) + "\n")
 
 
