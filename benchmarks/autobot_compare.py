@@ -128,6 +128,60 @@ def markdown(rows, dense, args, env, settings, elapsed):
     return "\n".join(md) + "\n"
 
 
+def headline(rows, dense) -> list[str]:
+    """One line per (model, target): AutoBot against the best baseline (by mean over seeds) in each column."""
+    md = ["## Headline: AutoBot vs the best of the 8 baselines in each column (mean over seeds, %)", "",
+          "| model | target | AutoBot before FT | best baseline before FT | AutoBot before FT + BN | "
+          "best baseline + BN | AutoBot after FT | best baseline after FT |", "|---|---|---|---|---|---|---|---|"]
+
+    def best(sub, key):
+        means = {}
+        for r in sub:
+            if r["method"] != "autobot" and key in r:
+                means.setdefault((r["method"], r["scope"]), []).append(r[key])
+        if not means:
+            return "–"
+        (m, sc), vals = max(means.items(), key=lambda kv: mean_std(kv[1])[0])
+        return f"{mean_std(vals)[0] * 100:.2f} ({m} {sc})"
+
+    def ab(sub, key):
+        vals = [r[key] for r in sub if r["method"] == "autobot" and key in r]
+        return f"{mean_std(vals)[0] * 100:.2f}" if vals else "–"
+
+    for model_name in dense:
+        for R in sorted({r["target"] for r in rows if r["model"] == model_name}):
+            sub = [r for r in rows if r["model"] == model_name and r["target"] == R and "error" not in r]
+            md.append(f"| {model_name} | {R:.0%} | {ab(sub, 'acc_before_ft')} | {best(sub, 'acc_before_ft')} | "
+                      f"{ab(sub, 'acc_before_ft_bn')} | {best(sub, 'acc_before_ft_bn')} | "
+                      f"{ab(sub, 'acc_after_ft')} | {best(sub, 'acc_after_ft')} |")
+    return md + [""]
+
+
+def merge(stems: list[str], out: str) -> None:
+    """Re-render several results files (e.g. one per model, run side by side) as one table; nothing is re-run."""
+    import json
+    from types import SimpleNamespace
+
+    from _common import RESULTS
+
+    parts = [json.loads((RESULTS / f"{stem}.json").read_text()) for stem in stems]
+    rows = [r for part in parts for r in part["rows"]]
+    dense = {k: v for part in parts for k, v in part["dense"].items()}
+    reduced = list(dict.fromkeys(part["settings"]["reduced"] for part in parts))
+    settings = {"reduced": " / ".join(reduced), "merged_from": stems}
+    threads = sorted({part["settings"]["threads"] for part in parts})
+    elapsed = sum(part["elapsed_s"] for part in parts)
+    env = parts[0]["environment"]
+    md = markdown(rows, dense, SimpleNamespace(threads="/".join(map(str, threads))), env, settings, elapsed)
+    title, rest = md.split("\n", 1)
+    md = "\n".join([title, "", f"Merged from {', '.join(f'`{s}.md`' for s in stems)} (run side by side; "
+                     f"the minutes add up their wall times).", "", *headline(rows, dense)]) + rest
+    write_results(out, {"environment": env, "settings": settings, "dense": dense, "rows": rows,
+                        "elapsed_s": elapsed, "parts": [{"stem": s, "settings": p["settings"],
+                                                         "environment": p["environment"]} for s, p in
+                                                        zip(stems, parts)]}, md)
+
+
 def _subset(d: dict) -> str:
     n = d.get("dense_train_images")
     return f" on a {n:,}-image training subset" if n and n < d["train_images"] else ""
@@ -151,7 +205,12 @@ def main() -> None:
     p.add_argument("--dense-dir", default=None, help="load dense checkpoints from here, not the shared cache")
     p.add_argument("--stem", default="autobot_compare")
     p.add_argument("--reduced", default="none: the full configuration", help="what was reduced, for the report")
+    p.add_argument("--merge", nargs="+", metavar="STEM", default=None,
+                   help="run nothing: combine these results files (results/STEM.json) into --stem, with a headline")
     args = p.parse_args()
+    if args.merge:
+        merge(args.merge, args.stem)
+        return
     torch.set_num_threads(args.threads)
     from secateurs.flops import count_model
     from secateurs.graph import build_channel_graph
