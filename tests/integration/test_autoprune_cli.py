@@ -45,11 +45,16 @@ def test_autoprune_end_to_end(dense, tmp_path, capsys):
     assert "fewer" in capsys.readouterr().out
 
 
-def test_autoprune_an_already_pruned_checkpoint(dense, tmp_path):
+@pytest.mark.parametrize("first_command", ["autoprune", "prune"])
+def test_autoprune_an_already_pruned_checkpoint(first_command, dense, tmp_path):
     """A pruned checkpoint pruned again: the reduction is relative to its MACs and model.json composes the plans."""
     first, second = tmp_path / "ab1", tmp_path / "ab2"
-    assert main(AUTOPRUNE + ["--checkpoint", str(dense), "--flops-reduction", "0.5", "--quiet",
-                             "--out", str(first)]) == 0
+    if first_command == "autoprune":
+        assert main(AUTOPRUNE + ["--checkpoint", str(dense), "--flops-reduction", "0.5", "--quiet",
+                                 "--out", str(first)]) == 0
+    else:
+        assert main(["prune", "--checkpoint", str(dense), "--data", "digits", "--criterion", "l1",
+                     "--flops-reduction", "0.5", "--quiet", "--threads", "1", "--out", str(first)]) == 0
     assert main(AUTOPRUNE + ["--checkpoint", str(first), "--flops-reduction", "0.4", "--quiet", "--seed", "1",
                              "--out", str(second)]) == 0
     s1 = json.loads((first / "summary.json").read_text())
