@@ -32,13 +32,11 @@ __all__ = ["TrainConfig", "Callback", "Trainer", "TrainResult", "fit", "evaluate
            "ResumeError"]
 
 TRAIN_STATE_FORMAT = "secateurs-train-state"
+TRAIN_STATE_VERSION = 1
 
 
 class ResumeError(ValueError):
     """A saved training state does not fit this run (configuration, model, callbacks); nothing was trained."""
-
-
-TRAIN_STATE_VERSION = 1
 
 
 @dataclass
@@ -219,7 +217,7 @@ class Trainer:
             raise ResumeError("not a secateurs training state")
         if int(state.get("version", 0)) > TRAIN_STATE_VERSION:
             raise ResumeError(f"training state version {state['version']} is newer than this secateurs supports "
-                             f"({TRAIN_STATE_VERSION})")
+                              f"({TRAIN_STATE_VERSION})")
         mine = asdict(self.config)
         diff = [f"{k}: saved {state['config'].get(k)!r}, now {v!r}" for k, v in mine.items()
                 if state["config"].get(k) != v]
