@@ -44,12 +44,11 @@ def bn_recalibrated_accuracy(model, data, test, seed: int, batches: int = 20, ba
     """Accuracy of a copy of ``model`` after re-estimating its BatchNorm statistics on ``batches`` seeded training
     batches (no augmentation, no gradient step): how much of a pruned network's "accuracy before fine-tuning" is
     only stale BN statistics. The model itself is not changed."""
+    from secateurs.data import seeded_batches
     from secateurs.unstructured import reestimate_batchnorm
 
     m = copy.deepcopy(model)
-    g = torch.Generator().manual_seed(10_000 + seed)
-    idx = torch.randperm(len(data.train_x), generator=g)[:batches * batch_size]
-    reestimate_batchnorm(m, [data.train_x[idx[i:i + batch_size]] for i in range(0, len(idx), batch_size)])
+    reestimate_batchnorm(m, seeded_batches(data.train_x, batch_size=batch_size, seed=10_000 + seed, batches=batches))
     return accuracy(m, test)
 
 

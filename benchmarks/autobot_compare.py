@@ -48,6 +48,7 @@ def baseline(model, graph, example, criterion, scope, reduction, seed, taylor_ba
 
 
 def run_one(args, model_name, R, seed, ckpt, full, ft, test, graph, epoch_s, log):
+    from secateurs.data import seeded_batches
     from secateurs.structured.autobot import AutoBotConfig, autoprune
 
     rows = []
@@ -66,9 +67,7 @@ def run_one(args, model_name, R, seed, ckpt, full, ft, test, graph, epoch_s, log
                  "bottleneck_epoch_fraction": res.bottleneck_seconds / epoch_s,
                  "selection": res.selection.method, "widths": {g: len(k) for g, k in res.plan.groups.items()}})
     log(rows[-1])
-    g = torch.Generator().manual_seed(seed)
-    idx = torch.randperm(len(full.train_x), generator=g)[:args.taylor_batches * 64]
-    taylor = [(full.train_x[idx[i:i + 64]], full.train_y[idx[i:i + 64]]) for i in range(0, len(idx), 64)]
+    taylor = list(seeded_batches(full.train_x, full.train_y, batch_size=64, seed=seed, batches=args.taylor_batches))
     for crit in args.criteria:
         for scope in args.scopes:
             pm, report, select_s = baseline(ckpt.model, graph, example, crit, scope, achieved, seed, taylor)
@@ -115,11 +114,11 @@ def markdown(rows, dense, args, env, settings, elapsed):
                     why = next((r["error"] for r in sub if r["method"] == method and "error" in r), "")
                     md.append(f"| {method} | {scope} | – | – | n/a: {why[:80]} | – | – | 0 |")
                     continue
+                bn = fmt([r["acc_before_ft_bn"] for r in rs]) if all("acc_before_ft_bn" in r for r in rs) else "–"
                 md.append(f"| {'**AutoBot**' if method == 'autobot' else method} | {scope} | "
                           f"{fmt([r['reduction'] for r in rs])} | {mean_std([r['params'] for r in rs])[0]:,.0f} | "
-                          f"{fmt([r['acc_before_ft'] for r in rs])} | "
-                          f"{fmt([r['acc_before_ft_bn'] for r in rs]) if all('acc_before_ft_bn' in r for r in rs) else '–'}"
-                          f" | {fmt([r['acc_after_ft'] for r in rs])} | {len(rs)} |")
+                          f"{fmt([r['acc_before_ft'] for r in rs])} | {bn} | {fmt([r['acc_after_ft'] for r in rs])} | "
+                          f"{len(rs)} |")
             ab = [r for r in sub if r["method"] == "autobot"]
             md += ["", f"AutoBot bottleneck training: {fmt([r['bottleneck_s'] for r in ab], 1, 1)} s on "
                        f"{ab[0]['bottleneck_images']:,} images = {fmt([r['bottleneck_epoch_fraction'] for r in ab])}% "

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from _common import RESULTS, environment, fmt, mean_std, write_results
-from secateurs.data import get_dataset
+from secateurs.data import get_dataset, seeded_batches
 from secateurs.models import create_model
 from secateurs.schedules import GMP, Cyclical, OneShot
 from secateurs.train import Callback, TrainConfig, evaluate, fit
@@ -147,10 +147,7 @@ def run_one(setup: dict, data, dense: nn.Module, method: str, factory, sparsity:
 
 
 def _bn_batches(data, cfg):
-    g = torch.Generator().manual_seed(cfg.seed)
-    perm = torch.randperm(len(data.train_x), generator=g)
-    for i in range(0, len(perm), cfg.batch_size):
-        yield data.train_x[perm[i:i + cfg.batch_size]]
+    return seeded_batches(data.train_x, batch_size=cfg.batch_size, seed=cfg.seed)
 
 
 def main() -> None:

@@ -403,3 +403,15 @@ def test_random_crop_is_a_shifted_window_of_the_zero_padded_image() -> None:
     for i in range(6):
         windows = [padded[i, :, dy:dy + 28, dx:dx + 28] for dy in range(5) for dx in range(5)]
         assert any(torch.equal(out[i], w) for w in windows)
+
+
+def test_seeded_batches_are_a_fixed_prefix_of_one_permutation():
+    from secateurs.data import seeded_batches
+
+    x, y = torch.arange(100.0).view(100, 1), torch.arange(100)
+    a = list(seeded_batches(x, y, batch_size=16, seed=4, batches=3))
+    assert [len(b[0]) for b in a] == [16, 16, 16] and all(torch.equal(bx[:, 0].long(), by) for bx, by in a)
+    assert all(torch.equal(p[0], q) for p, q in zip(a, seeded_batches(x, batch_size=16, seed=4, batches=3)))
+    whole = torch.cat(list(seeded_batches(x, batch_size=16, seed=4)))[:, 0]
+    assert sorted(whole.tolist()) == list(range(100)) and torch.equal(whole[:48], torch.cat([b[1] for b in a]).float())
+    assert not torch.equal(whole, torch.cat(list(seeded_batches(x, batch_size=16, seed=5)))[:, 0])

@@ -147,14 +147,12 @@ def add_bn_batches_arg(g) -> None:
 
 def recalibrate_bn(model, data, batches: int, seed: int) -> int:
     """Re-estimate ``model``'s BatchNorm statistics on ``batches`` seeded, un-augmented training batches of 64."""
-    import torch
-
+    from ..data import seeded_batches
     from ..unstructured import reestimate_batchnorm
 
     if batches <= 0:
         return 0
-    perm = torch.randperm(len(data.train_x), generator=torch.Generator().manual_seed(seed))[:batches * 64]
-    return reestimate_batchnorm(model, [data.train_x[perm[i:i + 64]] for i in range(0, len(perm), 64)])
+    return reestimate_batchnorm(model, seeded_batches(data.train_x, batch_size=64, seed=seed, batches=batches))
 
 
 def add_run_args(p: argparse.ArgumentParser, out_required: bool = True) -> None:

@@ -52,12 +52,9 @@ def check_compatible(ckpt, data, flag: str = "--checkpoint") -> None:
 
 
 def calibration_batches(data, n: int, batch_size: int, seed: int):
-    import torch
+    from ..data import seeded_batches
 
-    perm = torch.randperm(len(data.train_x), generator=torch.Generator().manual_seed(seed))
-    idx = perm[:n * batch_size]
-    return [(data.train_x[idx[i:i + batch_size]], data.train_y[idx[i:i + batch_size]])
-            for i in range(0, len(idx), batch_size)]
+    return list(seeded_batches(data.train_x, data.train_y, batch_size=batch_size, seed=seed, batches=n))
 
 
 def run(args: argparse.Namespace) -> int:

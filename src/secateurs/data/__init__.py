@@ -15,7 +15,7 @@ from . import small as _small  # noqa: F401  (registers "mnist5k", "mnist1d", "d
 from ._core import DataSplits, RawDataset, get_dataset, list_datasets, register_dataset, split_indices
 from .augment import AUGMENTATIONS
 from .idx import read_idx
-from .loader import BatchLoader
+from .loader import BatchLoader, seeded_batches
 
 __all__ = [
     "AUGMENTATIONS",
@@ -26,5 +26,6 @@ __all__ = [
     "list_datasets",
     "read_idx",
     "register_dataset",
+    "seeded_batches",
     "split_indices",
 ]

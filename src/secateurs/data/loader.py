@@ -37,6 +37,19 @@ def _generator(*key: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+def seeded_batches(x: Tensor, y: Tensor | None = None, *, batch_size: int, seed: int,
+                   batches: int | None = None) -> Iterator:
+    """The first ``batches`` batches (all when None) of one seeded permutation of ``x`` (and ``y``), un-augmented:
+    the fixed calibration sets (Taylor scores, BatchNorm re-estimation) that must not depend on the global RNG.
+    Yields ``x`` batches, or ``(x, y)`` pairs when ``y`` is given; lazily, so a whole split costs no copy."""
+    perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(int(seed)))
+    if batches is not None:
+        perm = perm[:batches * batch_size]
+    for i in range(0, len(perm), batch_size):
+        idx = perm[i:i + batch_size]
+        yield x[idx] if y is None else (x[idx], y[idx])
+
+
 class BatchLoader:
     """Iterate ``(x, y)`` batches of ``batch_size`` (the last one smaller unless ``drop_last``).
 

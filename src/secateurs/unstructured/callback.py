@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-import torch
 from torch import nn
 
+from ..data import seeded_batches
 from ..train import Callback, lr_factor
 from .sparsifier import CyclicalSparsifier
 
@@ -91,10 +91,5 @@ class SparsifierCallback(Callback):
 
 
 def _bn_batches(trainer, n: int):
-    data, cfg = trainer.data, trainer.config
-    g = torch.Generator().manual_seed(int(cfg.seed))
-    perm = torch.randperm(len(data.train_x), generator=g)
-    bs = int(cfg.batch_size)
-    for i in range(0, min(len(perm), n * bs), bs):
-        idx = perm[i:i + bs]
-        yield data.train_x[idx]
+    return seeded_batches(trainer.data.train_x, batch_size=int(trainer.config.batch_size),
+                          seed=trainer.config.seed, batches=n)
