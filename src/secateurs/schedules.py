@@ -70,6 +70,10 @@ class Schedule:
         """From this step on the schedule is at ``final_sparsity`` for good and the mask is frozen."""
         raise NotImplementedError
 
+    def ramps(self) -> list[tuple[int, int]]:  # pragma: no cover - abstract
+        """``(first step, hold start)`` of every ramp, in order (empty for a one-shot schedule)."""
+        raise NotImplementedError
+
     # -- serialisation ---------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, **asdict(self)}
@@ -156,6 +160,9 @@ class OneShot(Schedule):
     def boundaries(self) -> list[int]:
         return [self.prune_step]
 
+    def ramps(self) -> list[tuple[int, int]]:
+        return []
+
     @property
     def freeze_step(self) -> int:
         return self.prune_step
@@ -194,6 +201,9 @@ class GMP(Schedule):
 
     def boundaries(self) -> list[int]:
         return [self.begin_step, self.freeze_step]
+
+    def ramps(self) -> list[tuple[int, int]]:
+        return [(self.begin_step, self.freeze_step)]
 
     @property
     def freeze_step(self) -> int:
@@ -273,6 +283,9 @@ class Cyclical(Schedule):
     @property
     def freeze_step(self) -> int:
         return self.hold_start(self.cycles - 1)
+
+    def ramps(self) -> list[tuple[int, int]]:
+        return [(self.cycle_start(c), self.hold_start(c)) for c in range(self.cycles)]
 
 
 _KINDS: dict[str, type[Schedule]] = {k.kind: k for k in (OneShot, GMP, Cyclical)}

@@ -249,6 +249,31 @@ def test_update_steps_follow_update_every_and_boundaries():
     assert [h["planned"] for h in sp.history] == [sched.sparsity_at(h["step"]) for h in sp.history]
 
 
+def test_ramp_shorter_than_update_every_warns_and_adapts():
+    """A 15-step run with 3 cycles and update_every=50 must still ramp gradually inside every cycle."""
+    model, optim = _make()
+    sched = Cyclical(0.95, 15, cycles=3)  # cycles of 5 steps, ramps of ceil(3.75) = 4 steps
+    with pytest.warns(UserWarning, match="update_every=50"):
+        sp = CyclicalSparsifier(model, sched, update_every=50, optimizer=optim)
+    assert sp.requested_update_every == 50 and sp.update_every == 1
+    for step in range(15):
+        _train_step(model, optim, step)
+    planned = [h["planned"] for h in sp.history]
+    # inside each ramp the mask passes through intermediate sparsities, not only 0 and 0.95
+    assert sum(0.0 < p < 0.95 for p in planned) >= 3 * 3
+    assert sp.finalize()["sparsity"] == pytest.approx(0.95, abs=1e-3)
+
+
+def test_long_ramps_keep_update_every_without_warning():
+    import warnings
+
+    model, optim = _make()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sp = CyclicalSparsifier(model, Cyclical(0.9, 100, cycles=3), update_every=20, optimizer=optim)
+    assert sp.update_every == 20
+
+
 def test_cumulative_never_recovers_and_rerank_does():
     results = {}
     for cumulative in (True, False):

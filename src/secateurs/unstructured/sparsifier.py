@@ -28,6 +28,7 @@ at exactly ``final_sparsity`` (count rule in :mod:`._masks`).
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any, Iterable, Sequence
 
 import torch
@@ -66,7 +67,10 @@ class CyclicalSparsifier:
     Args:
         model: the model (a DDP wrapper is looked through).
         schedule: sparsity as a function of the optimizer step.
-        update_every: Δt, steps between mask recomputations (boundaries are always updates).
+        update_every: Δt, steps between mask recomputations (boundaries are always updates). If a ramp of the
+            schedule is shorter than Δt, Δt shrinks (with a ``UserWarning``) so that every ramp gets
+            ``UPDATES_PER_SHORT_RAMP`` updates; :attr:`update_every` is the interval in force,
+            :attr:`requested_update_every` the one asked for.
         scope: ``"layer"`` (uniform per-tensor sparsity) or ``"global"`` (one magnitude threshold).
         min_density: every prunable tensor keeps at least ``ceil(min_density · numel)`` of its largest entries
             (default 0). Guards global ranking against pruning a layer away at extreme sparsity; the overall count
@@ -100,7 +104,8 @@ class CyclicalSparsifier:
             raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
         self.model = unwrap(model)
         self.schedule = schedule
-        self.update_every = int(update_every)
+        self.requested_update_every = int(update_every)
+        self.update_every = _fit_update_every(int(update_every), schedule)
         self.scope, self.variant, self.cumulative = scope, variant, bool(cumulative)
         self.freeze_final, self.sync_masks = bool(freeze_final), bool(sync_masks)
         self.targets: list[Target] = select_prunable(
@@ -376,6 +381,24 @@ def _check_min_density(value: float, targets: list[Target], schedule: Schedule, 
             lo, hi = (mid, hi) if ok(mid) else (lo, mid)
         raise ValueError(f"min_density={value:g} {problem}; at most {math.floor(lo * 1e4) / 1e4:g} fits")
     return value
+
+
+# A ramp shorter than the update interval would be skipped: the mask would jump from the cycle start straight to
+# the hold (0 -> s_f at every cycle), which is one-shot pruning repeated, not a gradual ramp. Short runs get an
+# interval that gives every ramp this many mask updates instead, with a warning.
+UPDATES_PER_SHORT_RAMP = 4
+
+
+def _fit_update_every(update_every: int, schedule: Schedule) -> int:
+    """``update_every``, or a smaller interval when some ramp of ``schedule`` is shorter than it (with a warning)."""
+    lengths = [end - start for start, end in schedule.ramps() if end > start]
+    if not lengths or min(lengths) >= update_every:
+        return update_every
+    adapted = max(1, min(lengths) // UPDATES_PER_SHORT_RAMP)
+    warnings.warn(f"update_every={update_every} is longer than the shortest sparsity ramp ({min(lengths)} steps), "
+                  f"which would jump straight to the target; updating the mask every {adapted} step(s) instead",
+                  UserWarning, stacklevel=3)
+    return adapted
 
 
 def _zeros(x: torch.Tensor) -> int:

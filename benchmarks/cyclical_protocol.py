@@ -1,0 +1,238 @@
+"""Cyclical pruning vs GMP under the efficacy protocol of the project's efficacy issue, through the library.
+
+Protocol (fixed by the issue): LeNet-300-100 (zoo ``mlp``) on full Fashion-MNIST; dense 12 epochs (SGD momentum
+0.9, lr 0.05 cosine, wd 5e-4, batch 128, no augmentation, no label smoothing, no warm-up), trained once with seed
+0; then 12 epochs of sparsification from the dense weights (lr 0.02 cosine, same wd, per-layer ranking, mask update
+every 50 steps, no BatchNorm re-estimation — the MLP has none). GMP is ``Cyclical(cycles=1)``; "cyclical" is the
+library's default cyclical schedule. Results are paired (same seed) differences, mean ± std over seeds.
+
+Two studies:
+
+* ``--study factors``: at one or two sparsities, the candidate causes of the gap to the independent reference
+  script (``shared/reference/cyclical_reference.py``, run as a subprocess on the same seeds and reported beside),
+  each switched on its own: Nesterov momentum, the 5,000-image validation hold-out, masks frozen in the last hold,
+  the mandatory mask update at cycle and hold starts.
+* ``--study grid``: candidate cyclical defaults (cycles, restart sparsity, ramp) under the protocol (60k, library
+  training defaults), GMP run once per seed and shared.
+* ``--study protocol``: the protocol at every sparsity and seed with the configuration given by ``--config``.
+
+    python benchmarks/cyclical_protocol.py --study factors --sparsities 0.99 --seeds 0 1 2
+    python benchmarks/cyclical_protocol.py --study protocol --sparsities 0.9 0.95 0.98 0.99 0.995 --seeds 0 1 2 3 4
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+
+from _common import environment, mean_std, write_results
+from secateurs.data import get_dataset
+from secateurs.models import create_model
+from secateurs.schedules import Cyclical
+from secateurs.train import TrainConfig, fit
+from secateurs.unstructured import CyclicalSparsifier, SparsifierCallback
+
+REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "cyclical_reference.py"
+DENSE = dict(epochs=12, lr=0.05)
+SPARSE = dict(epochs=12, lr=0.02)
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One way of running the protocol. ``None`` fields take the library's defaults."""
+
+    name: str
+    nesterov: bool | None = None
+    val_size: int | None = 0            # the protocol trains on all 60,000 images
+    freeze_final: bool = True
+    boundary_updates: bool = True       # mandatory mask updates at cycle / hold starts
+    cycles: int | None = None
+    restart_sparsity: float | None = None
+    ramp: float | None = None
+
+    def train_config(self, seed: int, **kw) -> TrainConfig:
+        extra = {} if self.nesterov is None else {"nesterov": self.nesterov}
+        return TrainConfig(batch_size=128, weight_decay=5e-4, augment=False, warmup_epochs=0.0,
+                           label_smoothing=0.0, seed=seed, evaluate_every_epoch=False, **extra, **kw)
+
+    def schedule(self, sparsity: float, total_steps: int, cyclical: bool) -> Cyclical:
+        """GMP is ``Cyclical(cycles=1)`` with the library's defaults; the cyclical fields apply to cyclical only."""
+        if not cyclical:
+            return Cyclical(sparsity, total_steps, cycles=1)
+        kw = {k: v for k, v in (("cycles", self.cycles), ("restart_sparsity", self.restart_sparsity),
+                                ("ramp", self.ramp)) if v is not None}
+        return Cyclical(sparsity, total_steps, **kw)
+
+
+class _NoBoundaryUpdates(CyclicalSparsifier):
+    """Measurement only: masks recomputed every ``update_every`` steps and at the freeze, not at cycle starts."""
+
+    def is_update_step(self, step: int) -> bool:
+        freeze = self.schedule.freeze_step
+        if self.freeze_final and step > freeze:
+            return False
+        return step % self.update_every == 0 or step == freeze
+
+
+_DENSE_CACHE: dict = {}
+
+
+def dense_model(setting: Setting, data):
+    key = (setting.nesterov, setting.val_size)
+    if key not in _DENSE_CACHE:
+        model = create_model("mlp", num_classes=10, in_channels=1)
+        res = fit(model, data, setting.train_config(0, **DENSE), progress=False)
+        _DENSE_CACHE[key] = ({k: v.clone() for k, v in model.state_dict().items()}, res.accuracy)
+    return _DENSE_CACHE[key]
+
+
+def sparse_run(setting: Setting, data, sparsity: float, seed: int, cyclical: bool) -> dict:
+    state, dense_acc = dense_model(setting, data)
+    model = create_model("mlp", num_classes=10, in_channels=1)
+    model.load_state_dict(state)
+    cls = CyclicalSparsifier if setting.boundary_updates else _NoBoundaryUpdates
+
+    def factory(m, total_steps):
+        return cls(m, setting.schedule(sparsity, total_steps, cyclical), update_every=50, scope="layer",
+                   freeze_final=setting.freeze_final)
+
+    cb = SparsifierCallback(factory, bn_batches=0)
+    t0 = time.perf_counter()
+    res = fit(model, data, setting.train_config(seed, **SPARSE), callbacks=[cb], progress=False)
+    return {"setting": setting.name, "method": "cyclical" if cyclical else "GMP", "sparsity": sparsity,
+            "seed": seed, "accuracy": res.accuracy, "realised": cb.summary["sparsity"],
+            "recovered": cb.summary["recovered_fraction"], "dense_accuracy": dense_acc,
+            "schedule": cb.sparsifier.schedule.to_dict(), "seconds": time.perf_counter() - t0}
+
+
+def reference_runs(sparsities, seeds, data_dir: str) -> list[dict]:
+    """The shared reference script, as shipped, on the same seeds (None if it is not beside the repo)."""
+    if not REFERENCE.is_file():
+        return []
+    cmd = [sys.executable, str(REFERENCE), "--sparsities", *map(str, sparsities), "--seeds", *map(str, seeds),
+           "--data", data_dir]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"}).stdout
+    rows = []
+    for line in out.splitlines():
+        r = json.loads(line)
+        if r["method"] != "dense":
+            rows.append({"setting": "reference script", "method": "GMP" if r["method"] == "GMP" else "cyclical",
+                         "sparsity": r["sparsity"], "seed": r["seed"], "accuracy": r["acc"],
+                         "realised": r["realised"], "recovered": r["recovered"]})
+    return rows
+
+
+FACTORS = [
+    Setting("secateurs as in the issue (Nesterov, 5k hold-out)", nesterov=True, val_size=None),
+    Setting("Nesterov off", nesterov=False, val_size=None),
+    Setting("no hold-out (60k)", nesterov=True, val_size=0),
+    Setting("Nesterov off + no hold-out", nesterov=False, val_size=0),
+    Setting("Nesterov off + no hold-out + no freeze", nesterov=False, val_size=0, freeze_final=False),
+    Setting("Nesterov off + no hold-out + no boundary updates", nesterov=False, val_size=0, boundary_updates=False),
+]
+GRID = [
+    Setting("C=3, restart 0 (first-round default)", cycles=3, restart_sparsity=0.0),
+    Setting("C=2, restart 0", cycles=2, restart_sparsity=0.0),
+    Setting("C=4, restart 0", cycles=4, restart_sparsity=0.0),
+    Setting("C=3, restart 0.5", cycles=3, restart_sparsity=0.5),
+    Setting("C=3, ramp 0.5", cycles=3, restart_sparsity=0.0, ramp=0.5),
+]
+CONFIGS = {
+    "defaults": Setting("library defaults (60k)"),
+    "reference-like": Setting("Nesterov off, 60k", nesterov=False),
+}
+
+
+def table(rows: list[dict], sparsities, settings: list[str]) -> str:
+    def acc(setting, method, s):
+        return {r["seed"]: r["accuracy"] for r in rows
+                if r["setting"] == setting and r["method"] == method and r["sparsity"] == s}
+
+    head = "| setting | sparsity | GMP | cyclical | cyclical − GMP (paired) | seeds |"
+    lines = [head, "|---|---|---|---|---|---|"]
+    for name in settings:
+        for s in sparsities:
+            g, c = acc(name, "GMP", s), acc(name, "cyclical", s)
+            if not g or not c:
+                continue
+            common = sorted(set(g) & set(c))
+            gm, gs = mean_std([g[k] for k in common])
+            cm, cs = mean_std([c[k] for k in common])
+            dm, ds = mean_std([c[k] - g[k] for k in common])
+            lines.append(f"| {name} | {s:g} | {100 * gm:.2f} ± {100 * gs:.2f} | {100 * cm:.2f} ± {100 * cs:.2f} | "
+                         f"{100 * dm:+.2f} ± {100 * ds:.2f} | {len(common)} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--study", choices=("factors", "grid", "protocol"), required=True)
+    p.add_argument("--config", choices=sorted(CONFIGS), default="defaults", help="protocol study: the setting")
+    p.add_argument("--sparsities", type=float, nargs="+", default=[0.99])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--no-reference", action="store_true", help="skip the reference script's runs")
+    p.add_argument("--data-dir", default="/usr/share/datasets/fashion-mnist")
+    p.add_argument("--tag", default="", help="suffix of the results file name")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    settings = {"factors": FACTORS, "grid": GRID}.get(args.study) or [CONFIGS[args.config]]
+    stem = f"cyclical_{args.study}" + (f"_{args.tag}" if args.tag else "")
+    env = environment(args.threads)
+    rows: list[dict] = []
+    t0 = time.perf_counter()
+    datasets: dict = {}
+    gmp_done: dict = {}
+    for setting in settings:
+        if setting.val_size not in datasets:
+            datasets[setting.val_size] = get_dataset("fashion-mnist", data_dir=args.data_dir,
+                                                     val_size=setting.val_size, download=False)
+        data = datasets[setting.val_size]
+        for s in args.sparsities:
+            for seed in args.seeds:
+                for cyclical in (False, True):
+                    # GMP ignores the cyclical fields: run it once per training set-up and reuse it
+                    key = (setting.nesterov, setting.val_size, setting.freeze_final, setting.boundary_updates,
+                           s, seed)
+                    if not cyclical and key in gmp_done:
+                        rows.append({**gmp_done[key], "setting": setting.name})
+                        continue
+                    r = sparse_run(setting, data, s, seed, cyclical)
+                    if not cyclical:
+                        gmp_done[key] = r
+                    r["loadavg"] = os.getloadavg()
+                    rows.append(r)
+                    print(json.dumps({k: r[k] for k in ("setting", "method", "sparsity", "seed", "accuracy",
+                                                        "recovered", "seconds")}), flush=True)
+    if args.study == "factors" and not args.no_reference:
+        ref = reference_runs(args.sparsities, args.seeds, args.data_dir)
+        for r in ref:
+            r["loadavg"] = os.getloadavg()
+        rows += ref
+    names = [s.name for s in settings] + (["reference script"] if any(r["setting"] == "reference script"
+                                                                       for r in rows) else [])
+    dense = {s.name: dense_model(s, datasets[s.val_size])[1] for s in settings}
+    md = "\n".join([
+        f"# Cyclical vs GMP, efficacy protocol ({args.study})", "",
+        "LeNet-300-100 on Fashion-MNIST; dense 12 epochs lr 0.05 (seed 0), then 12 epochs of pruning at lr 0.02, "
+        "cosine, wd 5e-4, batch 128, no augmentation, per-layer ranking, mask update every 50 steps. Test accuracy "
+        "(%), mean ± std over seeds; the difference is paired by seed.", "",
+        table(rows, args.sparsities, names), "",
+        "Dense accuracy per setting: " + ", ".join(f"{k}: {100 * v:.2f}" for k, v in dense.items()), "",
+        f"Seeds {args.seeds}; {args.threads} thread(s); load average at the end {os.getloadavg()}; "
+        f"{time.perf_counter() - t0:.0f} s; torch {env['torch']}; {env['cpu']}.", ""])
+    write_results(stem, {"environment": env, "study": args.study, "sparsities": args.sparsities,
+                         "seeds": args.seeds, "dense_accuracy": dense, "rows": rows}, md)
+    print(md)
+
+
+if __name__ == "__main__":
+    main()
