@@ -87,6 +87,7 @@ _DENSE_CACHE: dict = {}
 def dense_model(setting: Setting, data):
     key = (setting.nesterov, setting.val_size)
     if key not in _DENSE_CACHE:
+        torch.manual_seed(0)  # the initialisation must not depend on what ran before in this process
         model = create_model("mlp", num_classes=10, in_channels=1)
         res = fit(model, data, setting.train_config(0, **DENSE), progress=False)
         _DENSE_CACHE[key] = ({k: v.clone() for k, v in model.state_dict().items()}, res.accuracy)

@@ -142,12 +142,15 @@ class Trainer:
     """Owns model, optimizer, LR schedule and step counter for one run; see :func:`fit`.
 
     ``state_path``: write the training state there (atomically) after every epoch, for :meth:`load_state_dict`.
+    ``criterion``: a loss ``(logits, inputs, targets) -> scalar`` in place of cross-entropy with the config's label
+    smoothing (e.g. :class:`secateurs.distill.DistillationLoss`); its ``to_dict()``, if any, must match on resume.
     """
 
     def __init__(self, model: nn.Module, data: DataSplits, config: TrainConfig,
                  callbacks: Sequence[Callback] = (), progress: bool | None = None,
-                 params: Any = None, state_path: str | os.PathLike | None = None):
+                 params: Any = None, state_path: str | os.PathLike | None = None, criterion: Any = None):
         self.config = config
+        self.criterion = criterion
         self.state_path = Path(state_path) if state_path is not None else None
         self.epoch = 0
         self.history: list[dict] = []
@@ -202,7 +205,12 @@ class Trainer:
             "rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
             "callbacks": [_cpu_copy(cb.state_dict()) for cb in self.callbacks],
+            "criterion": self._criterion_record(),
         }
+
+    def _criterion_record(self) -> dict | None:
+        to_dict = getattr(self.criterion, "to_dict", None)
+        return to_dict() if callable(to_dict) else None
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from a :meth:`state_dict` (or :func:`read_train_state`) at the next :meth:`run`.
@@ -223,6 +231,9 @@ class Trainer:
                 if state["config"].get(k) != v]
         if diff:
             raise ResumeError("the training configuration differs from the saved run (" + "; ".join(diff) + ")")
+        if state.get("criterion") != self._criterion_record():
+            raise ResumeError(f"the training loss differs from the saved run (saved {state.get('criterion')}, "
+                              f"now {self._criterion_record()})")
         for key, now in (("total_steps", self.total_steps), ("world_size", self.world_size)):
             if state[key] != now:
                 raise ResumeError(f"{key}: saved {state[key]}, now {now} (different data or launch)")
@@ -307,7 +318,8 @@ class Trainer:
                     break
                 xb, yb = xb.to(self.device, non_blocking=True), yb.to(self.device, non_blocking=True)
                 out = self.ddp_model(xb)
-                loss = F.cross_entropy(out, yb, label_smoothing=cfg.label_smoothing)
+                loss = (F.cross_entropy(out, yb, label_smoothing=cfg.label_smoothing) if self.criterion is None
+                        else self.criterion(out, xb, yb))
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 self.optimizer.step()
@@ -396,9 +408,10 @@ def read_train_state(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def fit(model: nn.Module, data: DataSplits, config: TrainConfig | None = None,
-        callbacks: Sequence[Callback] = (), progress: bool | None = None) -> TrainResult:
-    """Train ``model`` on ``data.train_*`` and return test metrics (accuracy 0–1) and timings."""
-    return Trainer(model, data, config or TrainConfig(), callbacks, progress).run()
+        callbacks: Sequence[Callback] = (), progress: bool | None = None, criterion: Any = None) -> TrainResult:
+    """Train ``model`` on ``data.train_*`` and return test metrics (accuracy 0–1) and timings.
+    ``criterion``: another training loss, e.g. :class:`secateurs.distill.DistillationLoss` (see :class:`Trainer`)."""
+    return Trainer(model, data, config or TrainConfig(), callbacks, progress, criterion=criterion).run()
 
 
 def _make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:

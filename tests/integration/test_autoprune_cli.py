@@ -121,3 +121,17 @@ def test_library_round_trip_through_io(dense, tmp_path):
     with torch.no_grad():
         assert torch.equal(back(x), model.eval()(x))
     assert json.loads((tmp_path / "p" / "summary.json").read_text())["macs"] == result.report.macs_after
+
+
+def test_autoprune_finetune_with_distillation_from_the_source(dense, tmp_path, capsys):
+    args = AUTOPRUNE + ["--checkpoint", str(dense), "--flops-reduction", "0.5", "--finetune-epochs", "1"]
+    assert main(args + ["--distill", "--out", str(tmp_path / "kd"), "--quiet"]) == 0
+    s = json.loads((tmp_path / "kd" / "summary.json").read_text())
+    assert s["finetune"]["distill"] == {"teacher": "source", "kind": "distill", "weight": 0.5, "temperature": 4.0,
+                                        "label_smoothing": 0.0}
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:  # nothing to distil into without fine-tuning
+        main(AUTOPRUNE + ["--checkpoint", str(dense), "--flops-reduction", "0.5", "--distill",
+                          "--out", str(tmp_path / "bad")])
+    assert e.value.code == 2 and "--finetune-epochs" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()

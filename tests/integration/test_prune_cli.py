@@ -8,6 +8,7 @@ from safetensors.torch import load_file
 from secateurs.cli import main
 from secateurs.graph import build_channel_graph
 from secateurs.io import load, load_checkpoint, save
+from secateurs.models import create_model as secateurs_create
 from secateurs.structured import PruningPlan, mask_model
 
 QUIET = ["--quiet", "--threads", "1"]
@@ -208,3 +209,33 @@ def test_bn_batches_reestimates_statistics_after_pruning(command, bn_dense, tmp_
     assert not torch.equal(a["4.running_mean"], b["4.running_mean"]) and bn["bn_batches_used"] == 10
     data = get_dataset("digits")
     assert evaluate(load(tmp_path / "bn"), data.test_x, data.test_y)["accuracy"] == pytest.approx(bn[key])
+
+
+def test_finetune_distills_from_a_teacher_and_records_it(dense, tmp_path, capsys):
+    """--distill-from changes the training loss (different weights than plain fine-tuning, same seed)."""
+    assert _prune(dense, tmp_path / "p", "--criterion", "l1", "--flops-reduction", "0.5") == 0
+    ft = ["finetune", "--checkpoint", str(tmp_path / "p"), "--data", "digits", "--epochs", "1", "--lr", "0.05"]
+    assert main(ft + ["--out", str(tmp_path / "plain")] + QUIET) == 0
+    assert main(ft + ["--distill-from", str(dense), "--distill-weight", "0.7", "--temperature", "2",
+                      "--out", str(tmp_path / "kd")] + QUIET) == 0
+    s = json.loads((tmp_path / "kd" / "summary.json").read_text())
+    assert s["distill"] == {"teacher": str(dense), "kind": "distill", "weight": 0.7, "temperature": 2.0,
+                            "label_smoothing": 0.0}
+    assert json.loads((tmp_path / "plain" / "summary.json").read_text())["distill"] is None
+    a = load_file(str(tmp_path / "plain" / "model.safetensors"))
+    b = load_file(str(tmp_path / "kd" / "model.safetensors"))
+    assert any(not torch.equal(a[k], b[k]) for k in a)
+    # a teacher for other data, and a weight outside [0, 1], are one-line usage errors
+    other = tmp_path / "other"
+    spec = load_checkpoint(dense).spec
+    spec.num_classes, spec.kwargs = 3, {**spec.kwargs, "num_classes": 3}
+    save(other, secateurs_create("mlp", **spec.kwargs), spec, {})
+    capsys.readouterr()
+    for extra, needle in ((["--distill-from", str(other)], "3 classes"),
+                          (["--distill-from", str(dense), "--distill-weight", "1.5"], "--distill-weight")):
+        with pytest.raises(SystemExit) as e:
+            main(ft + extra + ["--out", str(tmp_path / "bad")] + QUIET)
+        assert e.value.code == 2
+        err = capsys.readouterr().err.strip()
+        assert needle in err and "Traceback" not in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "bad").exists()

@@ -145,6 +145,34 @@ def add_bn_batches_arg(g) -> None:
                         "report 'accuracy before fine-tuning'")
 
 
+def add_distill_args(g, teacher_flag: str | None) -> None:
+    """Knowledge-distillation flags. ``teacher_flag`` (e.g. ``--distill-from DIR``) names the teacher; without it
+    the command's own source model is the teacher and ``--distill`` switches distillation on."""
+    if teacher_flag:
+        g.add_argument(teacher_flag, type=existing_dir(teacher_flag), default=None, metavar="DIR",
+                       help="distil from this checkpoint's logits (the teacher; e.g. the dense source of a pruned "
+                            "model). Default: no distillation")
+    else:
+        g.add_argument("--distill", action="store_true",
+                       help="fine-tune with knowledge distillation from the source checkpoint (default: off)")
+    g.add_argument("--distill-weight", type=fraction("--distill-weight", high_inclusive=True), default=0.5,
+                   metavar="A", help="loss = (1-A)*CE + A*T^2*KL(teacher || student) (default 0.5)")
+    g.add_argument("--temperature", type=positive_float("--temperature"), default=4.0, metavar="T",
+                   help="distillation temperature (default 4)")
+
+
+def distill_criterion(args, teacher, device):
+    """The distillation loss for the trainer (None when distillation is off), with its summary record."""
+    from ..distill import DistillationLoss, DistillConfig
+
+    try:
+        config = DistillConfig(weight=args.distill_weight, temperature=args.temperature)
+    except ValueError as e:
+        flag = "--distill-weight" if str(e).startswith("weight") else "--temperature"
+        raise UsageError(f"{flag}: {e}") from None
+    return DistillationLoss(teacher.to(device), config, label_smoothing=getattr(args, "label_smoothing", 0.0))
+
+
 def recalibrate_bn(model, data, batches: int, seed: int) -> int:
     """Re-estimate ``model``'s BatchNorm statistics on ``batches`` seeded, un-augmented training batches of 64."""
     from ..data import seeded_batches

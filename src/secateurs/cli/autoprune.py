@@ -44,12 +44,14 @@ def add_parser(sub) -> None:
     f.add_argument("--finetune-momentum", type=c.fraction("--finetune-momentum"), default=0.9, help="default 0.9")
     f.add_argument("--finetune-batch-size", type=c.positive_int("--finetune-batch-size"), default=256,
                    help="default 256")
+    c.add_distill_args(f, None)
     c.add_data_args(p)
     c.add_run_args(p)
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    import copy
     import dataclasses
     import json
 
@@ -69,6 +71,9 @@ def run(args: argparse.Namespace) -> int:
         raise c.UsageError(f"--data {args.data}: inputs of shape {tuple(data.input_shape)}, but the checkpoint "
                            f"was trained on {tuple(ckpt.spec.input_shape)}")
     model = ckpt.model
+    if args.distill and args.finetune_epochs == 0:
+        raise c.UsageError("--distill: distillation applies to fine-tuning; give --finetune-epochs E > 0")
+    teacher = copy.deepcopy(model) if args.distill else None  # the source, before the surgery
     torch.manual_seed(args.seed)
     dense_eval = evaluate(model, data.test_x, data.test_y)
     shape = tuple(data.input_shape)
@@ -89,8 +94,10 @@ def run(args: argparse.Namespace) -> int:
     if args.finetune_epochs > 0:
         ft = finetune_config(args.finetune_epochs, lr=args.finetune_lr, weight_decay=args.finetune_weight_decay,
                              momentum=args.finetune_momentum, batch_size=args.finetune_batch_size, seed=args.seed)
-        finetune = c.make_trainer(args, model, data, ft, flag="--finetune-batch-size").run()
-        finetune_summary = {"config": dataclasses.asdict(ft), **finetune.to_dict()}
+        criterion = None if teacher is None else c.distill_criterion(args, teacher, next(model.parameters()).device)
+        finetune = c.make_trainer(args, model, data, ft, flag="--finetune-batch-size", criterion=criterion).run()
+        finetune_summary = {"config": dataclasses.asdict(ft), **finetune.to_dict(),
+                            "distill": None if criterion is None else {"teacher": "source", **criterion.to_dict()}}
     after = evaluate(model, data.test_x, data.test_y) if finetune is None else \
         {"accuracy": finetune.accuracy, "loss": finetune.loss}
 

@@ -19,6 +19,7 @@ def add_parser(sub) -> None:
     p.add_argument("--checkpoint", required=True, type=c.existing_dir("--checkpoint"), metavar="DIR")
     c.add_data_args(p)
     c.add_train_args(p, epochs=10, lr=0.01, warmup=0.0)
+    c.add_distill_args(p.add_argument_group("distillation"), "--distill-from")
     c.add_run_args(p)
     p.set_defaults(run=run)
 
@@ -89,8 +90,13 @@ def run(args: argparse.Namespace) -> int:
     except AttributeError as e:
         raise c.UsageError(f"--checkpoint {str(args.checkpoint)!r}: its sparsity record names a tensor the model "
                            f"does not have: {e}") from None
+    criterion = None
+    if args.distill_from is not None:
+        teacher = c.load_checkpoint_arg(args.distill_from, flag="--distill-from")
+        check_compatible(teacher, data, flag="--distill-from")
+        criterion = c.distill_criterion(args, teacher.model, next(model.parameters()).device)
     model.train()
-    trainer = c.make_trainer(args, model, data, c.train_config(args))
+    trainer = c.make_trainer(args, model, data, c.train_config(args), criterion=criterion)
     if masks:
         trainer.callbacks.append(keep_zeros(masks))
     result = c.run_trainer(args, trainer)
@@ -100,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
         "accuracy": result.accuracy, "test_loss": result.loss, "accuracy_before": before["accuracy"],
         "params": cost.params, "macs": cost.macs, "flops": cost.flops,
         "pruned": spec.plan is not None, "sparse": bool(masks),
+        "distill": None if criterion is None else {"teacher": str(args.distill_from), **criterion.to_dict()},
         "epochs": result.epochs, "steps": result.steps, "elapsed_s": result.elapsed_s,
         "config": {k: getattr(trainer.config, k) for k in trainer.config.__dataclass_fields__},
         "history": result.history, "versions": c.versions(), "world_size": distributed.world_size(),
