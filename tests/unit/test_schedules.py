@@ -108,7 +108,7 @@ def test_from_dict_rejects_unknown():
 
 
 def test_table_lists_boundaries():
-    s = Cyclical(0.9, 1000)
+    s = Cyclical(0.9, 1000, cycles=3)
     text = s.table(5)
     rows = {int(line.split()[0]): line for line in text.splitlines()[3:]}
     assert set(s.boundaries()) <= set(rows)
@@ -121,3 +121,11 @@ def test_plot_writes_png_atomically(tmp_path):
     Cyclical(0.9, 200).plot(out, realised=[(0, 0.0), (50, 0.5), (100, 0.9)], update_every=10)
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert [p.name for p in out.parent.iterdir()] == ["s.png"]
+
+
+def test_default_cycles_is_the_measured_choice():
+    """The default follows benchmarks/results/cyclical_grid.md (C = 2); the CLI shows the same default."""
+    from secateurs.schedules import DEFAULT_CYCLES
+
+    assert Cyclical(0.9, 100).cycles == DEFAULT_CYCLES == 2
+    assert Cyclical(0.9, 100).boundaries() == [0, 38, 50, 88]

@@ -404,7 +404,7 @@ def test_resume_is_bit_identical(variant):
 
 def test_load_state_dict_rejects_another_schedule():
     model, optim = _make()
-    sp = CyclicalSparsifier(model, Cyclical(0.9, 60), optimizer=optim)
+    sp = CyclicalSparsifier(model, Cyclical(0.9, 60, cycles=3), optimizer=optim)
     other = CyclicalSparsifier(Net(), Cyclical(0.9, 60, cycles=2))
     with pytest.raises(ValueError, match="schedule"):
         other.load_state_dict(sp.state_dict())
@@ -427,7 +427,7 @@ def test_batchnorm_reestimation_matches_direct_statistics():
 
 def test_summary_and_history_diagnostics():
     model, optim = _make()
-    sp = CyclicalSparsifier(model, Cyclical(0.9, 60), update_every=5, optimizer=optim)
+    sp = CyclicalSparsifier(model, Cyclical(0.9, 60, cycles=3), update_every=5, optimizer=optim)
     for step in range(60):
         _train_step(model, optim, step)
     s = sp.finalize()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..schedules import DEFAULT_CYCLES
 from . import _common as c
 
 
@@ -27,8 +28,8 @@ def add_parser(sub) -> None:
     g.add_argument("--sparsity", required=True, type=c.fraction("--sparsity"), metavar="S",
                    help="final fraction of zeros over the prunable tensors, in [0, 1)")
     g.add_argument("--schedule", choices=("oneshot", "gmp", "cyclical"), default="cyclical")
-    g.add_argument("--cycles", type=c.positive_int("--cycles"), default=3, metavar="C",
-                   help="cyclical: number of cycles (default 3; 1 = GMP)")
+    g.add_argument("--cycles", type=c.positive_int("--cycles"), default=None, metavar="C",
+                   help=f"cyclical: number of cycles (default {DEFAULT_CYCLES}; 1 = GMP)")
     g.add_argument("--restart-sparsity", type=c.fraction("--restart-sparsity"), default=0.0, metavar="R",
                    help="cyclical: sparsity at the start of cycles 2..C (default 0 = dense again)")
     g.add_argument("--initial-sparsity", type=c.fraction("--initial-sparsity"), default=0.0, metavar="S_I",
@@ -78,7 +79,7 @@ def _schedule(args, total_steps: int, steps_per_epoch: int):
         kw.update(ramp=args.ramp, initial_sparsity=args.initial_sparsity,
                   begin_step=round(args.begin_epochs * steps_per_epoch))
         if args.schedule == "cyclical":
-            kw.update(cycles=args.cycles, restart_sparsity=args.restart_sparsity)
+            kw.update(cycles=args.cycles or DEFAULT_CYCLES, restart_sparsity=args.restart_sparsity)
     flags = {"final_sparsity": "--sparsity", "cycles": "--cycles", "ramp": "--ramp", "begin_step": "--begin-epochs",
              "initial_sparsity": "--initial-sparsity", "restart_sparsity": "--restart-sparsity",
              "prune_step": "--prune-at", "total_steps": "--epochs"}
@@ -104,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
         raise c.UsageError("--out: required (or pass --plan-only)")
     if args.out is not None and not args.plan_only:
         c.check_out(args)
-    if args.schedule != "cyclical" and (args.cycles != 3 or args.restart_sparsity or args.lr_restart):
+    if args.schedule != "cyclical" and (args.cycles is not None or args.restart_sparsity or args.lr_restart):
         raise c.UsageError(f"--cycles/--restart-sparsity/--lr-restart apply to --schedule cyclical, "
                            f"not {args.schedule}")
     c.setup_threads(args)
