@@ -20,6 +20,7 @@ def add_parser(sub) -> None:
     c.add_data_args(p)
     c.add_train_args(p, epochs=10, lr=0.01, warmup=0.0)
     c.add_run_args(p)
+    c.add_trust_arg(p)
     p.set_defaults(run=run)
 
 
@@ -79,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     c.setup_threads(args)
     distributed.init_from_env()
     data = c.load_data(args)
-    ckpt = c.load_checkpoint_arg(args.checkpoint)
+    ckpt = c.load_checkpoint_arg(args.checkpoint, trust=args.trust_model_code)
     check_compatible(ckpt, data)
     model, spec = ckpt.model, ckpt.spec
     torch.manual_seed(args.seed)
