@@ -233,6 +233,9 @@ def save(out_dir: str | os.PathLike, model: nn.Module, spec: ModelSpec, summary:
             write_json_atomic(tmp / "summary.json", summary or {})
             if extra is not None:
                 extra(tmp)
+            for f in tmp.rglob("*"):  # safetensors (and some plot backends) create their files 0600
+                if not f.is_symlink():
+                    _follow_umask(f, is_dir=f.is_dir())
             old = None
             if out.exists():
                 old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
@@ -318,13 +321,21 @@ def output_lock(path: str | os.PathLike, flag: str = "output") -> Iterator[None]
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     lock = path.parent / f".{path.name}.lock"
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
-    try:
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            os.close(fd)
             raise OutputError(flag, path, "another secateurs run is writing it now; wait for it or choose another "
                                           "path") from None
+        try:  # the holder we waited for may have unlinked the file: our lock must be on the file at the path
+            if os.stat(lock).st_ino == os.fstat(fd).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    try:
         _LOCKED[key] = 1
         try:
             yield

@@ -104,7 +104,7 @@ def positive_float(flag: str, allow_zero: bool = False, high: float | None = Non
 
 # Upper bounds of the hyper-parameter flags: beyond them a value overflows float32 arithmetic or asks for a run
 # that never ends; stated in the error so the user knows the maximum.
-MAX_LR = 100.0
+MAX_LR = 1e6
 MAX_EPOCHS = 10_000.0
 MAX_STEPS = 100_000_000
 MAX_WEIGHT_DECAY = 10.0
@@ -386,8 +386,8 @@ def run_trainer(args, trainer):
         raise UsageError(f"--resume {str(getattr(args, 'resume', ''))!r}: {e}") from None
     except DivergedError as e:
         lr_flag = "--finetune-lr" if hasattr(args, "finetune_lr") else "--lr"
-        raise UsageError(f"{lr_flag} {getattr(args, lr_flag[2:].replace('-', '_'), '')}: {e}; try a smaller "
-                         f"{lr_flag}") from None
+        value = getattr(args, lr_flag[2:].replace("-", "_"), float("nan"))
+        raise UsageError(f"{lr_flag} {value:g}: {e}; try a smaller {lr_flag}") from None
 
 
 def make_model(name: str, data, flag: str = "--model"):

@@ -90,6 +90,23 @@ def _schedule(args, total_steps: int, steps_per_epoch: int):
         raise c.UsageError(f"{flag}: {e} ({total_steps} training steps)") from None
 
 
+def _check_reachable(args, targets) -> None:
+    """Refuse a --sparsity that would prune every weight of a tensor (layer scope: the smallest tensor; global
+    scope: all of them). A tensor of n weights loses round(s*n) of them, so s must stay below 1 - 1/(2n); the
+    largest target that keeps one weight is (n - 1)/n."""
+    if not targets:
+        return
+    if args.scope == "layer":
+        smallest = min(targets, key=lambda t: t.numel)
+        n, what = smallest.numel, f"tensor {smallest.name!r} ({smallest.numel} weights)"
+    else:
+        n = sum(t.numel for t in targets)
+        what = f"all {n} prunable weights"
+    if args.sparsity >= 1 - 0.5 / n:
+        raise c.UsageError(f"--sparsity {args.sparsity:g}: would prune every weight of {what}; the largest "
+                           f"reachable value is {(n - 1) / n:.6g}")
+
+
 def run(args: argparse.Namespace) -> int:
     import time
 
@@ -139,6 +156,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as e:
         flag = "--min-density" if str(e).startswith("min_density") else "--include/--exclude"
         raise c.UsageError(f"{flag}: {e}") from None
+    _check_reachable(args, sparsifier.targets)
     callback = SparsifierCallback(sparsifier, bn_batches=args.bn_batches, lr_restart=args.lr_restart)
     trainer.add_callback(callback)
     result = c.run_trainer(args, trainer)
