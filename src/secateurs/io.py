@@ -10,12 +10,21 @@ A checkpoint directory holds:
 
 Writes are atomic at the directory level: everything goes into a hidden sibling temporary directory which is
 renamed into place; an existing checkpoint is never modified in place — it is kept unless ``overwrite=True``,
-and then it is moved aside and deleted only after the new one is complete.
+and then it is moved aside and deleted only after the new one is complete. A run killed in between leaves hidden
+siblings (``.NAME.tmp-*``, ``.NAME.old-*``); the next write to the same path (:func:`recover`) restores the old
+checkpoint if the final path is missing and removes the debris. One process at a time writes a path
+(:func:`output_lock`). Files and directories follow the umask.
+
+Loading never runs code the checkpoint chooses: ``model.json`` is validated (``secateurs._schema``), and a model
+name other than a zoo / plain ``torchvision:`` / plain ``timm:`` name is refused before anything is imported unless
+``trust_model_code=True`` (see the README, "Trust model"). Weights that are NaN or infinite are refused.
 """
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -27,8 +36,11 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from . import _schema
+from .errors import CheckpointError, CheckpointNotFoundError, NonFiniteError, OutputError, UntrustedCodeError
+
 __all__ = ["ModelSpec", "Checkpoint", "save", "load", "load_checkpoint", "write_json_atomic", "write_text_atomic",
-           "atomic_path",
+           "atomic_path", "recover", "output_lock", "check_finite",
            "CheckpointExistsError"]
 
 FORMAT = "secateurs"
@@ -51,35 +63,61 @@ class ModelSpec:
     plan: dict | None = None
     sparsity: dict | None = None
 
-    def build(self) -> nn.Module:
-        """A fresh model with this architecture (the plan applied, weights random)."""
-        from .models import create_model
+    def build(self, *, trust_model_code: bool = False, source: str | os.PathLike | None = None) -> nn.Module:
+        """A fresh model with this architecture (the plan applied, weights random).
 
-        model = create_model(self.name, **self.kwargs)
-        if self.plan is not None:
-            from .graph import build_channel_graph
-            from .structured import apply_plan, PruningPlan
+        Without ``trust_model_code`` a name that would import code of the file's choosing is refused
+        (:class:`UntrustedCodeError`) before any import, and the current directory and ``source`` (the
+        checkpoint's directory) and its parent are kept off ``sys.path`` while building.
+        """
+        from .models import create_model, import_path_without, untrusted_reason
 
-            example = torch.zeros(1, *self.input_shape)
-            # The plan was verified when it was made; re-tracing without the (slow) verification gives the same
-            # groups and indices (verification can only mark groups unprunable).
-            graph = build_channel_graph(model, example, verify=False)
-            apply_plan(model, PruningPlan.from_dict(self.plan), example, graph=graph, verify=False)
+        where = Path(source) / "model.json" if source is not None else None
+        try:
+            reason = untrusted_reason(self.name, self.kwargs)
+        except (KeyError, ValueError) as e:
+            raise CheckpointError(where, "name", _first_line(e)) from None
+        if reason is not None and not trust_model_code:
+            raise UntrustedCodeError(where, self.name, reason)
+        dirs = () if source is None else (Path(source), Path(source).parent)
+        guard = contextlib.nullcontext() if trust_model_code else import_path_without(dirs)
+        with guard:
+            try:
+                model = create_model(self.name, **self.kwargs)
+            except (TypeError, ValueError, KeyError, AttributeError, ImportError, RuntimeError, MemoryError) as e:
+                raise CheckpointError(where, "kwargs" if isinstance(e, (TypeError, ValueError)) else "name",
+                                      f"cannot build {self.name!r}: {_first_line(e)}") from None
+            if not isinstance(model, nn.Module):
+                raise CheckpointError(where, "name", f"{self.name!r} built a {type(model).__name__}, not a module")
+            if self.plan is not None:
+                try:
+                    self._apply_plan(model)
+                except CheckpointError:
+                    raise
+                except Exception as e:  # any failure of a foreign plan on this architecture is the file's fault
+                    raise CheckpointError(where, "plan", f"does not apply to {self.name!r}: "
+                                                         f"{type(e).__name__}: {_first_line(e)}") from None
         return model
+
+    def _apply_plan(self, model: nn.Module) -> None:
+        from .graph import build_channel_graph
+        from .structured import apply_plan, PruningPlan
+
+        example = torch.zeros(1, *self.input_shape)
+        # The plan was verified when it was made; re-tracing without the (slow) verification gives the same
+        # groups and indices (verification can only mark groups unprunable).
+        graph = build_channel_graph(model, example, verify=False)
+        apply_plan(model, PruningPlan.from_dict(self.plan), example, graph=graph, verify=False)
 
     def to_dict(self) -> dict:
         return {"format": FORMAT, "version": FORMAT_VERSION, **asdict(self)}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ModelSpec":
-        if d.get("format") != FORMAT:
-            raise ValueError(f"not a secateurs model.json (format={d.get('format')!r})")
-        if int(d.get("version", 0)) > FORMAT_VERSION:
-            raise ValueError(f"model.json version {d['version']} is newer than this secateurs "
-                             f"(supports {FORMAT_VERSION}); upgrade secateurs")
-        fields = {k: d[k] for k in ("name", "kwargs", "input_shape", "num_classes", "dataset", "plan", "sparsity")
-                  if k in d}
-        return cls(**fields)
+    def from_dict(cls, d: dict, path: str | os.PathLike | None = None) -> "ModelSpec":
+        """Validate a parsed ``model.json`` (:class:`CheckpointError` naming ``path`` and the field)."""
+        if not isinstance(d, dict):
+            raise CheckpointError(path, None, "expected a JSON object")
+        return cls(**_schema.model_spec_fields(d, path, format_name=FORMAT, format_version=FORMAT_VERSION))
 
 
 @dataclass
@@ -101,6 +139,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
+        _follow_umask(Path(tmp), is_dir=False)
         yield Path(tmp)
         with open(tmp, "rb+") as f:  # on disk before the rename, so a power cut leaves the old file or the new one
             os.fsync(f.fileno())
@@ -116,7 +155,46 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
 
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
     """Write JSON to ``path`` through a temporary file in the same directory and an atomic rename."""
-    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+    text = json.dumps(_finite_json(obj), indent=2, sort_keys=False, default=_json_default, allow_nan=False)
+    write_text_atomic(path, text + "\n")
+
+
+def _finite_json(obj: Any) -> Any:
+    """``obj`` with every NaN / infinity replaced by ``None``: JSON has no such numbers, and bare ``NaN`` tokens
+    make a file no strict parser (and no other language) reads."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite_json(v) for v in obj]
+    if isinstance(obj, torch.Tensor):
+        return _finite_json(obj.tolist())
+    if hasattr(obj, "item") and not isinstance(obj, (str, bytes)):
+        return _finite_json(obj.item())
+    return obj
+
+
+def _first_line(e: BaseException) -> str:
+    lines = str(e).strip().splitlines()
+    return lines[0] if lines else type(e).__name__
+
+
+def _umask() -> int:
+    try:  # thread-safe where available
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    old = os.umask(0o022)
+    os.umask(old)
+    return old
+
+
+def _follow_umask(path: Path, is_dir: bool) -> None:
+    """mkstemp/mkdtemp create 0600/0700 whatever the umask; give outputs the mode any other tool would."""
+    os.chmod(path, (0o777 if is_dir else 0o666) & ~_umask())
 
 
 def _json_default(o: Any):
@@ -131,33 +209,152 @@ def _json_default(o: Any):
 
 def save(out_dir: str | os.PathLike, model: nn.Module, spec: ModelSpec, summary: dict | None = None, *,
          overwrite: bool = False, extra: Callable[[Path], None] | None = None) -> Path:
-    """Write a checkpoint directory atomically. ``extra(tmp_dir)`` may add files (plots) before the rename."""
+    """Write a checkpoint directory atomically. ``extra(tmp_dir)`` may add files (plots) before the rename.
+
+    Refuses (nothing written) weights that are not finite, an existing ``out_dir`` without ``overwrite``, and, even
+    with it, an existing path that is not a secateurs checkpoint (a file, or a directory of other things).
+    """
     out = Path(out_dir)
-    if out.exists() and not overwrite:
-        raise CheckpointExistsError(f"output directory {str(out)!r} already exists (pass overwrite to replace it)")
-    if out.exists() and not out.is_dir():
-        raise CheckpointExistsError(f"output path {str(out)!r} exists and is not a directory")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
-    try:
-        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-        save_file(_dedupe_shared(state), str(tmp / "model.safetensors"), metadata={"format": FORMAT})
-        write_json_atomic(tmp / "model.json", spec.to_dict())
-        write_json_atomic(tmp / "summary.json", summary or {})
-        if extra is not None:
-            extra(tmp)
-        old = None
-        if out.exists():
-            old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
-            old.rmdir()
-            os.replace(out, old)
-        os.replace(tmp, out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    check_finite(state, "the model to save")
+    with output_lock(out):
+        recover(out)
+        if out.exists() and not overwrite:
+            raise CheckpointExistsError(f"output directory {str(out)!r} already exists (pass overwrite to replace "
+                                        "it)")
+        if out.exists() or out.is_symlink():
+            _check_replaceable(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+        try:
+            _follow_umask(tmp, is_dir=True)
+            save_file(_dedupe_shared(state), str(tmp / "model.safetensors"), metadata={"format": FORMAT})
+            write_json_atomic(tmp / "model.json", spec.to_dict())
+            write_json_atomic(tmp / "summary.json", summary or {})
+            if extra is not None:
+                extra(tmp)
+            for f in tmp.rglob("*"):  # safetensors (and some plot backends) create their files 0600
+                if not f.is_symlink():
+                    _follow_umask(f, is_dir=f.is_dir())
+            old = None
+            if out.exists():
+                old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
+                old.rmdir()
+                os.replace(out, old)
+            # a kill here leaves no checkpoint at ``out``: recover() moves ``old`` back on the next write
+            os.replace(tmp, out)
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
     return out
+
+
+def _check_replaceable(out: Path) -> None:
+    """With overwrite, only a secateurs checkpoint directory may be replaced: never a file, a symlink or a folder
+    of other things (``--out runs --overwrite`` must not delete every run)."""
+    if out.is_symlink() or not out.is_dir():
+        raise CheckpointExistsError(f"output path {str(out)!r} exists and is not a checkpoint directory; refusing "
+                                    "to replace it")
+    entries = list(out.iterdir())
+    if entries and not (out / "model.json").is_file():
+        raise CheckpointExistsError(f"output directory {str(out)!r} is not a secateurs checkpoint (no model.json) "
+                                    f"and holds {len(entries)} entries; refusing to replace it")
+
+
+def recover(path: str | os.PathLike) -> list[str]:
+    """Clean up after a writer of ``path`` that was killed; returns one note per action (empty: nothing to do).
+
+    If ``path`` is missing but a complete moved-aside copy (``.NAME.old-*``) exists, the kill came between moving
+    the old checkpoint aside and moving the new one in: the old one is put back. Temporary copies
+    (``.NAME.tmp-*``, ``.NAME.*.tmp``) and remaining moved-aside copies are removed. Call with the path locked.
+    """
+    path = Path(path)
+    parent = path.parent
+    if not parent.is_dir():
+        return []
+    notes: list[str] = []
+    olds, debris = [], []
+    for entry in parent.iterdir():
+        n = entry.name
+        if n.startswith(f".{path.name}.old-"):
+            olds.append(entry)
+        elif n.startswith(f".{path.name}.tmp-") or (n.startswith(f".{path.name}.") and n.endswith(".tmp")):
+            debris.append(entry)
+    if not path.exists() and not path.is_symlink():
+        complete = [o for o in olds if (o / "model.json").is_file() and (o / "model.safetensors").is_file()]
+        if complete:
+            best = max(complete, key=lambda o: o.stat().st_mtime)
+            os.replace(best, path)
+            olds.remove(best)
+            notes.append(f"restored {str(path)!r} from {best.name}, left by a run killed while replacing it")
+    for entry in olds + debris:
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+    if olds or debris:
+        notes.append(f"removed {len(olds) + len(debris)} temporary copies of {str(path)!r} left by an interrupted "
+                     "run")
+    return notes
+
+
+_LOCKED: dict[str, int] = {}  # paths this process holds the write lock of -> nesting depth
+
+
+@contextlib.contextmanager
+def output_lock(path: str | os.PathLike, flag: str = "output") -> Iterator[None]:
+    """Hold the exclusive right to write ``path`` (``flock`` on a hidden ``.NAME.lock`` beside it).
+
+    A second process asking for the same path fails at once with :class:`OutputError` (two runs racing for one
+    ``--out`` or sharing one ``--save-state`` file), before it does any work. Re-entrant within a process.
+    """
+    path = Path(path)
+    key = os.path.realpath(path)
+    if key in _LOCKED:
+        _LOCKED[key] += 1
+        try:
+            yield
+        finally:
+            _LOCKED[key] -= 1
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = path.parent / f".{path.name}.lock"
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise OutputError(flag, path, "another secateurs run is writing it now; wait for it or choose another "
+                                          "path") from None
+        try:  # the holder we waited for may have unlinked the file: our lock must be on the file at the path
+            if os.stat(lock).st_ino == os.fstat(fd).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    try:
+        _LOCKED[key] = 1
+        try:
+            yield
+        finally:
+            del _LOCKED[key]
+            with contextlib.suppress(OSError):
+                lock.unlink()
+    finally:
+        os.close(fd)
+
+
+def check_finite(state: dict[str, torch.Tensor], what: str) -> None:
+    """Raise :class:`NonFiniteError` naming the first floating tensor of ``state`` with NaN or infinite values."""
+    for name, t in state.items():
+        if isinstance(t, torch.Tensor) and (t.is_floating_point() or t.is_complex()):
+            bad = int((~torch.isfinite(t)).sum())
+            if bad:
+                raise NonFiniteError(f"{what}: tensor {name!r}", f"{bad} of {t.numel()} values are NaN or "
+                                                                 "infinite")
 
 
 def _dedupe_shared(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -172,32 +369,57 @@ def _dedupe_shared(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Checkpoint:
-    """Rebuild the model described by ``path/model.json`` and load ``path/model.safetensors`` into it."""
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu", *,
+                    trust_model_code: bool = False, allow_non_finite: bool = False) -> Checkpoint:
+    """Rebuild the model described by ``path/model.json`` and load ``path/model.safetensors`` into it.
+
+    Every file is validated first; a problem raises :class:`~secateurs.errors.CheckpointError` naming the file and
+    the field. ``trust_model_code``: allow a ``module:factory`` (or hub) model name to import and run its code —
+    only for checkpoints you would run as a script. ``allow_non_finite``: accept NaN / infinite weights.
+    """
     path = Path(path)
     if not path.is_dir():
-        raise FileNotFoundError(f"checkpoint directory {str(path)!r} does not exist")
+        raise CheckpointNotFoundError(path, None, "checkpoint directory does not exist")
     for name in ("model.json", "model.safetensors"):
         if not (path / name).is_file():
-            raise FileNotFoundError(f"checkpoint {str(path)!r} has no {name}")
-    spec = ModelSpec.from_dict(json.loads((path / "model.json").read_text()))
-    model = spec.build()
-    state = load_file(str(path / "model.safetensors"), device=str(map_location))
+            raise CheckpointNotFoundError(path, None, f"checkpoint has no {name}")
+    spec = ModelSpec.from_dict(_schema.read_json(path / "model.json"), path / "model.json")
+    summary_path = path / "summary.json"
+    summary = _schema.validate_summary(_schema.read_json(summary_path), summary_path) if summary_path.is_file() \
+        else {}
+    state = _read_weights(path / "model.safetensors", map_location)
+    if not allow_non_finite:
+        check_finite(state, str(path / "model.safetensors"))
+    model = spec.build(trust_model_code=trust_model_code, source=path)
+    weights = path / "model.safetensors"
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)
     except RuntimeError as e:  # shape mismatches
-        raise ValueError(f"checkpoint {str(path)!r} does not match its architecture {spec.name!r}: "
-                         f"{str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else e}") from None
+        lines = str(e).splitlines()
+        raise CheckpointError(weights, None, f"does not match its architecture {spec.name!r}: "
+                                             f"{lines[1].strip() if len(lines) > 1 else _first_line(e)}") from None
     if missing or unexpected:
-        raise ValueError(f"checkpoint {str(path)!r} does not match its architecture {spec.name!r}: "
-                         f"missing {missing[:5]}, unexpected {unexpected[:5]}")
+        raise CheckpointError(weights, None, f"does not match its architecture {spec.name!r}: "
+                                             f"missing {missing[:5]}, unexpected {unexpected[:5]}")
     model.to(map_location)
-    summary_path = path / "summary.json"
-    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
     model.eval()
     return Checkpoint(model, spec, summary, path)
 
 
-def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> nn.Module:
-    """Rebuild a model saved by secateurs (dense, sparse or structurally pruned), in eval mode."""
-    return load_checkpoint(path, map_location).model
+def _read_weights(path: Path, map_location) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+
+    try:
+        return load_file(str(path), device=str(map_location))
+    except (SafetensorError, OSError, ValueError, RuntimeError, TypeError) as e:
+        raise CheckpointError(path, None, f"not a readable safetensors file ({_first_line(e)})") from None
+
+
+def load(path: str | os.PathLike, map_location: str | torch.device = "cpu", *,
+         trust_model_code: bool = False) -> nn.Module:
+    """Rebuild a model saved by secateurs (dense, sparse or structurally pruned), in eval mode.
+
+    A checkpoint whose model is a ``package.module:factory`` needs ``trust_model_code=True``: building it imports
+    and runs that code (see the README, "Trust model").
+    """
+    return load_checkpoint(path, map_location, trust_model_code=trust_model_code).model

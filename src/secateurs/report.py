@@ -68,10 +68,11 @@ class CheckpointRow:
 
 
 def compare_checkpoints(paths: Sequence[str | Path], names: Sequence[str] | None = None, latency: bool = True,
-                        threads: int | None = None, repeats: int = 20) -> list[CheckpointRow]:
+                        threads: int | None = None, repeats: int = 20,
+                        trust_model_code: bool = False) -> list[CheckpointRow]:
     rows = []
     for i, path in enumerate(paths):
-        ckpt = load_checkpoint(path)
+        ckpt = load_checkpoint(path, trust_model_code=trust_model_code)
         shape = ckpt.spec.input_shape
         cost = count_model(ckpt.model, shape)
         acc = ckpt.summary.get("accuracy")

@@ -27,6 +27,7 @@ from torch import nn
 from . import distributed as dist_utils
 from ._device import device_of
 from .data import BatchLoader, DataSplits
+from .errors import DivergedError, InputError
 
 __all__ = ["TrainConfig", "Callback", "Trainer", "TrainResult", "fit", "evaluate", "lr_factor", "read_train_state",
            "ResumeError"]
@@ -35,7 +36,7 @@ TRAIN_STATE_FORMAT = "secateurs-train-state"
 TRAIN_STATE_VERSION = 1
 
 
-class ResumeError(ValueError):
+class ResumeError(InputError):
     """A saved training state does not fit this run (configuration, model, callbacks); nothing was trained."""
 
 
@@ -267,6 +268,19 @@ class Trainer:
         if self.device.type == "cuda" and state.get("cuda_rng") is not None:
             torch.cuda.set_rng_state(state["cuda_rng"], self.device)
 
+    def _check_finite(self, loss: float) -> None:
+        """Stop at the first non-finite loss (before it poisons the weights): under DDP every rank must agree, or
+        the ranks that continue would wait forever in the next all-reduce."""
+        bad = not math.isfinite(loss)
+        if dist_utils.is_distributed():
+            import torch.distributed as dist
+
+            flag = torch.tensor([float(bad)], device=self.device if self.device.type == "cuda" else "cpu")
+            dist.all_reduce(flag)
+            bad = bool(flag.item())
+        if bad:
+            raise DivergedError(self.global_step, loss, self.optimizer.param_groups[0]["lr"])
+
     def _emit(self, method: str, *args) -> None:
         for cb in self.callbacks:
             getattr(cb, method)(self, *args)
@@ -320,12 +334,13 @@ class Trainer:
                 out = self.ddp_model(xb)
                 loss = (F.cross_entropy(out, yb, label_smoothing=cfg.label_smoothing) if self.criterion is None
                         else self.criterion(out, xb, yb))
+                loss_value = loss.item()
+                self._check_finite(loss_value)
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 self.optimizer.step()
                 self.scheduler.step()
                 self.global_step += 1
-                loss_value = loss.item()
                 self._emit("on_step_end", self.global_step - 1, loss_value)
                 loss_sum += loss_value * len(yb)
                 correct += (out.argmax(1) == yb).sum().item()
@@ -398,13 +413,21 @@ def read_train_state(path: str | os.PathLike) -> dict[str, Any]:
     """Load a state written by ``Trainer(state_path=...)`` (restricted unpickler: tensors and plain data only)."""
     import pickle
 
+    from . import _schema
+    from .errors import CheckpointError
+
     try:
         state = torch.load(Path(path), map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError) as e:
-        raise ResumeError(f"{str(path)!r} is not a readable training state: {str(e).splitlines()[0]}") from None
-    if not isinstance(state, dict) or state.get("format") != TRAIN_STATE_FORMAT:
-        raise ResumeError(f"{str(path)!r} is not a secateurs training state")
-    return state
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError, AttributeError, TypeError,
+            IndexError, KeyError, MemoryError) as e:
+        lines = str(e).strip().splitlines()
+        raise ResumeError(f"{str(path)!r} is not a readable training state: "
+                          f"{lines[0] if lines else type(e).__name__}") from None
+    try:
+        return _schema.validate_train_state(state, path, format_name=TRAIN_STATE_FORMAT,
+                                            format_version=TRAIN_STATE_VERSION)
+    except CheckpointError as e:
+        raise ResumeError(str(e)) from None
 
 
 def fit(model: nn.Module, data: DataSplits, config: TrainConfig | None = None,

@@ -32,13 +32,15 @@ def user_dense(tmp_path_factory):
 
 
 def _prune(src, out, *extra):
-    return main(["prune", "--checkpoint", str(src), "--data", "digits", "--out", str(out)] + QUIET + list(extra))
+    # the user-factory checkpoints name fixtures.user_models:*, which only loads with the explicit opt-in
+    return main(["prune", "--checkpoint", str(src), "--data", "digits", "--out", str(out), "--trust-model-code"]
+                + QUIET + list(extra))
 
 
 def _masked_dense_equals_loaded(dense_dir, pruned_dir):
     """The loaded pruned model computes what the dense model computes with the plan's channels gated off."""
-    dense_model = load(dense_dir)
-    pruned = load_checkpoint(pruned_dir)
+    dense_model = load(dense_dir, trust_model_code=True)
+    pruned = load_checkpoint(pruned_dir, trust_model_code=True)
     x = torch.randn(16, *pruned.spec.input_shape)
     graph = build_channel_graph(dense_model, x[:1])
     with torch.no_grad(), mask_model(dense_model, graph, PruningPlan.from_dict(pruned.spec.plan)):
@@ -83,10 +85,10 @@ def test_user_factory_model_prunes_loads_and_explains(user_dense, tmp_path, caps
     assert _prune(user_dense, out, "--criterion", "l1", "--flops-reduction", "0.495") == 0
     s = json.loads((out / "summary.json").read_text())
     assert s["widths"] == {"0:out": 4, "4:out": 10} and 0.495 <= s["flops_reduction"] <= 0.505
-    assert load(out)[0].out_channels == 4
+    assert load(out, trust_model_code=True)[0].out_channels == 4
     _masked_dense_equals_loaded(user_dense, out)
     capsys.readouterr()
-    assert main(["explain", "--checkpoint", str(out), "--json"]) == 0
+    assert main(["explain", "--checkpoint", str(out), "--json", "--trust-model-code"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert {g["id"]: g["width"] for g in info["groups"]} == {"0:out": 4, "4:out": 10}
     assert any(u["layer"] == "4 (out)" and "model output" in u["reason"] for u in info["unprunable"])
@@ -160,9 +162,9 @@ def test_explain_a_zoo_model_before_training(capsys):
 
 def test_export_cli(user_dense, tmp_path, capsys):
     assert _prune(user_dense, tmp_path / "p", "--criterion", "random", "--flops-reduction", "0.495") == 0
-    model = load(tmp_path / "p")
+    model = load(tmp_path / "p", trust_model_code=True)
     x = torch.randn(3, 1, 8, 8)
-    assert main(["export", "--checkpoint", str(tmp_path / "p"), "--format", "torchscript",
+    assert main(["export", "--trust-model-code", "--checkpoint", str(tmp_path / "p"), "--format", "torchscript",
                  "--out", str(tmp_path / "m.pt")]) == 0
     import warnings
 
@@ -172,10 +174,10 @@ def test_export_cli(user_dense, tmp_path, capsys):
     with torch.no_grad():
         assert torch.allclose(ts(x), model(x), atol=1e-5)
     pytest.importorskip("onnx")
-    assert main(["export", "--checkpoint", str(tmp_path / "p"), "--format", "onnx",
+    assert main(["export", "--trust-model-code", "--checkpoint", str(tmp_path / "p"), "--format", "onnx",
                  "--out", str(tmp_path / "m.onnx")]) == 0
     with pytest.raises(SystemExit):
-        main(["export", "--checkpoint", str(tmp_path / "p"), "--format", "onnx", "--out", str(tmp_path / "m.onnx")])
+        main(["export", "--trust-model-code", "--checkpoint", str(tmp_path / "p"), "--format", "onnx", "--out", str(tmp_path / "m.onnx")])
     assert "already exists" in capsys.readouterr().err
 
 
@@ -193,7 +195,8 @@ def test_bn_batches_reestimates_statistics_after_pruning(command, bn_dense, tmp_
 
     extra = (["--criterion", "l1"] if command == "prune"
              else ["--batches", "5", "--batch-size", "32", "--tolerance", "0.02"])
-    base = [command, "--checkpoint", str(bn_dense), "--data", "digits", "--flops-reduction", "0.5", *extra, *QUIET]
+    base = [command, "--checkpoint", str(bn_dense), "--data", "digits", "--flops-reduction", "0.5", *extra, *QUIET,
+            "--trust-model-code"]
     assert main(base + ["--out", str(tmp_path / "plain")]) == 0
     assert main(base + ["--bn-batches", "10", "--out", str(tmp_path / "bn")]) == 0
     key = "accuracy" if command == "prune" else "accuracy_before_finetune"
@@ -208,7 +211,7 @@ def test_bn_batches_reestimates_statistics_after_pruning(command, bn_dense, tmp_
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a if not k.endswith(stats))  # no update
     assert not torch.equal(a["4.running_mean"], b["4.running_mean"]) and bn["bn_batches_used"] == 10
     data = get_dataset("digits")
-    assert evaluate(load(tmp_path / "bn"), data.test_x, data.test_y)["accuracy"] == pytest.approx(bn[key])
+    assert evaluate(load(tmp_path / "bn", trust_model_code=True), data.test_x, data.test_y)["accuracy"] == pytest.approx(bn[key])
 
 
 def test_finetune_distills_from_a_teacher_and_records_it(dense, tmp_path, capsys):

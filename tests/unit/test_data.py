@@ -221,8 +221,10 @@ def test_fashion_mnist_missing_everywhere_gives_one_clear_error(tmp_path: Path) 
         get_dataset("fashion-mnist", data_dir=tmp_path / "mine")
     msg = str(info.value)
     for needle in ("--data-dir", "SECATEURS_DATA", "apt-get install dataset-fashion-mnist", "download=True",
-                   "network disabled in tests", str(tmp_path / "mine"), str(tmp_path / "system" / "fashion-mnist")):
+                   "network disabled in tests", str(tmp_path / "mine"), "train-images-idx3-ubyte[.gz]"):
         assert needle in msg
+    # an explicit data_dir is used or fails: the system copy is not searched behind the user's back
+    assert str(tmp_path / "system" / "fashion-mnist") not in msg
     with pytest.raises(FileNotFoundError, match="Download not attempted"):
         get_dataset("fashion-mnist", download=False)
 

@@ -72,10 +72,10 @@ def test_failed_write_keeps_old_checkpoint(tmp_path):
 def test_user_factory_is_rebuilt(tmp_path):
     spec = ModelSpec(name="fixtures.user_models:tiny", kwargs={"num_classes": 3, "in_channels": 1},
                      input_shape=[1, 28, 28], num_classes=3)
-    model = spec.build()
+    model = spec.build(trust_model_code=True)
     save(tmp_path / "u", model, spec)
     x = torch.randn(2, 1, 28, 28)
-    assert torch.equal(model.eval()(x), load(tmp_path / "u")(x))
+    assert torch.equal(model.eval()(x), load(tmp_path / "u", trust_model_code=True)(x))
 
 
 def test_load_errors(tmp_path):

@@ -6,6 +6,7 @@ logic of its own beyond turning flags into library calls.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import sys
 
@@ -46,9 +47,24 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    with handle_errors(parser, args.command) as status:
+    with handle_errors(parser, args.command) as status, contextlib.ExitStack() as stack:
+        args._resources = stack  # write locks held until the command ends
+        stack.enter_context(_import_path(args))
         status.code = args.run(args)
     return status.code
+
+
+def _import_path(args):
+    """``python -m`` puts the current directory first on ``sys.path``: a checkpoint directory (or files beside it)
+    named like a package imported later (tqdm, torch_pruning, timm) would run in its place. Keep it off unless the
+    user trusts model code or names a ``module:factory`` of their own with --model (which may live there)."""
+    from secateurs.models import import_path_without
+
+    model = getattr(args, "model", None)
+    own_module = isinstance(model, str) and ":" in model and model.split(":", 1)[0] not in ("torchvision", "timm")
+    if getattr(args, "trust_model_code", False) or own_module:
+        return contextlib.nullcontext()
+    return import_path_without()
 
 
 if __name__ == "__main__":

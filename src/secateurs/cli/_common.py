@@ -8,6 +8,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import InputError
+
 
 class UsageError(Exception):
     """A bad flag value. The message names the flag and the value; the CLI prints it and exits with 2."""
@@ -27,10 +29,17 @@ def handle_errors(parser: argparse.ArgumentParser, command: str):
     status = _Status()
     try:
         yield status
-    except (UsageError, FileNotFoundError, FileExistsError) as e:
+    except (UsageError, InputError, FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError,
+            PermissionError) as e:
         if os.environ.get("SECATEURS_DEBUG"):
             raise
-        msg = e.args[0] if e.args else str(e)
+        # by type: our errors format themselves; OSErrors carry the path; others their first argument
+        if isinstance(e, (InputError, UsageError)):
+            msg = str(e)
+        elif isinstance(e, OSError) and e.filename is not None:
+            msg = f"{e.filename}: {e.strerror or e}"
+        else:
+            msg = e.args[0] if e.args else type(e).__name__
         print(f"secateurs {command}: error: {msg}", file=sys.stderr)
         status.code = 2
         raise SystemExit(2)
@@ -40,30 +49,44 @@ def handle_errors(parser: argparse.ArgumentParser, command: str):
 
 
 # ----------------------------------------------------------------------------------------------- types
-def int_at_least(flag: str, low: int):
-    """argparse type: an integer >= ``low``; the error names the flag and the value."""
+def int_at_least(flag: str, low: int, high: int | None = None):
+    """argparse type: an integer in [``low``, ``high``]; the error names the flag and the value.
+
+    ``1e3`` is accepted for 1000 (an integral number), so an out-of-range value gets the stated maximum rather
+    than "not an integer".
+    """
 
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{flag} must be an integer, got {text!r}") from None
+            try:
+                f = float(text)
+            except ValueError:
+                f = float("nan")
+            if not (f == f and abs(f) != float("inf") and f.is_integer()):
+                raise argparse.ArgumentTypeError(f"{flag} must be an integer, got {text!r}") from None
+            value = int(f)
         if value < low:
-            raise argparse.ArgumentTypeError(f"{flag} must be >= {low}, got {value}")
+            raise argparse.ArgumentTypeError(f"{flag} must be >= {low}, got {text}")
+        if high is not None and value > high:
+            raise argparse.ArgumentTypeError(f"{flag} must be at most {high}, got {text}")
         return value
 
     return parse
 
 
-def positive_int(flag: str):
-    return int_at_least(flag, 1)
+def positive_int(flag: str, high: int | None = None):
+    return int_at_least(flag, 1, high)
 
 
-def nonneg_int(flag: str):
-    return int_at_least(flag, 0)
+def nonneg_int(flag: str, high: int | None = None):
+    return int_at_least(flag, 0, high)
 
 
-def positive_float(flag: str, allow_zero: bool = False):
+def positive_float(flag: str, allow_zero: bool = False, high: float | None = None):
+    """argparse type: a finite number > 0 (>= 0 with ``allow_zero``) and at most ``high``."""
+
     def parse(text: str) -> float:
         try:
             value = float(text)
@@ -72,9 +95,26 @@ def positive_float(flag: str, allow_zero: bool = False):
         if not (value >= 0 if allow_zero else value > 0) or value != value or value == float("inf"):
             bound = ">= 0" if allow_zero else "> 0"
             raise argparse.ArgumentTypeError(f"{flag} must be {bound}, got {text}")
+        if high is not None and value > high:
+            raise argparse.ArgumentTypeError(f"{flag} must be at most {high:g}, got {text}")
         return value
 
     return parse
+
+
+# Upper bounds of the hyper-parameter flags: beyond them a value overflows float32 arithmetic or asks for a run
+# that never ends; stated in the error so the user knows the maximum.
+MAX_LR = 1e6
+MAX_EPOCHS = 10_000.0
+MAX_STEPS = 100_000_000
+MAX_WEIGHT_DECAY = 10.0
+MAX_LOSS_WEIGHT = 1e6
+MAX_BATCHES = 1_000_000
+MAX_BATCH_SIZE = 1 << 20
+MAX_SEED = 2 ** 63 - 1
+MAX_THREADS = 1024
+MAX_REPEATS = 10_000
+MAX_CHANNEL_ARG = 1 << 20
 
 
 def fraction(flag: str, low_inclusive: bool = True, high_inclusive: bool = False):
@@ -110,26 +150,30 @@ def add_data_args(p: argparse.ArgumentParser, required: bool = True) -> None:
                    help="dataset name (fashion-mnist, mnist5k, mnist1d, digits, cifar10)")
     g.add_argument("--data-dir", type=existing_dir("--data-dir"), default=None,
                    help="directory holding the dataset files (else $SECATEURS_DATA, system paths, download)")
-    g.add_argument("--train-subset", type=positive_int("--train-subset"), default=None, metavar="N",
+    g.add_argument("--train-subset", type=positive_int("--train-subset", 1 << 40), default=None, metavar="N",
                    help="train on the first N images of a seeded permutation of the training split")
-    g.add_argument("--val-size", type=nonneg_int("--val-size"), default=None, metavar="N",
+    g.add_argument("--val-size", type=nonneg_int("--val-size", 1 << 40), default=None, metavar="N",
                    help="images carved from the training data for validation (default: dataset's)")
 
 
 def add_train_args(p: argparse.ArgumentParser, epochs: float = 10, lr: float = 0.1, wd: float = 5e-4,
                    batch_size: int = 128, warmup: float = 1.0) -> None:
     g = p.add_argument_group("training")
-    g.add_argument("--epochs", type=positive_float("--epochs"), default=epochs, help=f"default {epochs}")
-    g.add_argument("--lr", type=positive_float("--lr"), default=lr, help=f"peak learning rate (default {lr})")
-    g.add_argument("--batch-size", type=positive_int("--batch-size"), default=batch_size,
+    g.add_argument("--epochs", type=positive_float("--epochs", high=MAX_EPOCHS), default=epochs,
+                   help=f"default {epochs}")
+    g.add_argument("--lr", type=positive_float("--lr", high=MAX_LR), default=lr,
+                   help=f"peak learning rate (default {lr})")
+    g.add_argument("--batch-size", type=positive_int("--batch-size", MAX_BATCH_SIZE), default=batch_size,
                    help=f"global batch size (default {batch_size})")
     g.add_argument("--optimizer", choices=("sgd", "adam", "adamw"), default="sgd")
     g.add_argument("--momentum", type=fraction("--momentum"), default=0.9)
-    g.add_argument("--weight-decay", type=positive_float("--weight-decay", allow_zero=True), default=wd)
-    g.add_argument("--warmup-epochs", type=positive_float("--warmup-epochs", allow_zero=True), default=warmup)
+    g.add_argument("--weight-decay", type=positive_float("--weight-decay", allow_zero=True, high=MAX_WEIGHT_DECAY),
+                   default=wd)
+    g.add_argument("--warmup-epochs", type=positive_float("--warmup-epochs", allow_zero=True, high=MAX_EPOCHS),
+                   default=warmup)
     g.add_argument("--label-smoothing", type=fraction("--label-smoothing"), default=0.0)
     g.add_argument("--no-augment", action="store_true", help="disable random crop / flip")
-    g.add_argument("--max-steps", type=positive_int("--max-steps"), default=None,
+    g.add_argument("--max-steps", type=positive_int("--max-steps", MAX_STEPS), default=None,
                    help="stop after this many optimizer steps (smoke tests)")
     g.add_argument("--save-state", type=Path, default=None, metavar="FILE",
                    help="write the whole training state to FILE after every epoch (atomically), for --resume")
@@ -139,7 +183,7 @@ def add_train_args(p: argparse.ArgumentParser, epochs: float = 10, lr: float = 0
 
 def add_bn_batches_arg(g) -> None:
     """``--bn-batches`` for the pruning commands (structured pruning leaves the dense BatchNorm statistics)."""
-    g.add_argument("--bn-batches", type=nonneg_int("--bn-batches"), default=0, metavar="N",
+    g.add_argument("--bn-batches", type=nonneg_int("--bn-batches", MAX_BATCHES), default=0, metavar="N",
                    help="after pruning, re-estimate BatchNorm statistics on N training batches of 64 (forward "
                         "passes only, no weight update). Default 0: keep the dense statistics, as the papers "
                         "report 'accuracy before fine-tuning'")
@@ -185,17 +229,113 @@ def recalibrate_bn(model, data, batches: int, seed: int) -> int:
 
 def add_run_args(p: argparse.ArgumentParser, out_required: bool = True) -> None:
     g = p.add_argument_group("run")
-    g.add_argument("--seed", type=nonneg_int("--seed"), default=0)
-    g.add_argument("--threads", type=positive_int("--threads"), default=None, help="torch CPU threads")
+    g.add_argument("--seed", type=nonneg_int("--seed", MAX_SEED), default=0)
+    g.add_argument("--threads", type=positive_int("--threads", MAX_THREADS), default=None, help="torch CPU threads")
     g.add_argument("--out", required=out_required, type=Path, metavar="DIR",
                    help="output checkpoint directory (written atomically)")
-    g.add_argument("--overwrite", action="store_true", help="replace an existing --out directory")
+    g.add_argument("--overwrite", action="store_true",
+                   help="replace an existing --out checkpoint (never a directory that is not a checkpoint)")
     g.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
 
 
-def check_out(args) -> None:
-    if args.out is not None and args.out.exists() and not args.overwrite:
-        raise UsageError(f"--out: {str(args.out)!r} already exists; pass --overwrite to replace it")
+def add_trust_arg(p: argparse.ArgumentParser) -> None:
+    """``--trust-model-code`` for every command that reads a checkpoint (see the README, "Trust model")."""
+    p.add_argument("--trust-model-code", action="store_true",
+                   help="allow a checkpoint whose model.json names a package.module:factory (or a hub model) to "
+                        "import and run that code; only for checkpoints you would run as a script")
+
+
+def _resolved(path) -> Path:
+    return Path(os.path.abspath(Path(path).expanduser())).resolve()
+
+
+def check_not_input(flag: str, out, inputs) -> None:
+    """Refuse an output that equals, contains or lies inside an input (``inputs``: (flag, path) pairs)."""
+    from ..errors import OutputError
+
+    o = _resolved(out)
+    for in_flag, path in inputs:
+        if path is None:
+            continue
+        i = _resolved(path)
+        if o == i:
+            raise OutputError(flag, out, f"is the {in_flag} input; writing it would destroy the input")
+        if o in i.parents:
+            raise OutputError(flag, out, f"contains the {in_flag} input {str(path)!r}; replacing it would delete "
+                                         "the input")
+        if i in o.parents:
+            raise OutputError(flag, out, f"lies inside the {in_flag} input {str(path)!r}; write outputs elsewhere")
+
+
+def claim_output(args, flag: str, out, kind: str = "dir", inputs=()) -> None:
+    """Before any work: check ``out`` against the inputs and --overwrite, take its write lock for the rest of the
+    command (a second run on the same path fails now, not after its work) and clean up a killed run's debris.
+
+    ``kind``: "dir" (a checkpoint directory) or "file".
+    """
+    from ..io import CheckpointExistsError, _check_replaceable, output_lock, recover
+
+    if out is None:
+        return
+    out = Path(out)
+    check_not_input(flag, out, inputs)
+    if out.exists() or out.is_symlink():
+        if not getattr(args, "overwrite", False):
+            raise UsageError(f"{flag}: {str(out)!r} already exists; pass --overwrite to replace it")
+        if kind == "dir":
+            try:
+                _check_replaceable(out)
+            except CheckpointExistsError as e:
+                raise UsageError(f"{flag}: {e}") from None
+        elif out.is_symlink() or not out.is_file():
+            raise UsageError(f"{flag}: {str(out)!r} exists and is not a regular file; refusing to replace it")
+    if not out.parent.exists():
+        for parent in out.parents:
+            if parent.exists() and not parent.is_dir():
+                raise UsageError(f"{flag}: {str(parent)!r} is not a directory")
+    if not _writer_rank():
+        return
+    resources(args).enter_context(output_lock(out, flag))
+    for note in recover(out):
+        print(f"secateurs: {flag}: {note}", file=sys.stderr)
+
+
+def _writer_rank() -> bool:
+    """Under torchrun only rank 0 writes (and locks); read from the environment, as the process group may not
+    exist yet when outputs are claimed."""
+    return os.environ.get("RANK", "0") == "0"
+
+
+def resources(args) -> contextlib.ExitStack:
+    """What a command holds until it ends (write locks); ``main`` closes it."""
+    stack = getattr(args, "_resources", None)
+    if stack is None:
+        stack = args._resources = contextlib.ExitStack()
+    return stack
+
+
+def data_inputs(args) -> list:
+    return [("--data-dir", getattr(args, "data_dir", None))]
+
+
+def check_out(args, inputs=()) -> None:
+    """--out (a checkpoint directory) and --save-state of a training command, claimed before any work."""
+    ins = [("--checkpoint", getattr(args, "checkpoint", None)), ("--resume", getattr(args, "resume", None)),
+           ("--distill-from", getattr(args, "distill_from", None)), *data_inputs(args), *inputs]
+    check_state_paths(args, getattr(args, "save_state", None), getattr(args, "resume", None))
+    claim_output(args, "--out", args.out, "dir", ins)
+    state = getattr(args, "save_state", None)
+    if state is not None:
+        check_not_input("--save-state", state, [("--checkpoint", getattr(args, "checkpoint", None)),
+                                                *data_inputs(args)])
+        if _writer_rank():
+            resources(args).enter_context(_lock(state, "--save-state"))
+
+
+def _lock(path, flag):
+    from ..io import output_lock
+
+    return output_lock(path, flag)
 
 
 def setup_threads(args) -> None:
@@ -235,6 +375,9 @@ def make_trainer(args, model, data, config, flag: str = "--batch-size", **kwargs
                           **kwargs)
     except ValueError as e:
         raise UsageError(f"{flag} {config.batch_size}: {e}") from None
+    if trainer.total_steps > MAX_STEPS:
+        raise UsageError(f"--epochs {config.epochs:g}: {trainer.total_steps:,} optimizer steps; at most "
+                         f"{MAX_STEPS:,} (lower --epochs or pass --max-steps)")
     if resume is not None:
         try:
             trainer.load_state_dict(read_train_state(resume))
@@ -262,12 +405,17 @@ def check_state_paths(args, state_path: Path | None, resume: Path | None) -> Non
 def run_trainer(args, trainer):
     """``trainer.run()``, with a saved state that turns out not to fit (checked by the callbacks at the start of the
     run) reported against --resume."""
+    from ..errors import DivergedError
     from ..train import ResumeError
 
     try:
         return trainer.run()
     except ResumeError as e:
         raise UsageError(f"--resume {str(getattr(args, 'resume', ''))!r}: {e}") from None
+    except DivergedError as e:
+        lr_flag = "--finetune-lr" if hasattr(args, "finetune_lr") else "--lr"
+        value = getattr(args, lr_flag[2:].replace("-", "_"), float("nan"))
+        raise UsageError(f"{lr_flag} {value:g}: {e}; try a smaller {lr_flag}") from None
 
 
 def make_model(name: str, data, flag: str = "--model"):
@@ -321,6 +469,14 @@ def input_shape_arg(text: str) -> list[int]:
             f"--input-shape must be comma-separated integers like 3,32,32, got {text!r}") from None
     if not dims or any(d < 1 for d in dims):
         raise argparse.ArgumentTypeError(f"--input-shape sizes must be >= 1, got {text!r}")
+    from .._schema import MAX_INPUT_DIMS, MAX_INPUT_ELEMENTS
+
+    volume = 1
+    for d in dims:
+        volume *= d
+    if len(dims) > MAX_INPUT_DIMS or volume > MAX_INPUT_ELEMENTS:
+        raise argparse.ArgumentTypeError(f"--input-shape {text!r}: at most {MAX_INPUT_DIMS} sizes and "
+                                         f"{MAX_INPUT_ELEMENTS} elements per sample")
     return dims
 
 
@@ -333,7 +489,8 @@ def add_model_source_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", type=existing_dir("--data-dir"), default=None)
     p.add_argument("--input-shape", type=input_shape_arg, metavar="C,H,W",
                    help="input shape without batch, e.g. 3,32,32")
-    p.add_argument("--num-classes", type=positive_int("--num-classes"), default=10)
+    p.add_argument("--num-classes", type=positive_int("--num-classes", MAX_CHANNEL_ARG), default=10)
+    add_trust_arg(p)
 
 
 class _ShapeOnly:
@@ -346,7 +503,7 @@ class _ShapeOnly:
 def resolve_model_source(args):
     """The model named by add_model_source_args flags: returns (model, input_shape, name)."""
     if args.checkpoint is not None:
-        ckpt = load_checkpoint_arg(args.checkpoint)
+        ckpt = load_checkpoint_arg(args.checkpoint, trust=args.trust_model_code)
         return ckpt.model, list(ckpt.spec.input_shape), ckpt.spec.name
     if (args.data is None) == (args.input_shape is None):
         raise UsageError("--model needs exactly one of --data or --input-shape")
@@ -359,15 +516,15 @@ def resolve_model_source(args):
     return model, shape, args.model
 
 
-def load_checkpoint_arg(path, flag: str = "--checkpoint"):
+def load_checkpoint_arg(path, flag: str = "--checkpoint", trust: bool = False):
+    """load_checkpoint with its typed errors (bad file or field, untrusted factory, NaN weights) naming ``flag``."""
+    from ..errors import InputError
     from ..io import load_checkpoint
 
     try:
-        return load_checkpoint(path)
-    except FileNotFoundError as e:
+        return load_checkpoint(path, trust_model_code=trust)
+    except InputError as e:
         raise UsageError(f"{flag}: {e}") from None
-    except ValueError as e:
-        raise UsageError(f"{flag} {str(path)!r}: {e}") from None
 
 
 def train_config(args):

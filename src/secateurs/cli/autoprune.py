@@ -23,30 +23,32 @@ def add_parser(sub) -> None:
     g.add_argument("--flops-reduction", required=True, metavar="R",
                    type=c.fraction("--flops-reduction", low_inclusive=False),
                    help="fraction of MACs (= FLOPs) to remove, in (0, 1)")
-    g.add_argument("--beta", type=c.positive_float("--beta", allow_zero=True), default=6.0,
+    g.add_argument("--beta", type=c.positive_float("--beta", allow_zero=True, high=c.MAX_LOSS_WEIGHT), default=6.0,
                    help="weight of the FLOPs loss (default 6)")
-    g.add_argument("--gamma", type=c.positive_float("--gamma", allow_zero=True), default=0.2,
+    g.add_argument("--gamma", type=c.positive_float("--gamma", allow_zero=True, high=c.MAX_LOSS_WEIGHT), default=0.2,
                    help="weight of the binarisation loss (default 0.2)")
-    g.add_argument("--lr", type=c.positive_float("--lr"), default=0.5, help="Adam lr of the scores (default 0.5)")
-    g.add_argument("--batches", type=c.positive_int("--batches"), default=200,
+    g.add_argument("--lr", type=c.positive_float("--lr", high=c.MAX_LR), default=0.5, help="Adam lr of the scores (default 0.5)")
+    g.add_argument("--batches", type=c.positive_int("--batches", c.MAX_BATCHES), default=200,
                    help="bottleneck training mini-batches (default 200)")
-    g.add_argument("--batch-size", type=c.positive_int("--batch-size"), default=64,
+    g.add_argument("--batch-size", type=c.positive_int("--batch-size", c.MAX_BATCH_SIZE), default=64,
                    help="bottleneck mini-batch size (default 64)")
     g.add_argument("--tolerance", type=c.fraction("--tolerance", low_inclusive=False), default=0.005,
                    help="achieved reduction within ± this of R (default 0.005)")
     c.add_bn_batches_arg(g)
     f = p.add_argument_group("fine-tuning (SGD, cosine; the paper's CIFAR recipe)")
-    f.add_argument("--finetune-epochs", type=c.positive_float("--finetune-epochs", allow_zero=True), default=0.0,
+    f.add_argument("--finetune-epochs", type=c.positive_float("--finetune-epochs", allow_zero=True, high=c.MAX_EPOCHS), default=0.0,
                    metavar="E", help="fine-tune the pruned network for E epochs (default 0: no fine-tuning)")
-    f.add_argument("--finetune-lr", type=c.positive_float("--finetune-lr"), default=0.02, help="default 0.02")
-    f.add_argument("--finetune-weight-decay", type=c.positive_float("--finetune-weight-decay", allow_zero=True),
+    f.add_argument("--finetune-lr", type=c.positive_float("--finetune-lr", high=c.MAX_LR), default=0.02, help="default 0.02")
+    f.add_argument("--finetune-weight-decay", type=c.positive_float("--finetune-weight-decay", allow_zero=True,
+                                                                 high=c.MAX_WEIGHT_DECAY),
                    default=2e-3, help="default 2e-3")
     f.add_argument("--finetune-momentum", type=c.fraction("--finetune-momentum"), default=0.9, help="default 0.9")
-    f.add_argument("--finetune-batch-size", type=c.positive_int("--finetune-batch-size"), default=256,
+    f.add_argument("--finetune-batch-size", type=c.positive_int("--finetune-batch-size", c.MAX_BATCH_SIZE), default=256,
                    help="default 256")
     c.add_distill_args(f, None)
     c.add_data_args(p)
     c.add_run_args(p)
+    c.add_trust_arg(p)
     p.set_defaults(run=run)
 
 
@@ -65,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
 
     c.check_out(args)
     c.setup_threads(args)
-    ckpt = c.load_checkpoint_arg(args.checkpoint)
+    ckpt = c.load_checkpoint_arg(args.checkpoint, trust=args.trust_model_code)
     data = c.load_data(args)
     if ckpt.spec.input_shape and tuple(ckpt.spec.input_shape) != tuple(data.input_shape):
         raise c.UsageError(f"--data {args.data}: inputs of shape {tuple(data.input_shape)}, but the checkpoint "
@@ -95,7 +97,8 @@ def run(args: argparse.Namespace) -> int:
         ft = finetune_config(args.finetune_epochs, lr=args.finetune_lr, weight_decay=args.finetune_weight_decay,
                              momentum=args.finetune_momentum, batch_size=args.finetune_batch_size, seed=args.seed)
         criterion = None if teacher is None else c.distill_criterion(args, teacher, next(model.parameters()).device)
-        finetune = c.make_trainer(args, model, data, ft, flag="--finetune-batch-size", criterion=criterion).run()
+        finetune = c.run_trainer(args, c.make_trainer(args, model, data, ft, flag="--finetune-batch-size",
+                                                      criterion=criterion))
         finetune_summary = {"config": dataclasses.asdict(ft), **finetune.to_dict(),
                             "distill": None if criterion is None else {"teacher": "source", **criterion.to_dict()}}
     after = evaluate(model, data.test_x, data.test_y) if finetune is None else \

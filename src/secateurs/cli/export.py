@@ -15,8 +15,9 @@ def add_parser(sub) -> None:
     p.add_argument("--checkpoint", required=True, type=c.existing_dir("--checkpoint"), metavar="DIR")
     p.add_argument("--format", required=True, choices=("torchscript", "onnx"))
     p.add_argument("--out", required=True, type=Path, metavar="FILE")
-    p.add_argument("--opset", type=c.positive_int("--opset"), default=17, help="ONNX opset (default 17)")
+    p.add_argument("--opset", type=c.int_at_least("--opset", 7, 21), default=17, help="ONNX opset (default 17)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    c.add_trust_arg(p)
     p.set_defaults(run=run)
 
 
@@ -25,9 +26,8 @@ def run(args: argparse.Namespace) -> int:
 
     from ..structured import export_onnx, export_torchscript
 
-    if args.out.exists() and not args.overwrite:
-        raise c.UsageError(f"--out: {str(args.out)!r} already exists; pass --overwrite to replace it")
-    ckpt = c.load_checkpoint_arg(args.checkpoint)
+    c.claim_output(args, "--out", args.out, "file", [("--checkpoint", args.checkpoint)])
+    ckpt = c.load_checkpoint_arg(args.checkpoint, trust=args.trust_model_code)
     if not ckpt.spec.input_shape:
         raise c.UsageError(f"--checkpoint {str(args.checkpoint)!r}: model.json has no input_shape to trace with")
     example = torch.randn(2, *ckpt.spec.input_shape, generator=torch.Generator().manual_seed(0))

@@ -21,6 +21,7 @@ def add_parser(sub) -> None:
     c.add_train_args(p, epochs=10, lr=0.01, warmup=0.0)
     c.add_distill_args(p.add_argument_group("distillation"), "--distill-from")
     c.add_run_args(p)
+    c.add_trust_arg(p)
     p.set_defaults(run=run)
 
 
@@ -80,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     c.setup_threads(args)
     distributed.init_from_env()
     data = c.load_data(args)
-    ckpt = c.load_checkpoint_arg(args.checkpoint)
+    ckpt = c.load_checkpoint_arg(args.checkpoint, trust=args.trust_model_code)
     check_compatible(ckpt, data)
     model, spec = ckpt.model, ckpt.spec
     torch.manual_seed(args.seed)
@@ -92,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
                            f"does not have: {e}") from None
     criterion = None
     if args.distill_from is not None:
-        teacher = c.load_checkpoint_arg(args.distill_from, flag="--distill-from")
+        teacher = c.load_checkpoint_arg(args.distill_from, flag="--distill-from", trust=args.trust_model_code)
         check_compatible(teacher, data, flag="--distill-from")
         criterion = c.distill_criterion(args, teacher.model, next(model.parameters()).device)
     model.train()

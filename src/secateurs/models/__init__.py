@@ -10,9 +10,11 @@ every layer with weights is an nn.Module (no functional conv with parameters); n
 forward; activations are ``nn.ReLU()`` without ``inplace``; residual adds and concats are explicit in ``forward``;
 no lazy modules (weight shapes are known at construction); every net is ``torch.fx`` / ``torch.jit.trace``-able.
 """
-from ._factory import ModelName, create_model, list_models, register_model, resolve_model_name
+from ._factory import (ModelName, create_model, import_path_without, list_models, register_model,
+                       resolve_model_name, untrusted_reason)
 
 # Importing the model files registers them (decorators only; nothing is built at import time).
 from . import cnn1d, densenet, googlenet, lenet, mlp, mobilenetv2, resnet, vgg  # noqa: E402,F401  isort: skip
 
-__all__ = ["ModelName", "create_model", "list_models", "register_model", "resolve_model_name"]
+__all__ = ["ModelName", "create_model", "list_models", "register_model", "resolve_model_name", "untrusted_reason",
+           "import_path_without"]

@@ -7,11 +7,21 @@ A model name is one of
 
 Every factory is called with keyword arguments only: ``num_classes``, ``in_channels`` and the caller's extras.
 Keyword-only calls keep ``{"name": ..., "kwargs": {...}}`` in a checkpoint enough to rebuild the model.
+
+Trust: a name typed by the user is the user's choice, but a name read from a checkpoint is the file author's.
+:func:`untrusted_reason` says which checkpoint names would import or fetch code the user never chose (any
+``module:factory``; timm hub names; kwargs that make torchvision/timm download or read other files), and
+:func:`import_path_without` keeps the current directory and the checkpoint's own directories off ``sys.path``
+while a checkpoint's model is built, so a file shipped beside a checkpoint cannot stand in for a real package.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
-from typing import Any, Callable, NamedTuple
+import os
+import re
+import sys
+from typing import Any, Callable, Iterator, NamedTuple
 
 from torch import nn
 
@@ -21,6 +31,12 @@ _MODELS: Registry[nn.Module] = Registry("model")
 
 # Prefixes that select an outside library instead of ``module:factory``.
 _EXTERNAL = ("torchvision", "timm")
+# torchvision / timm model names that only pick a local architecture: no hub prefix, no path, no tag.
+_PLAIN_EXTERNAL_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
+# kwargs with which torchvision / timm fetch weights or read a file the checkpoint names (timm's checkpoint loader
+# is not restricted to tensors): refused in an untrusted checkpoint.
+_FETCHING_KWARGS = frozenset({"pretrained", "pretrained_cfg", "pretrained_cfg_overlay", "checkpoint_path",
+                              "weights", "weights_backbone", "cache_dir", "pretrained_strict"})
 
 
 class ModelName(NamedTuple):
@@ -58,6 +74,48 @@ def resolve_model_name(name: str) -> ModelName:
     if prefix in _EXTERNAL:
         return ModelName(prefix, rest)
     return ModelName("module", name)
+
+
+def untrusted_reason(name: str, kwargs: dict[str, Any] | None = None) -> str | None:
+    """Why building ``name`` from a checkpoint would run or fetch code the user did not choose; ``None`` if safe.
+
+    Safe: zoo names; ``torchvision:NAME`` / ``timm:NAME`` with a plain NAME and no weight-fetching kwargs.
+    Nothing is imported to decide.
+    """
+    source, target = resolve_model_name(name)
+    if source == "zoo":
+        return None
+    if source == "module":
+        return "is not a zoo, torchvision: or timm: name, so building it imports and runs code"
+    if not _PLAIN_EXTERNAL_NAME.fullmatch(target):
+        return f"is not a plain {source} architecture name (hub names and paths fetch or read outside files)"
+    fetching = sorted(_FETCHING_KWARGS.intersection(kwargs or {}))
+    if fetching:
+        return f"has kwargs {fetching}, with which {source} downloads or reads other files"
+    return None
+
+
+@contextlib.contextmanager
+def import_path_without(dirs: tuple[str | os.PathLike, ...] = ()) -> Iterator[None]:
+    """Temporarily drop the current directory (``''``, ``'.'``, the cwd) and ``dirs`` from ``sys.path``.
+
+    ``python -m``, ``torchrun`` and notebooks put the cwd first on ``sys.path``; a checkpoint directory (or a file
+    beside it) named like a package we import lazily (torchvision, timm, torch_pruning) would then be imported
+    in its place. The removed entries are put back afterwards, at their old positions.
+    """
+    banned = {os.path.realpath(os.getcwd())}
+    banned.update(os.path.realpath(d) for d in dirs)
+    saved = list(sys.path)
+
+    def bad(entry: str) -> bool:
+        return entry in ("", ".") or os.path.realpath(entry) in banned
+
+    sys.path[:] = [e for e in saved if not bad(e)]
+    try:
+        yield
+    finally:
+        added = [e for e in sys.path if e not in saved]  # keep entries imports added meanwhile (rare)
+        sys.path[:] = saved + added
 
 
 def create_model(name: str, num_classes: int = 10, in_channels: int = 3, **kwargs: Any) -> nn.Module:
