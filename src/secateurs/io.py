@@ -130,8 +130,10 @@ def _json_default(o: Any):
 
 
 def save(out_dir: str | os.PathLike, model: nn.Module, spec: ModelSpec, summary: dict | None = None, *,
-         overwrite: bool = False, extra: Callable[[Path], None] | None = None) -> Path:
-    """Write a checkpoint directory atomically. ``extra(tmp_dir)`` may add files (plots) before the rename."""
+         overwrite: bool = False, extra: Callable[[Path], None] | None = None,
+         weights: Callable[[dict, Path], Any] | None = None) -> Path:
+    """Write a checkpoint directory atomically. ``extra(tmp_dir)`` may add files (plots) before the rename;
+    ``weights(state, tmp_dir)`` replaces the ``model.safetensors`` writer (the compressed sparse format)."""
     out = Path(out_dir)
     if out.exists() and not overwrite:
         raise CheckpointExistsError(f"output directory {str(out)!r} already exists (pass overwrite to replace it)")
@@ -141,7 +143,10 @@ def save(out_dir: str | os.PathLike, model: nn.Module, spec: ModelSpec, summary:
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
     try:
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-        save_file(_dedupe_shared(state), str(tmp / "model.safetensors"), metadata={"format": FORMAT})
+        if weights is None:
+            save_file(_dedupe_shared(state), str(tmp / "model.safetensors"), metadata={"format": FORMAT})
+        else:
+            weights(state, tmp)
         write_json_atomic(tmp / "model.json", spec.to_dict())
         write_json_atomic(tmp / "summary.json", summary or {})
         if extra is not None:
@@ -177,12 +182,18 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     path = Path(path)
     if not path.is_dir():
         raise FileNotFoundError(f"checkpoint directory {str(path)!r} does not exist")
-    for name in ("model.json", "model.safetensors"):
+    sparse = (path / "sparse.json").is_file()  # the compressed form of secateurs.sparse.format
+    for name in ("model.json",) if sparse else ("model.json", "model.safetensors"):
         if not (path / name).is_file():
             raise FileNotFoundError(f"checkpoint {str(path)!r} has no {name}")
     spec = ModelSpec.from_dict(json.loads((path / "model.json").read_text()))
     model = spec.build()
-    state = load_file(str(path / "model.safetensors"), device=str(map_location))
+    if sparse:
+        from .sparse.format import read_state
+
+        state = read_state(path, map_location)
+    else:
+        state = load_file(str(path / "model.safetensors"), device=str(map_location))
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)
     except RuntimeError as e:  # shape mismatches
@@ -198,6 +209,15 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     return Checkpoint(model, spec, summary, path)
 
 
-def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> nn.Module:
-    """Rebuild a model saved by secateurs (dense, sparse or structurally pruned), in eval mode."""
-    return load_checkpoint(path, map_location).model
+def load(path: str | os.PathLike, map_location: str | torch.device = "cpu", *, sparse_kernels: bool = False,
+         batch_size: int = 1) -> nn.Module:
+    """Rebuild a model saved by secateurs (dense, sparse or structurally pruned), in eval mode.
+
+    ``sparse_kernels=True`` then swaps each sparse layer for a sparse-kernel one where a measurement at
+    ``batch_size`` on this machine shows it faster (:func:`secateurs.sparse.to_sparse_kernels`)."""
+    ckpt = load_checkpoint(path, map_location)
+    if sparse_kernels:
+        from .sparse import to_sparse_kernels
+
+        to_sparse_kernels(ckpt.model, ckpt.spec.input_shape, batch_size=batch_size)
+    return ckpt.model

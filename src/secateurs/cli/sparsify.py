@@ -60,6 +60,10 @@ def add_parser(sub) -> None:
                    help="re-estimate BatchNorm statistics on N training batches at the end (0: off)")
     g.add_argument("--lr-restart", action="store_true",
                    help="cyclical: restart the cosine learning rate at every cycle (default: one cosine)")
+    g.add_argument("--save-format", choices=("dense", "sparse"), default="dense",
+                   help="checkpoint storage: dense model.safetensors (default) or the compressed sparse form "
+                        "(non-zero values + smallest index per tensor; what `secateurs export --format sparse` "
+                        "writes)")
     g.add_argument("--plan-only", action="store_true",
                    help="print the resolved schedule as a table and exit without training or writing")
     c.add_data_args(p)
@@ -174,7 +178,12 @@ def run(args: argparse.Namespace) -> int:
                       title=f"{spec.name} on {data.name}: {args.schedule} to {args.sparsity:g}")
 
     if distributed.is_main():
-        save(args.out, model, spec, summary, overwrite=args.overwrite, extra=extra)
+        if args.save_format == "sparse":
+            from ..sparse import save_sparse
+
+            save_sparse(args.out, model, spec, summary, overwrite=args.overwrite, extra=extra)
+        else:
+            save(args.out, model, spec, summary, overwrite=args.overwrite, extra=extra)
         print(f"{spec.name} on {data.name}: {args.schedule} sparsity {sp['sparsity']:.4f} "
               f"(target {args.sparsity:g}), accuracy {result.accuracy:.4f}, recovered "
               f"{sp['recovered_fraction']:.3f}, {summary['elapsed_s']:.1f}s -> {args.out}")
