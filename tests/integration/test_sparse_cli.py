@@ -58,3 +58,30 @@ def test_sparsify_writes_sparse_form_directly(tmp_path):
     model = secateurs.load(out)
     w = model.features[0].weight
     assert abs(float((w == 0).float().mean()) - 0.9) < 1e-3
+
+
+def test_sparsify_pattern_2_4(tmp_path):
+    from secateurs.unstructured import Pattern, is_nm
+
+    out = tmp_path / "nm"
+    assert main(["sparsify", "--model", "mlp", "--sparsity", "0.5", "--pattern", "2:4", "--schedule", "gmp",
+                 "--epochs", "1", "--update-every", "5", *COMMON, "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["sparsity"] == 0.5 and summary["schedule"]["pattern"] == "2:4"
+    model = secateurs.load(out)
+    for name in summary["schedule"]["tensors"]:
+        assert is_nm(model.get_parameter(name), Pattern(2, 4)), name
+
+
+@pytest.mark.parametrize("extra,flag", [(["--sparsity", "0.7", "--pattern", "2:4"], "--sparsity"),
+                                        (["--sparsity", "0.5", "--pattern", "2-4"], "--pattern"),
+                                        (["--sparsity", "0.5", "--pattern", "2:4", "--scope", "global"], "--scope"),
+                                        (["--sparsity", "0.5", "--pattern", "2:4", "--restart-sparsity", "0.6",
+                                          "--schedule", "cyclical"], "--pattern")])
+def test_sparsify_pattern_refusals(tmp_path, capsys, extra, flag):
+    with pytest.raises(SystemExit) as e:
+        main(["sparsify", "--model", "mlp", *extra, "--epochs", "1", *COMMON, "--out", str(tmp_path / "x")])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and flag in err, err
+    assert not (tmp_path / "x").exists()

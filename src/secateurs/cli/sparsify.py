@@ -49,6 +49,10 @@ def add_parser(sub) -> None:
     g.add_argument("--variant", choices=("project", "shadow", "ste"), default="project",
                    help="weight handling: project (zero pruned weights and their momentum after every step), "
                         "shadow (forward mask, stale pruned weights), ste (forward mask, straight-through)")
+    g.add_argument("--pattern", default=None, metavar="N:M",
+                   help="semi-structured N:M sparsity (e.g. 2:4): at most N non-zeros in every M consecutive "
+                        "weights of each row; --sparsity must be the pattern's 1 - N/M (0.5 for 2:4); the "
+                        "schedule sets the fraction of rows under the pattern")
     g.add_argument("--cumulative", action="store_true",
                    help="masks only shrink (classic monotone GMP; no recovery)")
     g.add_argument("--include", nargs="+", metavar="PATTERN", default=None,
@@ -93,6 +97,28 @@ def _schedule(args, total_steps: int, steps_per_epoch: int):
         raise c.UsageError(f"{flag}: {e} ({total_steps} training steps)") from None
 
 
+def _pattern(args):
+    """Validate --pattern against --sparsity / --scope / --min-density before any data is loaded."""
+    if args.pattern is None:
+        return None
+    from ..unstructured import Pattern
+
+    try:
+        pattern = Pattern.parse(args.pattern)
+    except ValueError as e:
+        raise c.UsageError(f"--pattern: {e}") from None
+    if abs(args.sparsity - pattern.sparsity) > 1e-9:
+        raise c.UsageError(f"--sparsity: {args.sparsity:g} is not what --pattern {pattern} gives: keeping {pattern.n} "
+                           f"of every {pattern.m} weights is sparsity {pattern.sparsity:g}")
+    if args.scope != "layer":
+        raise c.UsageError(f"--scope: {args.scope} does not apply to --pattern {pattern}, which is chosen row by row "
+                           "(use --scope layer)")
+    if args.min_density:
+        raise c.UsageError(f"--min-density: {args.min_density:g} does not apply to --pattern {pattern}, which fixes "
+                           f"every row's density at {pattern.n}/{pattern.m}")
+    return pattern
+
+
 def run(args: argparse.Namespace) -> int:
     import time
 
@@ -111,6 +137,7 @@ def run(args: argparse.Namespace) -> int:
     if args.schedule != "cyclical" and (args.cycles != 3 or args.restart_sparsity or args.lr_restart):
         raise c.UsageError(f"--cycles/--restart-sparsity/--lr-restart apply to --schedule cyclical, "
                            f"not {args.schedule}")
+    pattern = _pattern(args)
     c.setup_threads(args)
     distributed.init_from_env()
     start = time.perf_counter()
@@ -138,9 +165,10 @@ def run(args: argparse.Namespace) -> int:
             model, schedule, update_every=args.update_every, scope=args.scope, variant=args.variant,
             cumulative=args.cumulative, include=args.include, exclude=args.exclude,
             keep_first_dense=args.keep_first_dense, keep_last_dense=args.keep_last_dense,
-            min_density=args.min_density)
+            min_density=args.min_density, pattern=pattern)
     except ValueError as e:
-        flag = "--min-density" if str(e).startswith("min_density") else "--include/--exclude"
+        flag = ("--min-density" if str(e).startswith("min_density") else
+                "--pattern" if str(e).startswith("pattern") else "--include/--exclude")
         raise c.UsageError(f"{flag}: {e}") from None
     callback = SparsifierCallback(sparsifier, bn_batches=args.bn_batches, lr_restart=args.lr_restart)
     trainer.add_callback(callback)
@@ -167,7 +195,7 @@ def run(args: argparse.Namespace) -> int:
         "history": result.history, "versions": c.versions(), "world_size": distributed.world_size(),
     }
     spec.sparsity = {"method": args.schedule, "sparsity": sp["sparsity"], "target": args.sparsity,
-                     "scope": args.scope, "min_density": args.min_density,
+                     "scope": args.scope, "min_density": args.min_density, "pattern": args.pattern,
                      "tensors": [t.name for t in sparsifier.targets]}
 
     def extra(tmp):
