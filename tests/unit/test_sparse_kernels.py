@@ -39,6 +39,7 @@ def test_sparse_conv_equals_dense(kw):
     x = torch.randn(3, 4, 11, 9)
     with torch.no_grad():
         assert _rel(SparseConv2d(conv)(x), conv(x)) <= 1e-5
+        assert _rel(SparseConv2d(conv)(x[0]), conv(x[0])) <= 1e-5  # unbatched input
 
 
 def test_only_measured_wins_are_swapped_and_outputs_match():
