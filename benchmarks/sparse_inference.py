@@ -198,7 +198,8 @@ def markdown(p: dict) -> str:
             shape = "×".join(str(s) for s in lat[next(iter(lat))]["layers"][i]["shape"])
             out.append(f"| {r['model']} | {r['density']:g} | {name} | {shape} | {cells[0]} | {cells[1]} |")
     out += ["", "✓ = swapped for the CSR kernel (measured ≤ 0.9× dense).", "",
-            "## Stored bytes per weight, values + index (300×784 float32, uniformly random support)", "", "| density | dense | bitmask | delta | csr | smallest |", "|---|---|---|---|---|---|"]
+            "## Stored bytes per weight, values + index (300×784 float32, uniformly random support)", "",
+            "| density | dense | bitmask | delta | csr | smallest |", "|---|---|---|---|---|---|"]
     for e in p["encodings"]:
         out.append(f"| {e['density']:g} | {e['dense']:.3f} | {e['bitmask']:.4f} | {e['delta']:.4f} | "
                    f"{e['csr']:.4f} | {e['best']} |")

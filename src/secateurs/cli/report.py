@@ -8,7 +8,8 @@ from . import _common as c
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("report", help="compare checkpoints: accuracy, params, non-zero params, MACs, file size, CPU latency",
+    p = sub.add_parser("report",
+                       help="compare checkpoints: accuracy, params, non-zero params, MACs, file size, CPU latency",
                        description="Print a markdown table (or JSON) comparing checkpoints. Latency is the median "
                                    "forward time after warm-up with the thread count pinned; the sparse-kernel "
                                    "columns time a copy whose sparse layers use CSR kernels where a measurement "

@@ -14,15 +14,16 @@ Encodings (``k`` stored values of ``e`` bytes, ``n`` entries, ``r`` rows):
 * ``delta``   — ``NAME/values`` + ``NAME/gaps`` (uint8): each stored entry's distance from the previous one in
   row-major order (the first from position −1). A gap over 255 is bridged by filler entries of value +0.0 at
   255 steps (Han et al.'s relative indexing), so the cost is ``(k + fillers)·(e + 1)``;
-* ``csr``     — ``NAME/values`` + ``NAME/indptr`` (int32, per row of the tensor viewed as ``r × n/r``) + ``NAME/indices``
-  (the column, int16 holding uint16 bits when a row has at most 65,536 entries, else int32): ``k·(e + 2) + 4(r + 1)``.
+* ``csr``     — ``NAME/values`` + ``NAME/indptr`` (int32, per row of the tensor viewed as ``r × n/r``) +
+  ``NAME/indices`` (the column, int16 holding uint16 bits when a row has at most 65,536 entries, else int32):
+  ``k·(e + 2) + 4(r + 1)``.
 
 The writer computes all four sizes exactly and keeps the smallest (ties: the order above). As a rule of thumb
 (float32, uniformly random support, measured in ``benchmarks/results/sparse_inference.md``): bitmask wins above
-~12 % density, delta between ~0.3 % and ~12 %, CSR below. Every non-zero entry (NaN and ±inf included) comes back with its exact bit
-pattern. Zeros come back as +0.0: masking by multiplication (``w * mask``, what the sparsifier does) leaves -0.0 in
-every pruned negative weight, and keeping that sign would cost up to one bit per weight; -0.0 == +0.0 and both
-give the same outputs.
+~12 % density, delta between ~0.3 % and ~12 %, CSR below. Every non-zero entry (NaN and ±inf included) comes
+back with its exact bit pattern. Zeros come back as +0.0: masking by multiplication (``w * mask``, what the
+sparsifier does) leaves -0.0 in every pruned negative weight, and keeping that sign would cost up to one bit per
+weight; -0.0 == +0.0 and both give the same outputs.
 
 Loading validates every JSON field and every component (dtypes, lengths, index ranges) before it touches a
 tensor, and never runs code: the safetensors file holds plain arrays only.

@@ -9,7 +9,8 @@ its output equals the dense one's (relative error ≤ 1e-5). Layers that would b
 is never slower than dense beyond timing noise.
 
 Kernel: ``torch.addmm(bias, W_csr, xᵀ)ᵀ`` with the weight in ``torch.sparse_csr`` layout (PyTorch's own CSR ×
-dense product; for a single sample ``torch.mv(W_csr, x) + bias``, about twice as cheap). For ``Conv2d`` (groups = 1, zero padding) the input is unfolded (im2col) and multiplied the same
+dense product; for a single sample ``torch.mv(W_csr, x) + bias``, about twice as cheap). For ``Conv2d``
+(groups = 1, zero padding) the input is unfolded (im2col) and multiplied the same
 way. The layers are for inference: they hold no trainable parameters.
 """
 from __future__ import annotations
@@ -171,7 +172,8 @@ def to_sparse_kernels(model: nn.Module, input_shape: Sequence[int] | None = None
             continue
         if density > max_density or name not in inputs or not name:
             why = ("the model itself is the layer (nothing to replace it in)" if not name else
-                   "not reached by the forward pass" if name not in inputs else f"density {density:.3f} > {max_density}")
+                   "not reached by the forward pass" if name not in inputs else
+                   f"density {density:.3f} > {max_density}")
             choices.append(KernelChoice(**base, dense_us=None, sparse_us=None, replaced=False, reason=why))
             continue
         sparse = SparseLinear(module) if kind == "Linear" else SparseConv2d(module)
