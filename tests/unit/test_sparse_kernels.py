@@ -93,3 +93,5 @@ def test_load_with_sparse_kernels(tmp_path):
         assert _rel(fast(x), model(x)) <= 1e-5
     with pytest.raises(ValueError, match="batch_size"):
         to_sparse_kernels(model, [1, 28, 28], batch_size=0)
+    with pytest.raises(ValueError, match="input_shape"):
+        to_sparse_kernels(model, [])

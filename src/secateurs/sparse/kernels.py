@@ -143,8 +143,8 @@ def to_sparse_kernels(model: nn.Module, input_shape: Sequence[int] | None = None
     another device nothing is replaced.
     """
     if example is None:
-        if input_shape is None:
-            raise ValueError("to_sparse_kernels needs input_shape or example")
+        if not input_shape:
+            raise ValueError("to_sparse_kernels needs input_shape (the checkpoint's model.json has none) or example")
         if int(batch_size) < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
         gen = torch.Generator().manual_seed(0)
