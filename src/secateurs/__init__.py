@@ -22,6 +22,7 @@ _LAZY = {
     "PruningPlan": "structured", "apply_plan": "structured", "channel_scores": "structured",
     "select_channels": "structured", "export_onnx": "structured", "export_torchscript": "structured",
     "AutoBotConfig": "structured", "autoprune": "structured",
+    "save_sparse": "sparse", "to_sparse_kernels": "sparse", "to_semi_structured": "sparse",
 }
 
 __all__ = ["__version__", "count_model", "count_params", "CountResult", "load", "load_checkpoint", "save",

@@ -208,8 +208,10 @@ def _json_default(o: Any):
 
 
 def save(out_dir: str | os.PathLike, model: nn.Module, spec: ModelSpec, summary: dict | None = None, *,
-         overwrite: bool = False, extra: Callable[[Path], None] | None = None) -> Path:
-    """Write a checkpoint directory atomically. ``extra(tmp_dir)`` may add files (plots) before the rename.
+         overwrite: bool = False, extra: Callable[[Path], None] | None = None,
+         weights: Callable[[dict, Path], Any] | None = None) -> Path:
+    """Write a checkpoint directory atomically. ``extra(tmp_dir)`` may add files (plots) before the rename;
+    ``weights(state, tmp_dir)`` replaces the ``model.safetensors`` writer (the compressed sparse format).
 
     Refuses (nothing written) weights that are not finite, an existing ``out_dir`` without ``overwrite``, and, even
     with it, an existing path that is not a secateurs checkpoint (a file, or a directory of other things).
@@ -228,7 +230,10 @@ def save(out_dir: str | os.PathLike, model: nn.Module, spec: ModelSpec, summary:
         tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
         try:
             _follow_umask(tmp, is_dir=True)
-            save_file(_dedupe_shared(state), str(tmp / "model.safetensors"), metadata={"format": FORMAT})
+            if weights is None:
+                save_file(_dedupe_shared(state), str(tmp / "model.safetensors"), metadata={"format": FORMAT})
+            else:
+                weights(state, tmp)
             write_json_atomic(tmp / "model.json", spec.to_dict())
             write_json_atomic(tmp / "summary.json", summary or {})
             if extra is not None:
@@ -380,18 +385,30 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     path = Path(path)
     if not path.is_dir():
         raise CheckpointNotFoundError(path, None, "checkpoint directory does not exist")
-    for name in ("model.json", "model.safetensors"):
+    sparse = (path / "sparse.json").is_file()  # the compressed form of secateurs.sparse.format
+    for name in ("model.json",) if sparse else ("model.json", "model.safetensors"):
         if not (path / name).is_file():
             raise CheckpointNotFoundError(path, None, f"checkpoint has no {name}")
     spec = ModelSpec.from_dict(_schema.read_json(path / "model.json"), path / "model.json")
     summary_path = path / "summary.json"
     summary = _schema.validate_summary(_schema.read_json(summary_path), summary_path) if summary_path.is_file() \
         else {}
-    state = _read_weights(path / "model.safetensors", map_location)
+    if sparse:
+        from .sparse.format import read_state
+
+        weights = path / "sparse.json"
+        try:
+            state = read_state(path, map_location)
+        except FileNotFoundError as e:
+            raise CheckpointNotFoundError(path, None, _first_line(e)) from None
+        except (ValueError, OSError, RuntimeError, TypeError) as e:
+            raise CheckpointError(weights, None, _first_line(e)) from None
+    else:
+        weights = path / "model.safetensors"
+        state = _read_weights(weights, map_location)
     if not allow_non_finite:
-        check_finite(state, str(path / "model.safetensors"))
+        check_finite(state, str(weights))
     model = spec.build(trust_model_code=trust_model_code, source=path)
-    weights = path / "model.safetensors"
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)
     except RuntimeError as e:  # shape mismatches
@@ -416,10 +433,17 @@ def _read_weights(path: Path, map_location) -> dict[str, torch.Tensor]:
 
 
 def load(path: str | os.PathLike, map_location: str | torch.device = "cpu", *,
-         trust_model_code: bool = False) -> nn.Module:
+         trust_model_code: bool = False, sparse_kernels: bool = False, batch_size: int = 1) -> nn.Module:
     """Rebuild a model saved by secateurs (dense, sparse or structurally pruned), in eval mode.
 
     A checkpoint whose model is a ``package.module:factory`` needs ``trust_model_code=True``: building it imports
-    and runs that code (see the README, "Trust model").
+    and runs that code (see the README, "Trust model"). ``sparse_kernels=True`` then swaps each sparse layer for a
+    sparse-kernel one where a measurement at ``batch_size`` on this machine shows it faster
+    (:func:`secateurs.sparse.to_sparse_kernels`).
     """
-    return load_checkpoint(path, map_location, trust_model_code=trust_model_code).model
+    ckpt = load_checkpoint(path, map_location, trust_model_code=trust_model_code)
+    if sparse_kernels:
+        from .sparse import to_sparse_kernels
+
+        to_sparse_kernels(ckpt.model, ckpt.spec.input_shape, batch_size=batch_size)
+    return ckpt.model

@@ -1,4 +1,5 @@
-"""Comparison tables across checkpoints: accuracy, parameters (total and non-zero), MACs and CPU latency.
+"""Comparison tables across checkpoints: accuracy, parameters (total and non-zero), MACs, weight-file size and CPU
+latency, dense and with sparse kernels (:func:`secateurs.sparse.to_sparse_kernels`, swapped where measured faster).
 
 Latency is the median wall time of a forward pass in eval mode after warm-up, with the thread count pinned
 (and recorded) because a shared CPU otherwise makes numbers meaningless.
@@ -17,6 +18,7 @@ from torch import nn
 from ._device import device_of
 from .flops import count_model
 from .io import load_checkpoint
+from .sparse.format import weight_bytes
 
 __all__ = ["latency_ms", "nonzero_params", "CheckpointRow", "compare_checkpoints", "markdown_table"]
 
@@ -62,6 +64,9 @@ class CheckpointRow:
     macs: int
     latency_ms_b1: float | None
     latency_ms_b64: float | None
+    file_bytes: int | None = None  # model.safetensors, or the compressed sparse weight files
+    sparse_latency_ms_b1: float | None = None  # after to_sparse_kernels at that batch size
+    sparse_latency_ms_b64: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -78,17 +83,42 @@ def compare_checkpoints(paths: Sequence[str | Path], names: Sequence[str] | None
         acc = ckpt.summary.get("accuracy")
         b1 = latency_ms(ckpt.model, shape, 1, threads=threads, repeats=repeats) if latency else None
         b64 = latency_ms(ckpt.model, shape, 64, threads=threads, repeats=max(3, repeats // 4)) if latency else None
+        s1 = _sparse_latency(ckpt.model, shape, 1, threads, repeats) if latency else None
+        s64 = _sparse_latency(ckpt.model, shape, 64, threads, max(3, repeats // 4)) if latency else None
         name = names[i] if names else Path(path).name
-        rows.append(CheckpointRow(name, str(path), acc, cost.params, nonzero_params(ckpt.model), cost.macs, b1, b64))
+        rows.append(CheckpointRow(name, str(path), acc, cost.params, nonzero_params(ckpt.model), cost.macs, b1, b64,
+                                  weight_bytes(path), s1, s64))
     return rows
 
 
+def _sparse_latency(model: nn.Module, shape, batch: int, threads: int | None, repeats: int) -> float:
+    """Latency of a copy of ``model`` with sparse kernels wherever they measure faster at ``batch``."""
+    import copy
+
+    from .sparse import to_sparse_kernels
+
+    old = torch.get_num_threads()
+    try:
+        if threads is not None:
+            torch.set_num_threads(threads)
+        fast = copy.deepcopy(model)
+        to_sparse_kernels(fast, shape, batch_size=batch)
+    finally:
+        torch.set_num_threads(old)
+    return latency_ms(fast, shape, batch, threads=threads, repeats=repeats)
+
+
 def markdown_table(rows: Sequence[CheckpointRow]) -> str:
-    lines = ["| model | accuracy (%) | params | non-zero params | MACs (M) | latency b=1 (ms) | latency b=64 (ms) |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| model | accuracy (%) | params | non-zero params | MACs (M) | weights (KiB) | latency b=1 (ms) | "
+             "sparse-kernel b=1 (ms) | latency b=64 (ms) | sparse-kernel b=64 (ms) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         acc = f"{100 * r.accuracy:.2f}" if r.accuracy is not None else "-"
         b1 = f"{r.latency_ms_b1:.2f}" if r.latency_ms_b1 is not None else "-"
         b64 = f"{r.latency_ms_b64:.1f}" if r.latency_ms_b64 is not None else "-"
-        lines.append(f"| {r.name} | {acc} | {r.params:,} | {r.nonzero_params:,} | {r.macs / 1e6:.2f} | {b1} | {b64} |")
+        s1 = f"{r.sparse_latency_ms_b1:.2f}" if r.sparse_latency_ms_b1 is not None else "-"
+        s64 = f"{r.sparse_latency_ms_b64:.1f}" if r.sparse_latency_ms_b64 is not None else "-"
+        kib = f"{r.file_bytes / 1024:,.1f}" if r.file_bytes is not None else "-"
+        lines.append(f"| {r.name} | {acc} | {r.params:,} | {r.nonzero_params:,} | {r.macs / 1e6:.2f} | {kib} | {b1} | "
+                     f"{s1} | {b64} | {s64} |")
     return "\n".join(lines)

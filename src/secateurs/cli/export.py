@@ -1,4 +1,5 @@
-"""``secateurs export``: write a checkpoint (dense, pruned or sparse) as TorchScript or ONNX for deployment."""
+"""``secateurs export``: write a checkpoint (dense, pruned or sparse) as TorchScript or ONNX for deployment, or
+as a compressed sparse checkpoint directory (non-zero values + the smallest index per tensor)."""
 from __future__ import annotations
 
 import argparse
@@ -8,15 +9,18 @@ from . import _common as c
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("export", help="export a checkpoint to TorchScript or ONNX",
+    p = sub.add_parser("export", help="export a checkpoint to TorchScript, ONNX or a compressed sparse checkpoint",
                        description="Rebuild a checkpoint (a pruned one at its pruned widths) and trace it on a "
                                    "random batch of its input shape into a TorchScript (.pt) or ONNX (.onnx) file; "
-                                   "the ONNX batch dimension is dynamic.")
+                                   "the ONNX batch dimension is dynamic. --format sparse writes a checkpoint "
+                                   "directory whose sparse tensors are stored as non-zero values plus a bitmask, "
+                                   "delta or CSR index (whichever is smallest); secateurs.load reads it back.")
     p.add_argument("--checkpoint", required=True, type=c.existing_dir("--checkpoint"), metavar="DIR")
-    p.add_argument("--format", required=True, choices=("torchscript", "onnx"))
-    p.add_argument("--out", required=True, type=Path, metavar="FILE")
+    p.add_argument("--format", required=True, choices=("torchscript", "onnx", "sparse"))
+    p.add_argument("--out", required=True, type=Path, metavar="PATH",
+                   help="output file (torchscript, onnx) or directory (sparse)")
     p.add_argument("--opset", type=c.int_at_least("--opset", 7, 21), default=17, help="ONNX opset (default 17)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file or directory")
     c.add_trust_arg(p)
     p.set_defaults(run=run)
 
@@ -26,7 +30,10 @@ def run(args: argparse.Namespace) -> int:
 
     from ..structured import export_onnx, export_torchscript
 
-    c.claim_output(args, "--out", args.out, "file", [("--checkpoint", args.checkpoint)])
+    c.claim_output(args, "--out", args.out, "dir" if args.format == "sparse" else "file",
+                   [("--checkpoint", args.checkpoint)])
+    if args.format == "sparse":
+        return _sparse(args)
     ckpt = c.load_checkpoint_arg(args.checkpoint, trust=args.trust_model_code)
     if not ckpt.spec.input_shape:
         raise c.UsageError(f"--checkpoint {str(args.checkpoint)!r}: model.json has no input_shape to trace with")
@@ -40,4 +47,16 @@ def run(args: argparse.Namespace) -> int:
     else:
         export_torchscript(ckpt.model, example, args.out)
     print(f"{ckpt.spec.name} ({args.checkpoint}) -> {args.out} ({args.format})")
+    return 0
+
+
+def _sparse(args: argparse.Namespace) -> int:
+    from ..sparse import save_sparse
+
+    ckpt = c.load_checkpoint_arg(args.checkpoint, trust=args.trust_model_code)
+    written = save_sparse(args.out, ckpt.model, ckpt.spec, ckpt.summary, overwrite=args.overwrite)
+    counts = {e: list(written.encodings.values()).count(e) for e in sorted(set(written.encodings.values()))}
+    print(f"{args.checkpoint} -> {args.out} (sparse): weights {written.bytes:,} bytes, "
+          f"{written.bytes / max(written.dense_bytes, 1):.4f} of dense {written.dense_bytes:,}; tensors "
+          + ", ".join(f"{n} {e}" for e, n in counts.items()))
     return 0

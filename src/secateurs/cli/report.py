@@ -8,9 +8,12 @@ from . import _common as c
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("report", help="compare checkpoints: accuracy, params, non-zero params, MACs, CPU latency",
+    p = sub.add_parser("report",
+                       help="compare checkpoints: accuracy, params, non-zero params, MACs, file size, CPU latency",
                        description="Print a markdown table (or JSON) comparing checkpoints. Latency is the median "
-                                   "forward time after warm-up with the thread count pinned.")
+                                   "forward time after warm-up with the thread count pinned; the sparse-kernel "
+                                   "columns time a copy whose sparse layers use CSR kernels where a measurement "
+                                   "at that batch size shows them faster.")
     p.add_argument("checkpoints", nargs="+", type=c.existing_dir("checkpoint"), metavar="DIR")
     p.add_argument("--names", nargs="+", default=None, help="row names (default: directory names)")
     p.add_argument("--no-latency", action="store_true", help="skip latency measurement")

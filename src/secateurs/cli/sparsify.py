@@ -50,6 +50,10 @@ def add_parser(sub) -> None:
     g.add_argument("--variant", choices=("project", "shadow", "ste"), default="project",
                    help="weight handling: project (zero pruned weights and their momentum after every step), "
                         "shadow (forward mask, stale pruned weights), ste (forward mask, straight-through)")
+    g.add_argument("--pattern", default=None, metavar="N:M",
+                   help="semi-structured N:M sparsity (e.g. 2:4): at most N non-zeros in every M consecutive "
+                        "weights of each row; --sparsity must be the pattern's 1 - N/M (0.5 for 2:4); the "
+                        "schedule sets the fraction of rows under the pattern")
     g.add_argument("--cumulative", action="store_true",
                    help="masks only shrink (classic monotone GMP; no recovery)")
     g.add_argument("--include", nargs="+", metavar="PATTERN", default=None,
@@ -61,6 +65,10 @@ def add_parser(sub) -> None:
                    help="re-estimate BatchNorm statistics on N training batches at the end (0: off)")
     g.add_argument("--lr-restart", action="store_true",
                    help="cyclical: restart the cosine learning rate at every cycle (default: one cosine)")
+    g.add_argument("--save-format", choices=("dense", "sparse"), default="dense",
+                   help="checkpoint storage: dense model.safetensors (default) or the compressed sparse form "
+                        "(non-zero values + smallest index per tensor; what `secateurs export --format sparse` "
+                        "writes)")
     g.add_argument("--plan-only", action="store_true",
                    help="print the resolved schedule as a table and exit without training or writing")
     c.add_data_args(p)
@@ -108,6 +116,28 @@ def _check_reachable(args, targets) -> None:
                            f"reachable value is {(n - 1) / n:.6g}")
 
 
+def _pattern(args):
+    """Validate --pattern against --sparsity / --scope / --min-density before any data is loaded."""
+    if args.pattern is None:
+        return None
+    from ..unstructured import Pattern
+
+    try:
+        pattern = Pattern.parse(args.pattern)
+    except ValueError as e:
+        raise c.UsageError(f"--pattern: {e}") from None
+    if abs(args.sparsity - pattern.sparsity) > 1e-9:
+        raise c.UsageError(f"--sparsity: {args.sparsity:g} is not what --pattern {pattern} gives: keeping {pattern.n} "
+                           f"of every {pattern.m} weights is sparsity {pattern.sparsity:g}")
+    if args.scope != "layer":
+        raise c.UsageError(f"--scope: {args.scope} does not apply to --pattern {pattern}, which is chosen row by row "
+                           "(use --scope layer)")
+    if args.min_density:
+        raise c.UsageError(f"--min-density: {args.min_density:g} does not apply to --pattern {pattern}, which fixes "
+                           f"every row's density at {pattern.n}/{pattern.m}")
+    return pattern
+
+
 def run(args: argparse.Namespace) -> int:
     import time
 
@@ -126,6 +156,7 @@ def run(args: argparse.Namespace) -> int:
     if args.schedule != "cyclical" and (args.cycles is not None or args.restart_sparsity or args.lr_restart):
         raise c.UsageError(f"--cycles/--restart-sparsity/--lr-restart apply to --schedule cyclical, "
                            f"not {args.schedule}")
+    pattern = _pattern(args)
     c.setup_threads(args)
     distributed.init_from_env()
     start = time.perf_counter()
@@ -153,9 +184,10 @@ def run(args: argparse.Namespace) -> int:
             model, schedule, update_every=args.update_every, scope=args.scope, variant=args.variant,
             cumulative=args.cumulative, include=args.include, exclude=args.exclude,
             keep_first_dense=args.keep_first_dense, keep_last_dense=args.keep_last_dense,
-            min_density=args.min_density)
+            min_density=args.min_density, pattern=pattern)
     except ValueError as e:
-        flag = "--min-density" if str(e).startswith("min_density") else "--include/--exclude"
+        flag = ("--min-density" if str(e).startswith("min_density") else
+                "--pattern" if str(e).startswith("pattern") else "--include/--exclude")
         raise c.UsageError(f"{flag}: {e}") from None
     _check_reachable(args, sparsifier.targets)
     callback = SparsifierCallback(sparsifier, bn_batches=args.bn_batches, lr_restart=args.lr_restart)
@@ -183,7 +215,7 @@ def run(args: argparse.Namespace) -> int:
         "history": result.history, "versions": c.versions(), "world_size": distributed.world_size(),
     }
     spec.sparsity = {"method": args.schedule, "sparsity": sp["sparsity"], "target": args.sparsity,
-                     "scope": args.scope, "min_density": args.min_density,
+                     "scope": args.scope, "min_density": args.min_density, "pattern": args.pattern,
                      "tensors": [t.name for t in sparsifier.targets]}
 
     def extra(tmp):
@@ -194,7 +226,12 @@ def run(args: argparse.Namespace) -> int:
                       title=f"{spec.name} on {data.name}: {args.schedule} to {args.sparsity:g}")
 
     if distributed.is_main():
-        save(args.out, model, spec, summary, overwrite=args.overwrite, extra=extra)
+        if args.save_format == "sparse":
+            from ..sparse import save_sparse
+
+            save_sparse(args.out, model, spec, summary, overwrite=args.overwrite, extra=extra)
+        else:
+            save(args.out, model, spec, summary, overwrite=args.overwrite, extra=extra)
         print(f"{spec.name} on {data.name}: {args.schedule} sparsity {sp['sparsity']:.4f} "
               f"(target {args.sparsity:g}), accuracy {result.accuracy:.4f}, recovered "
               f"{sp['recovered_fraction']:.3f}, {summary['elapsed_s']:.1f}s -> {args.out}")

@@ -5,6 +5,7 @@ Public surface:
 * :class:`CyclicalSparsifier` — prepare → step → finalize lifecycle over any model and optimizer;
 * :class:`SparsifierCallback` — the same inside :func:`secateurs.train.fit`;
 * :func:`select_prunable`, :func:`magnitude_masks`, :func:`num_pruned` — the building blocks;
+* :class:`Pattern`, :func:`nm_masks`, :func:`is_nm` — N:M semi-structured masks (``pattern=`` on the sparsifier);
 * :func:`reestimate_batchnorm`.
 
 Schedules live in :mod:`secateurs.schedules`.
@@ -13,11 +14,13 @@ from __future__ import annotations
 
 from ._bn import reestimate_batchnorm
 from ._masks import magnitude_mask, magnitude_masks, num_pruned
+from ._nm import Pattern, is_nm, nm_keep, nm_masks
 from ._select import DEFAULT_LAYER_TYPES, Target, select_prunable
 from .sparsifier import SCOPES, VARIANTS, CyclicalSparsifier
 
 __all__ = ["CyclicalSparsifier", "SparsifierCallback", "select_prunable", "Target", "DEFAULT_LAYER_TYPES",
-           "magnitude_mask", "magnitude_masks", "num_pruned", "reestimate_batchnorm", "SCOPES", "VARIANTS"]
+           "magnitude_mask", "magnitude_masks", "num_pruned", "reestimate_batchnorm", "SCOPES", "VARIANTS",
+           "Pattern", "nm_masks", "nm_keep", "is_nm"]
 
 
 def __getattr__(name: str):

@@ -39,6 +39,7 @@ from torch.nn.utils import parametrize
 from ..schedules import Schedule, schedule_from_dict
 from ._bn import reestimate_batchnorm
 from ._masks import magnitude_masks, num_pruned, split_like
+from ._nm import Pattern, nm_masks
 from ._select import DEFAULT_LAYER_TYPES, Target, select_prunable, unwrap
 
 __all__ = ["CyclicalSparsifier", "VARIANTS", "SCOPES"]
@@ -80,6 +81,9 @@ class CyclicalSparsifier:
             recompute them from scratch.
         include, exclude, layer_types, keep_first_dense, keep_last_dense: which tensors are prunable
             (see :func:`select_prunable`).
+        pattern: ``"N:M"`` (or a :class:`~._nm.Pattern`): semi-structured masks, at most N non-zeros in every M
+            consecutive weights of each row; the schedule sets the fraction of rows under the pattern and its
+            final sparsity must be the pattern's 1 − N/M (see :mod:`._nm`). Needs ``scope="layer"``.
         freeze_final: freeze the masks from ``schedule.freeze_step`` on (default). ``False`` keeps re-ranking
             during the final hold too (with a one-shot schedule at step 0 and ``update_every=1`` this is
             iterative hard thresholding).
@@ -92,7 +96,7 @@ class CyclicalSparsifier:
                  variant: str = "project", cumulative: bool = False, include: Sequence[str] | None = None,
                  exclude: Sequence[str] = (), layer_types: Sequence[type[nn.Module]] = DEFAULT_LAYER_TYPES,
                  keep_first_dense: bool = False, keep_last_dense: bool = False, freeze_final: bool = True,
-                 sync_masks: bool = True, min_density: float = 0.0,
+                 sync_masks: bool = True, min_density: float = 0.0, pattern: "str | Pattern | None" = None,
                  optimizer: torch.optim.Optimizer | None = None):
         if not isinstance(schedule, Schedule):
             raise TypeError(f"schedule must be a secateurs.schedules.Schedule, got {type(schedule).__name__}")
@@ -114,6 +118,8 @@ class CyclicalSparsifier:
         if not self.targets:
             raise ValueError("no prunable tensors selected (check include / exclude / layer_types)")
         self.min_density = _check_min_density(min_density, self.targets, schedule, scope)
+        self.pattern = None if pattern is None else _check_pattern(Pattern.parse(pattern), schedule, scope,
+                                                                   self.min_density)
         self.min_kept = ({t.name: math.ceil(self.min_density * t.param.numel()) for t in self.targets}
                          if self.min_density > 0 else None)
         self.step_count = 0
@@ -215,7 +221,10 @@ class CyclicalSparsifier:
         s = self.schedule.sparsity_at(step) if sparsity is None else sparsity
         scores = {t.name: t.param.detach().abs() for t in self.targets}
         forced = {n: ~m for n, m in self.masks.items()} if self.cumulative else None
-        new = magnitude_masks(scores, s, self.scope, forced=forced, min_kept=self.min_kept)
+        if self.pattern is not None:
+            new = nm_masks(scores, s, self.pattern, forced=forced)
+        else:
+            new = magnitude_masks(scores, s, self.scope, forced=forced, min_kept=self.min_kept)
         if self.sync_masks and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             new = _broadcast_masks(new)
         flips = kept = recovered = total = 0
@@ -292,7 +301,8 @@ class CyclicalSparsifier:
     def config(self) -> dict[str, Any]:
         return {"update_every": self.update_every, "scope": self.scope, "variant": self.variant,
                 "cumulative": self.cumulative, "freeze_final": self.freeze_final,
-                "min_density": self.min_density, "tensors": [t.name for t in self.targets]}
+                "min_density": self.min_density, "pattern": None if self.pattern is None else str(self.pattern),
+                "tensors": [t.name for t in self.targets]}
 
     def _effective(self, t: Target) -> torch.Tensor:
         return t.param.detach() if self.finalized or self.variant == "project" else t.param.detach() * self.masks[t.name]
@@ -322,7 +332,7 @@ class CyclicalSparsifier:
         if strict:
             if schedule_from_dict(state["schedule"]) != self.schedule:
                 raise ValueError(f"saved schedule {state['schedule']} differs from {self.schedule.to_dict()}")
-            saved = {"min_density": 0.0, **state["config"]}  # states saved before min_density existed
+            saved = {"min_density": 0.0, "pattern": None, **state["config"]}  # states saved before these existed
             if saved != self.config():
                 raise ValueError(f"saved configuration {state['config']} differs from {self.config()}")
         for n, m in state["masks"].items():
@@ -399,6 +409,24 @@ def _fit_update_every(update_every: int, schedule: Schedule) -> int:
                   f"which would jump straight to the target; updating the mask every {adapted} step(s) instead",
                   UserWarning, stacklevel=3)
     return adapted
+
+
+def _check_pattern(pattern: Pattern, schedule: Schedule, scope: str, min_density: float) -> Pattern:
+    """An N:M pattern gives exactly one final sparsity (1 − N/M) and is chosen per row, so per layer."""
+    if scope != "layer":
+        raise ValueError(f"pattern {pattern} is chosen row by row: use scope='layer', not {scope!r}")
+    if min_density:
+        raise ValueError(f"pattern {pattern} fixes every row's density at {pattern.n}/{pattern.m}; "
+                         f"min_density={min_density:g} does not apply")
+    if abs(schedule.final_sparsity - pattern.sparsity) > 1e-9:
+        raise ValueError(f"pattern {pattern} keeps {pattern.n} of every {pattern.m} weights, so its sparsity is "
+                         f"{pattern.sparsity:g}; final_sparsity {schedule.final_sparsity:g} cannot be reached with it")
+    steps = {0, int(schedule.freeze_step), *(int(b) for b in schedule.boundaries())}
+    top = max(float(schedule.sparsity_at(t)) for t in steps)
+    if top > pattern.sparsity + 1e-9:
+        raise ValueError(f"pattern {pattern} gives sparsity {pattern.sparsity:g}, but the schedule reaches {top:g} "
+                         "(check the initial / restart sparsity)")
+    return pattern
 
 
 def _zeros(x: torch.Tensor) -> int:

@@ -1,0 +1,232 @@
+"""Sparse-kernel layers for CPU inference, used only where a measurement shows them faster.
+
+A 99 %-sparse layer is not automatically faster with a sparse kernel: per stored entry a CSR product does more
+work than a dense GEMM does per weight (index loads, no SIMD over the reduction), so a small layer at batch 1 gains
+nothing while a wide one gains 3-30x (issue 13's table). :func:`to_sparse_kernels` therefore times, on this
+machine, at the caller's batch size and thread count, every candidate layer on the very input it sees in the
+model, dense and sparse in interleaved rounds, and swaps a layer only when the sparse one is faster by a margin and
+its output equals the dense one's (relative error ≤ 1e-5). Layers that would be slower stay dense, so the model
+is never slower than dense beyond timing noise.
+
+Kernel: ``torch.addmm(bias, W_csr, xᵀ)ᵀ`` with the weight in ``torch.sparse_csr`` layout (PyTorch's own CSR ×
+dense product; for a single sample ``torch.mv(W_csr, x) + bias``, about twice as cheap). For ``Conv2d``
+(groups = 1, zero padding) the input is unfolded (im2col) and multiplied the same
+way. The layers are for inference: they hold no trainable parameters.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["SparseLinear", "SparseConv2d", "KernelChoice", "to_sparse_kernels", "sparse_candidate"]
+
+RTOL = 1e-5
+
+
+class SparseLinear(nn.Module):
+    """``nn.Linear`` with a CSR weight (inference only, CPU). Output equals the dense layer's up to summation order.
+
+    The tensors are plain attributes, not buffers: a buffer lookup goes through ``nn.Module.__getattr__``, and at
+    batch 1 those microseconds are a visible share of a small layer's time. ``.to()`` therefore does not move them.
+    """
+
+    def __init__(self, linear: nn.Linear):
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.weight = _csr(linear.weight.detach())
+        self.bias = linear.bias.detach().clone() if linear.bias is not None else None
+        self._bias_col = None if self.bias is None else self.bias[:, None]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.numel() == self.in_features:  # one sample: CSR matrix-vector is ~2x cheaper than CSR x (n x 1)
+            y = torch.mv(self.weight, x.reshape(-1))
+            if self.bias is not None:
+                y = y + self.bias
+            return y.view(*x.shape[:-1], self.out_features)
+        flat = x.reshape(-1, self.in_features).t()
+        y = torch.mm(self.weight, flat) if self.bias is None else torch.addmm(self._bias_col, self.weight, flat)
+        return y.t().reshape(*x.shape[:-1], self.out_features)
+
+    def to_dense(self) -> nn.Linear:
+        lin = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None)
+        with torch.no_grad():
+            lin.weight.copy_(self.weight.to_dense())
+            if self.bias is not None:
+                lin.bias.copy_(self.bias)
+        return lin
+
+    def extra_repr(self) -> str:
+        nnz = self.weight.values().numel()
+        return f"{self.in_features}, {self.out_features}, nnz={nnz}, density={nnz / self.weight.numel():.4f}"
+
+
+class SparseConv2d(nn.Module):
+    """``nn.Conv2d`` (groups = 1, zero padding) as im2col + CSR product (inference only, CPU)."""
+
+    def __init__(self, conv: nn.Conv2d):
+        super().__init__()
+        if not sparse_candidate(conv):
+            raise ValueError("SparseConv2d needs groups=1 and padding_mode='zeros' with numeric padding")
+        self.out_channels = conv.out_channels
+        self.kernel_size, self.stride = conv.kernel_size, conv.stride
+        self.padding, self.dilation = conv.padding, conv.dilation
+        self.weight = _csr(conv.weight.detach().reshape(conv.out_channels, -1))  # plain attributes, as above
+        self.bias = conv.bias.detach().clone()[:, None] if conv.bias is not None else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 3:  # unbatched (C, H, W), as nn.Conv2d accepts
+            return self.forward(x.unsqueeze(0)).squeeze(0)
+        n, _, h, w = x.shape
+        oh = (h + 2 * self.padding[0] - self.dilation[0] * (self.kernel_size[0] - 1) - 1) // self.stride[0] + 1
+        ow = (w + 2 * self.padding[1] - self.dilation[1] * (self.kernel_size[1] - 1) - 1) // self.stride[1] + 1
+        cols = F.unfold(x, self.kernel_size, self.dilation, self.padding, self.stride)  # (n, CKK, L)
+        flat = cols.transpose(0, 1).reshape(cols.shape[1], -1)  # (CKK, n·L)
+        y = torch.mm(self.weight, flat) if self.bias is None else torch.addmm(self.bias, self.weight, flat)
+        return y.view(self.out_channels, n, oh * ow).transpose(0, 1).reshape(n, self.out_channels, oh, ow)
+
+    def extra_repr(self) -> str:
+        nnz = self.weight.values().numel()
+        return f"{self.out_channels}, kernel_size={self.kernel_size}, nnz={nnz}"
+
+
+def _csr(w: torch.Tensor) -> torch.Tensor:
+    with warnings.catch_warnings():  # "sparse CSR support is in beta": the products we use are tested here
+        warnings.simplefilter("ignore", UserWarning)
+        return w.to_sparse_csr()
+
+
+def sparse_candidate(module: nn.Module) -> bool:
+    """A layer type and configuration the sparse kernels implement (not whether it pays: that is measured)."""
+    if type(module) is nn.Linear:
+        return True
+    return (type(module) is nn.Conv2d and module.groups == 1 and module.padding_mode == "zeros"
+            and not isinstance(module.padding, str))
+
+
+@dataclass
+class KernelChoice:
+    """One candidate layer: its density, dense and sparse median times (µs) at the measured batch, the choice."""
+
+    name: str
+    kind: str
+    shape: list[int]
+    density: float
+    dense_us: float | None
+    sparse_us: float | None
+    replaced: bool
+    reason: str
+    ratio: float | None = None  # median over rounds of sparse / dense (what the decision uses)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@torch.no_grad()
+def to_sparse_kernels(model: nn.Module, input_shape: Sequence[int] | None = None, *, batch_size: int = 1,
+                      example: torch.Tensor | None = None, max_density: float = 0.5, margin: float = 0.9,
+                      rounds: int = 11, min_time_s: float = 0.001) -> list[KernelChoice]:
+    """Replace, in place, each sparse ``Linear`` / ``Conv2d`` of ``model`` by a sparse-kernel layer where that is
+    measured faster; returns one :class:`KernelChoice` per candidate layer (replaced or not, and why).
+
+    The measurement uses ``example`` (default: a seeded normal batch of ``batch_size`` × ``input_shape``), the
+    current ``torch.get_num_threads()``, and ``rounds`` interleaved dense/sparse rounds of at least
+    ``min_time_s`` each; a layer is swapped when the ratio sparse / dense (the larger of the median per-round ratio
+    and the ratio of the best rounds) is ≤ ``margin`` and its output
+    matches the dense output to 1e-5 relative. Layers denser than ``max_density`` are not tried. CPU only: on
+    another device nothing is replaced.
+    """
+    if example is None:
+        if not input_shape:
+            raise ValueError("to_sparse_kernels needs input_shape (the checkpoint's model.json has none) or example")
+        if int(batch_size) < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
+        gen = torch.Generator().manual_seed(0)
+        example = torch.randn(int(batch_size), *input_shape, generator=gen)
+    was_training = model.training
+    model.eval()
+    inputs: dict[str, torch.Tensor] = {}
+    candidates = [(n, m) for n, m in model.named_modules() if sparse_candidate(m)]
+    hooks = [m.register_forward_pre_hook(_capture(inputs, n)) for n, m in candidates]
+    try:
+        device = next((p.device for p in model.parameters()), torch.device("cpu"))
+        model(example.to(device))
+    finally:
+        for h in hooks:
+            h.remove()
+    choices = []
+    for name, module in candidates:
+        w = module.weight
+        density = float(torch.count_nonzero(w)) / max(w.numel(), 1)
+        kind = type(module).__name__
+        base = dict(name=name, kind=kind, shape=list(w.shape), density=density)
+        if w.device.type != "cpu" or w.dtype not in (torch.float32, torch.float64):
+            choices.append(KernelChoice(**base, dense_us=None, sparse_us=None, replaced=False,
+                                        reason=f"sparse kernels are for CPU float32/64, not {w.device.type} {w.dtype}"))
+            continue
+        if density > max_density or name not in inputs or not name:
+            why = ("the model itself is the layer (nothing to replace it in)" if not name else
+                   "not reached by the forward pass" if name not in inputs else
+                   f"density {density:.3f} > {max_density}")
+            choices.append(KernelChoice(**base, dense_us=None, sparse_us=None, replaced=False, reason=why))
+            continue
+        sparse = SparseLinear(module) if kind == "Linear" else SparseConv2d(module)
+        x = inputs[name]
+        ref, got = module(x), sparse(x)
+        err = float((got - ref).abs().max()) / max(float(ref.abs().max()), 1e-30)
+        dense_us, sparse_us, ratio = _interleaved(module, sparse, x, rounds, min_time_s)
+        if err > RTOL:
+            replaced, reason = False, f"output differs by {err:.2e} relative"
+        elif ratio <= margin:
+            replaced, reason = True, f"sparse {ratio:.2f}x dense"
+        else:
+            replaced, reason = False, f"sparse {ratio:.2f}x dense (needs <= {margin:g}x)"
+        if replaced:
+            _set_module(model, name, sparse)
+        choices.append(KernelChoice(**base, dense_us=dense_us, sparse_us=sparse_us, ratio=ratio, replaced=replaced,
+                                    reason=reason))
+    model.train(was_training)
+    return choices
+
+
+def _capture(store: dict, name: str):
+    def hook(module, args):
+        if name not in store and args and isinstance(args[0], torch.Tensor):
+            store[name] = args[0].detach().clone()
+    return hook
+
+
+def _interleaved(a: nn.Module, b: nn.Module, x: torch.Tensor, rounds: int,
+                 min_time_s: float) -> tuple[float, float, float]:
+    """Median µs per call of ``a(x)`` and ``b(x)`` and a conservative ratio b/a, timed in blocks whose order
+    alternates every round.
+
+    The ratio is the larger of two estimates that load on a shared machine disturbs differently: the median of the
+    per-round ratios (a ratio within one round is immune to load that drifts between rounds) and the ratio of the
+    best rounds (the least-disturbed call of each)."""
+    a(x), b(x)  # warm-up
+    t0 = time.perf_counter()
+    a(x)
+    per = max(time.perf_counter() - t0, 1e-7)
+    reps = max(1, min(1000, int(min_time_s / per)))
+    ta, tb = [], []
+    for r in range(rounds):
+        for f, out in ((a, ta), (b, tb)) if r % 2 == 0 else ((b, tb), (a, ta)):  # AB BA: no periodic bias
+            t0 = time.perf_counter()
+            for _ in range(reps):
+                f(x)
+            out.append((time.perf_counter() - t0) / reps * 1e6)
+    paired = statistics.median(y / x for x, y in zip(ta, tb))
+    return statistics.median(ta), statistics.median(tb), max(paired, min(tb) / min(ta))
+
+
+def _set_module(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, new)
