@@ -6,6 +6,11 @@ Definition (stated once, used everywhere):
   (``aten.convolution``, ``mm``, ``addmm``, ``bmm``, ``baddbmm``, ``matmul`` and friends), counted by
   :class:`torch.utils.flop_counter.FlopCounterMode` on a real forward pass, so functional ops
   (``x @ w``, ``F.conv2d``) are seen as well as modules.
+* **Attention matmuls count.** ``nn.MultiheadAttention`` and ``nn.TransformerEncoderLayer`` take a fused "fast
+  path" under ``no_grad``/eval whose kernels the counter cannot see, and scaled-dot-product attention on the CPU runs
+  a fused kernel the counter has no formula for. :func:`macs_counter` therefore disables the fast path while it
+  counts (the unfused composition does the same multiply-adds) and counts every SDPA kernel as its two matmuls
+  (QKᵀ and AV), so the total is what the deployed model computes whatever the autograd mode.
 * **FLOPs = 2 · MACs.** Norms, activations, pooling and elementwise adds are not counted, which is the
   convention of the pruning literature (ResNet-56 on 3×32×32 = 125.5 M MACs).
 * A "FLOPs reduction" is ``1 − MACs_pruned / MACs_dense``; the ratio is the same in MACs or FLOPs.
@@ -15,14 +20,52 @@ against :func:`count_model` so that both agree on every model.
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import asdict, dataclass, field
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-__all__ = ["LayerCount", "CountResult", "count_model", "count_params", "count_macs"]
+__all__ = ["LayerCount", "CountResult", "count_model", "count_params", "count_macs", "macs_counter",
+           "no_attention_fastpath"]
+
+
+@contextlib.contextmanager
+def no_attention_fastpath() -> Iterator[None]:
+    """Run ``nn.MultiheadAttention``/``nn.Transformer*`` layers unfused (plain matmuls, visible to counters and
+    exporters) inside the block; the previous setting is restored on exit."""
+    was = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        yield
+    finally:
+        torch.backends.mha.set_fastpath_enabled(was)
+
+
+def _sdpa_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    from torch.utils.flop_counter import sdpa_flop_count
+
+    return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+def _sdpa_kernels() -> dict:
+    """SDPA kernels the installed torch has but ``FlopCounterMode`` has no formula for (the CPU flash kernel)."""
+    from torch.utils.flop_counter import flop_registry
+
+    names = ("_scaled_dot_product_flash_attention_for_cpu", "_scaled_dot_product_fused_attention_overrideable")
+    ops = (getattr(torch.ops.aten, n, None) for n in names)
+    return {op: _sdpa_flops for op in ops if op is not None and op not in flop_registry}
+
+
+@contextlib.contextmanager
+def macs_counter() -> Iterator[FlopCounterMode]:
+    """The one FLOP counter of secateurs: ``FlopCounterMode`` with attention counted (see module docstring).
+    ``counter.get_total_flops() // 2`` is the MACs of what ran inside the block."""
+    counter = FlopCounterMode(display=False, custom_mapping=_sdpa_kernels())
+    with no_attention_fastpath(), counter:
+        yield counter
 
 
 @dataclass
@@ -111,9 +154,8 @@ def count_model(model: nn.Module, input_shape: Sequence[int], *, batch_size: int
             handles.append(mod.register_forward_hook(_shape_hook(shapes, name)))
     was_training = model.training
     model.eval()
-    counter = FlopCounterMode(display=False)
     try:
-        with torch.no_grad(), counter:
+        with torch.no_grad(), macs_counter() as counter:
             model(_example_input(model, input_shape, batch_size))
     finally:
         for h in handles:

@@ -15,8 +15,8 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-from torch.utils.flop_counter import FlopCounterMode
 
+from ..flops import macs_counter
 from ._tp_adapter import as_tuple
 
 
@@ -74,7 +74,7 @@ def record_layers(model: nn.Module, example_inputs: Any) -> tuple[list[LayerCall
         if isinstance(m, (nn.Linear, nn.modules.conv._ConvNd)) and not getattr(m, "transposed", False)
     ]
     try:
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        with torch.no_grad(), macs_counter() as counter:
             model(*inputs)
     finally:
         for h in handles:
