@@ -24,10 +24,12 @@ def handle_errors(parser: argparse.ArgumentParser, command: str):
 
     ``SECATEURS_DEBUG=1`` re-raises so developers still get the traceback.
     """
+    from ..errors import GraphError  # a model the tracer cannot handle is the user's input, not our crash
+
     status = _Status()
     try:
         yield status
-    except (UsageError, FileNotFoundError, FileExistsError) as e:
+    except (UsageError, FileNotFoundError, FileExistsError, GraphError) as e:
         if os.environ.get("SECATEURS_DEBUG"):
             raise
         msg = e.args[0] if e.args else str(e)

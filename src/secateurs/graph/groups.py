@@ -20,6 +20,7 @@ from typing import Any, Iterable, Sequence
 import torch.nn as nn
 
 from . import _tp_adapter
+from ._tp_adapter import GraphLimits
 from ._layers import LayerCall, is_depthwise, record_layers
 
 #: member kinds. 'out'/'in': output/input channels of a conv or linear; 'dw': depthwise conv (input and output
@@ -92,6 +93,7 @@ def build_channel_graph(
     ignored_layers: Iterable[str | nn.Module] = (),
     output_layers: Iterable[str | nn.Module] | None = None,
     verify: bool = True,
+    limits: GraphLimits | None = None,
 ) -> ChannelGraph:
     """Trace ``model`` on ``example_inputs`` (a tensor or a tuple of positional inputs; batch 1 gives per-sample
     MACs) and return its channel groups. The model is not modified (tracing runs on a copy).
@@ -101,11 +103,14 @@ def build_channel_graph(
     is returned, or whose channels reach a returned tensor). The classifier is therefore never prunable.
     ``verify``: prune a copy at a random selection and compare it with the channel-gated original (float64); a
     group whose removal breaks the forward pass or changes the result is marked unprunable with the error.
+    ``limits``: time and size bounds of the trace (``GraphLimits``; default 60 s, 20 M indices). A model the tracer
+    cannot handle raises ``secateurs.errors.GraphError`` with a one-line reason naming the layer or op; a tracer
+    failure confined to one op or one group only blocks the groups it touches.
     """
     names = {m: n for n, m in model.named_modules()}
     ignored = {names.get(x, x) if isinstance(x, nn.Module) else x for x in ignored_layers}
     work = copy.deepcopy(model)
-    raw = _tp_adapter.trace(work, example_inputs)
+    raw = _tp_adapter.trace(work, example_inputs, limits)
     outputs = set(raw.output_modules)
     if output_layers is not None:
         outputs |= {names.get(x, x) if isinstance(x, nn.Module) else x for x in output_layers}
@@ -126,8 +131,10 @@ def build_channel_graph(
 def _to_group(model: nn.Module, raw, outputs: set[str], ignored: set[str], order: dict[str, int]) -> ChannelGroup:
     root_channels = sorted(set(raw.items[0].root_idxs))
     pos = {r: i for i, r in enumerate(root_channels)}
-    members, reasons = [], []
+    members, reasons = [], [raw.error] if raw.error else []
     for item in raw.items:
+        if item.error:
+            reasons.append(f"Torch-Pruning cannot map channels through {item.name} ({item.error})")
         if item.kind == "output":
             reasons.append("its channels reach the model output")
             continue
