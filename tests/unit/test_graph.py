@@ -68,8 +68,11 @@ def test_depthwise_shared_flatten_se():
 
 
 def test_reasons_for_what_torch_pruning_gets_wrong():
-    _, _, grouped = _graph("grouped")
-    assert "grouped conv" in grouped["stem.0:out"].reason and "grouped conv" in grouped["grouped.0:out"].reason
+    _, _, grouped = _graph("grouped")  # groups=2 over 8 channels: channel i of each conv group tied to i + 4
+    for gid in ("stem.0:out", "grouped.0:out"):
+        conv = [m for m in grouped[gid].members if m.module == "grouped.0" and m.kind in ("in", "out")]
+        assert grouped[gid].prunable and conv and dict(zip(conv[0].indices, conv[0].channels)) == {
+            i: i % 4 for i in range(8)}
     _, _, att = _graph("spatial_attention")  # mean over channels: Torch-Pruning calls it channel-preserving
     assert "changes the output" in att["stem.0:out"].reason
     names = dict(att.unprunable)

@@ -7,6 +7,14 @@ linear layer, both sides of a depthwise conv). Channel ``c`` of a group is one s
 the index in that member's own coordinates (e.g. an offset inside a concatenation, or one of the 16 features of a
 flattened 4x4 map) and ``Member.channels[k]`` the group channel it belongs to.
 
+Grouped convolutions (ResNeXt, RegNet) are pruned group-consistently: a conv with ``groups = G`` splits its input
+(output) channels into G equal blocks, and every block must lose the same number of channels or ``groups`` becomes
+invalid. So channels at the same position of every block are *tied* into one group channel (one score, one
+keep/remove decision), exactly as a flattened map ties its H·W features to one channel: removing group channel ``c``
+removes position ``p`` in all G blocks, and the conv stays grouped with width ``G·(size − k)``. Where the group does
+not cover every block of such a conv (a concatenation feeding it, say), no tying can keep the blocks equal and the
+group is kept whole with the reason.
+
 Coupling is derived from the traced autograd graph (Torch-Pruning's dependency graph, behind ``_tp_adapter``), never
 from per-architecture tables. What the tracer cannot express safely is kept in the graph but marked
 ``prunable=False`` with a reason, so callers can always explain why a layer is left alone.
@@ -117,7 +125,7 @@ def build_channel_graph(
     layers, total = record_layers(work, example_inputs)
 
     order = {n: i for i, (n, _) in enumerate(model.named_modules())}
-    groups = [_to_group(work, g, outputs, ignored, order) for g in raw.groups]
+    groups = [_tie_conv_groups(work, _to_group(work, g, outputs, ignored, order)) for g in raw.groups]
     _mark_overlaps(groups)
     graph = ChannelGraph(groups, [], layers, total)
     if verify:
@@ -155,6 +163,48 @@ def _to_group(model: nn.Module, raw, outputs: set[str], ignored: set[str], order
     )
 
 
+def _is_grouped(module: nn.Module) -> bool:
+    return isinstance(module, nn.modules.conv._ConvNd) and module.groups > 1 and not is_depthwise(module)
+
+
+def _tie_conv_groups(model: nn.Module, group: ChannelGroup) -> ChannelGroup:
+    """Tie the channels at equal positions of every block of each grouped conv member (module docstring)."""
+    grouped = [(m, model.get_submodule(m.module)) for m in group.members
+               if m.kind in ("in", "out") and _is_grouped(model.get_submodule(m.module))]
+    if not grouped or not group.prunable:
+        return group
+    parent = list(range(group.width))
+
+    def find(a: int) -> int:
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        return a
+
+    for m, conv in grouped:
+        size = (conv.in_channels if m.kind == "in" else conv.out_channels) // conv.groups
+        first: dict[int, int] = {}
+        for i, c in zip(m.indices, m.channels):
+            root = find(first.setdefault(i % size, c))
+            parent[find(c)] = root
+    roots = sorted({find(c) for c in range(group.width)})
+    new = {r: k for k, r in enumerate(roots)}
+    for m, conv in grouped:  # every tied channel must meet every block equally often
+        size = (conv.in_channels if m.kind == "in" else conv.out_channels) // conv.groups
+        per: dict[int, list[int]] = {}
+        for i, c in zip(m.indices, m.channels):
+            per.setdefault(new[find(c)], [0] * conv.groups)[i // size] += 1
+        if any(len(set(counts)) > 1 for counts in per.values()):
+            _block(group, f"{m.module} is a grouped conv (groups={conv.groups}) and this group covers only part "
+                          "of its conv groups, so they cannot stay equal in width")
+            return group
+    if len(roots) == 1:
+        _block(group, f"{grouped[0][0].module} is a grouped conv with one channel per conv group on this side")
+        return group
+    members = [Member(m.module, m.kind, m.indices, tuple(new[find(c)] for c in m.channels)) for m in group.members]
+    return ChannelGroup(group.id, len(roots), members, group.prunable, group.reason)
+
+
 def _kind(module: nn.Module, side: str) -> str:
     if isinstance(module, nn.modules.conv._ConvNd):
         return "dw" if is_depthwise(module) else side
@@ -176,8 +226,6 @@ def _member_reasons(model, name: str, kind: str, outputs: set[str], ignored: set
         out.append(f"{name} produces a model output")
     if kind in ("out", "dw") and name in ignored:
         out.append(f"{name} is in ignored_layers")
-    if isinstance(module, nn.modules.conv._ConvNd) and module.groups > 1 and kind != "dw":
-        out.append(f"{name} is a grouped conv (groups={module.groups}) whose groups must stay equal in width")
     if getattr(module, "transposed", False):
         out.append(f"{name} is a transposed conv (not in the MACs model)")
     if isinstance(module, _CROSS_CHANNEL_NORMS):
