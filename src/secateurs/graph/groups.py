@@ -77,6 +77,7 @@ class ChannelGraph:
     unprunable: list[tuple[str, str]]  # (layer or op, why it cannot be pruned)
     layers: list[LayerCall] = field(default_factory=list)  # conv/linear calls of the example forward
     total_macs: int = 0  # exact MACs of the example forward (all ops the counter knows)
+    output_layers: list[str] = field(default_factory=list)  # layers whose output is a model output (probe points)
 
     def __getitem__(self, group_id: str) -> ChannelGroup:
         for g in self.groups:
@@ -127,7 +128,7 @@ def build_channel_graph(
     order = {n: i for i, (n, _) in enumerate(model.named_modules())}
     groups = [_tie_conv_groups(work, _to_group(work, g, outputs, ignored, order)) for g in raw.groups]
     _mark_overlaps(groups)
-    graph = ChannelGraph(groups, [], layers, total)
+    graph = ChannelGraph(groups, [], layers, total, sorted(outputs, key=lambda n: order.get(n, len(order))))
     if verify:
         from ._verify import verify_graph  # local: verification uses gates and surgery, which use this module
 
