@@ -121,19 +121,21 @@ def as_tuple(example_inputs: Any) -> tuple:
     return tuple(example_inputs) if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
 
 
-def trace(model: nn.Module, example_inputs: Any, limits: GraphLimits | None = None) -> RawTrace:
+def trace(model: nn.Module, example_inputs: Any, limits: GraphLimits | None = None,
+          observe: Any = None) -> RawTrace:
     """Trace ``model`` (a private copy: Torch-Pruning switches it to eval and keeps references) into raw groups.
 
     Roots are conv/linear layers visited in ``named_modules`` order, so group roots (and the ids built from them)
     are the same for every instance of an architecture. Raises ``GraphError`` (one line) when the trace fails or
-    passes ``limits``.
+    passes ``limits``. ``observe``: a context manager entered around the traced forward pass (to record it).
     """
     outputs: list[torch.Tensor] = []
     budget = _Budget(limits or GraphLimits())
     broken: dict[Any, str] = {}
 
     def forward_fn(m, inputs):
-        out = m(*inputs)
+        with observe if observe is not None else contextlib.nullcontext():
+            out = m(*inputs)
         outputs.extend(tp.utils.flatten_as_list(out))
         return out
 

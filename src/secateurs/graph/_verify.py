@@ -50,6 +50,16 @@ def _double(x: Any) -> Any:
     return x.double() if isinstance(x, torch.Tensor) and x.is_floating_point() else x
 
 
+def _converted_copy(model: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """``deepcopy(model).to(dtype).eval()`` converting each tensor once (deepcopy would clone it first)."""
+    memo: dict[int, Any] = {}
+    for t in [*model.parameters(), *model.buffers()]:
+        if t.is_floating_point() and id(t) not in memo:
+            new = t.detach().to(dtype, copy=True)
+            memo[id(t)] = nn.Parameter(new, requires_grad=t.requires_grad) if isinstance(t, nn.Parameter) else new
+    return copy.deepcopy(model, memo).eval()
+
+
 def _capture(model: nn.Module, names: Sequence[str], store: dict[str, list[torch.Tensor]]) -> list:
     def hook(name):
         def pre(_m, args):
@@ -73,7 +83,7 @@ def equivalence(
     random-init deep nets can output 1e-12, where any absolute tolerance passes. Raises whatever the pruned forward
     raises."""
     inputs = tuple(_double(x) if dtype == torch.float64 else x for x in as_tuple(example_inputs))
-    ref = copy.deepcopy(model).to(dtype).eval()
+    ref = _converted_copy(model, dtype)
     masks = {}
     for gid, chans in removed.items():
         m = torch.ones(graph[gid].width, dtype=dtype)
@@ -89,8 +99,8 @@ def equivalence(
         finally:
             for h in handles:
                 h.remove()
-    cut = copy.deepcopy(pruned) if pruned is not None else remove_channels(copy.deepcopy(model), graph, removed)
-    cut = cut.to(dtype).eval()
+    # one converted copy serves both passes: the reference runs first, then the same copy is cut in place
+    cut = _converted_copy(pruned, dtype) if pruned is not None else remove_channels(ref, graph, removed)
     handles = _capture(cut, heads, got_in)
     try:
         with torch.no_grad():

@@ -29,7 +29,7 @@ import torch.nn as nn
 
 from . import _tp_adapter
 from ._tp_adapter import GraphLimits
-from ._layers import LayerCall, is_depthwise, record_layers
+from ._layers import LayerCall, LayerRecorder, is_depthwise, record_layers
 
 #: member kinds. 'out'/'in': output/input channels of a conv or linear; 'dw': depthwise conv (input and output
 #: channel removed together); 'norm': per-channel norm; 'prelu'; 'param': a bare nn.Parameter; 'other': any other
@@ -119,11 +119,12 @@ def build_channel_graph(
     names = {m: n for n, m in model.named_modules()}
     ignored = {names.get(x, x) if isinstance(x, nn.Module) else x for x in ignored_layers}
     work = copy.deepcopy(model)
-    raw = _tp_adapter.trace(work, example_inputs, limits)
+    recorder = LayerRecorder(work, example_inputs)
+    raw = _tp_adapter.trace(work, example_inputs, limits, observe=recorder)
     outputs = set(raw.output_modules)
     if output_layers is not None:
         outputs |= {names.get(x, x) if isinstance(x, nn.Module) else x for x in output_layers}
-    layers, total = record_layers(work, example_inputs)
+    layers, total = (recorder.calls, recorder.macs) if recorder.done else record_layers(work, example_inputs)
 
     order = {n: i for i, (n, _) in enumerate(model.named_modules())}
     groups = [_tie_conv_groups(work, _to_group(work, g, outputs, ignored, order)) for g in raw.groups]
