@@ -66,6 +66,7 @@ class RawItem:
     op_type: str = ""  # Torch-Pruning's op type name for ops ("CONCAT", "SPLIT", ...)
     channel_op: bool = False  # a split/slice/unbind that Torch-Pruning maps channel indices through
     error: str = ""  # Torch-Pruning failed to derive this op's index mapping (the channels through it are unknown)
+    split_sizes: tuple[int, ...] = ()  # piece sizes of a channel split (dim 1), as traced
 
 
 @dataclass
@@ -154,7 +155,10 @@ def trace(model: nn.Module, example_inputs: Any, limits: GraphLimits | None = No
                              f"{_failing_op(e)}") from e
         budget.charge()
         notes = _fix_split_order(dg)
-        dg._secateurs_mapped = False  # the split order changed: derive the mappings once more
+        for node in dg.module2node.values():  # concat sizes were inferred from the wrong split sizes: again
+            if node.type == tp_ops.OPTYPE.CONCAT:
+                node.module.concat_sizes = None
+        dg._secateurs_mapped = False  # split order and sizes changed: derive the mappings once more
         out_fns = {o.grad_fn for o in outputs if isinstance(o, torch.Tensor) and o.grad_fn is not None}
         names = dg._module2name
         output_modules = {
@@ -254,7 +258,27 @@ def _fix_split_order(dg) -> list[tuple[str, str]]:
             notes.append((str(node.module), "a consumer reads several split pieces (or a piece is read twice)"))
             continue
         node.outputs.sort(key=lambda c: piece[c])
+        _fix_split_sizes(node, notes)
     return notes
+
+
+def _fix_split_sizes(node, notes: list) -> None:
+    """Torch-Pruning reads split sizes from ``_saved_split_sizes``/``_saved_self_sizes``, which ``chunk`` and
+    ``split(int)`` (``SplitBackward0``: ``_saved_split_size``, ``_saved_self_sym_sizes``) do not have; it then infers
+    them from the consumers, and a piece read by a concatenation gets the concatenation's width. Take them from the
+    autograd record instead."""
+    fn = node.grad_fn
+    size, dim = getattr(fn, "_saved_split_size", None), getattr(fn, "_saved_dim", None)
+    shape = getattr(fn, "_saved_self_sym_sizes", None)
+    if not isinstance(size, int) or dim != 1 or shape is None or size <= 0:
+        return
+    width = int(shape[1])
+    pieces = [size] * (width // size) + ([width % size] if width % size else [])
+    if len(pieces) != len(node.outputs):
+        notes.append((str(node.module), "not every piece of the split is read exactly once"))
+        return
+    node.module.split_sizes = pieces
+    node.module.offsets = [sum(pieces[:i]) for i in range(len(pieces) + 1)]
 
 
 def _collect_groups(model: nn.Module, dg, budget: _Budget, broken: dict) -> list[RawGroup]:
@@ -303,9 +327,10 @@ def _translate(dg, names, item) -> RawItem:
     if target in names and not isinstance(target, _OP_CLASSES):
         return RawItem("module", names[target], side, idxs, roots)
     mapped = any(m is not None for dep in node.dependencies for m in dep.index_mapping)
+    sizes = getattr(target, "split_sizes", None) if node.type == tp_ops.OPTYPE.SPLIT else None
     return RawItem(
         "op", str(target), side, idxs, roots, op_type=node.type.name,
-        channel_op=node.type in _CHANNEL_OPS and mapped,
+        channel_op=node.type in _CHANNEL_OPS and mapped, split_sizes=tuple(int(x) for x in sizes or ()),
     )
 
 

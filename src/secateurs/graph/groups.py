@@ -7,13 +7,17 @@ linear layer, both sides of a depthwise conv). Channel ``c`` of a group is one s
 the index in that member's own coordinates (e.g. an offset inside a concatenation, or one of the 16 features of a
 flattened 4x4 map) and ``Member.channels[k]`` the group channel it belongs to.
 
-Grouped convolutions (ResNeXt, RegNet) are pruned group-consistently: a conv with ``groups = G`` splits its input
+Grouped convolutions (ResNeXt, RegNet) and equal-size channel splits (``x.chunk(2, 1)`` in ShuffleNetV2, GhostNet,
+CSP/C2f blocks) are pruned group-consistently: a conv with ``groups = G`` splits its input
 (output) channels into G equal blocks, and every block must lose the same number of channels or ``groups`` becomes
 invalid. So channels at the same position of every block are *tied* into one group channel (one score, one
 keep/remove decision), exactly as a flattened map ties its H·W features to one channel: removing group channel ``c``
-removes position ``p`` in all G blocks, and the conv stays grouped with width ``G·(size − k)``. Where the group does
-not cover every block of such a conv (a concatenation feeding it, say), no tying can keep the blocks equal and the
-group is kept whole with the reason.
+removes position ``p`` in all G blocks, and the conv stays grouped with width ``G·(size − k)``. A chunk is the same
+with pieces for blocks: each piece loses the same positions, so ``chunk(n)`` of the narrower tensor cuts at the new
+boundaries by itself. (A split whose equal sizes are literals in code, ``x.split(4, 1)``, looks the same to the
+tracer; the verification then finds the broken forward and blocks the group.) Where the group does not cover every
+block (a concatenation feeding a grouped conv, say), no tying can keep the blocks equal and the group is kept whole
+with the reason.
 
 Coupling is derived from the traced autograd graph (Torch-Pruning's dependency graph, behind ``_tp_adapter``), never
 from per-architecture tables. What the tracer cannot express safely is kept in the graph but marked
@@ -127,7 +131,7 @@ def build_channel_graph(
     layers, total = (recorder.calls, recorder.macs) if recorder.done else record_layers(work, example_inputs)
 
     order = {n: i for i, (n, _) in enumerate(model.named_modules())}
-    groups = [_tie_conv_groups(work, _to_group(work, g, outputs, ignored, order)) for g in raw.groups]
+    groups = [_tie_channels(work, *_to_group(work, g, outputs, ignored, order)) for g in raw.groups]
     _mark_overlaps(groups)
     graph = ChannelGraph(groups, [], layers, total, sorted(outputs, key=lambda n: order.get(n, len(order))))
     if verify:
@@ -138,9 +142,23 @@ def build_channel_graph(
     return graph
 
 
-def _to_group(model: nn.Module, raw, outputs: set[str], ignored: set[str], order: dict[str, int]) -> ChannelGroup:
+@dataclass(frozen=True)
+class _Tie:
+    """Indices (in ``what``'s coordinates, with the group channel of each) split into ``blocks`` equal blocks of
+    ``size``: every block must lose the same positions."""
+
+    what: str
+    indices: tuple[int, ...]
+    channels: tuple[int, ...]
+    size: int
+    blocks: int
+
+
+def _to_group(model: nn.Module, raw, outputs: set[str], ignored: set[str],
+              order: dict[str, int]) -> tuple[ChannelGroup, list[_Tie]]:
     root_channels = sorted(set(raw.items[0].root_idxs))
     pos = {r: i for i, r in enumerate(root_channels)}
+    ties: list[_Tie] = []
     members, reasons = [], [raw.error] if raw.error else []
     for item in raw.items:
         if item.error:
@@ -149,7 +167,11 @@ def _to_group(model: nn.Module, raw, outputs: set[str], ignored: set[str], order
             reasons.append("its channels reach the model output")
             continue
         if item.kind == "op":
-            if item.channel_op:
+            sizes = item.split_sizes
+            if item.channel_op and len(sizes) > 1 and len(set(sizes)) == 1:  # x.chunk(n, 1): sizes follow width
+                ties.append(_Tie(f"split {item.name}", tuple(item.idxs), tuple(pos[r] for r in item.root_idxs),
+                                 sizes[0], len(sizes)))
+            elif item.channel_op:
                 reasons.append(f"its channels pass through a channel split/slice ({item.name}) whose sizes are "
                                "fixed in forward code")
             continue
@@ -159,21 +181,27 @@ def _to_group(model: nn.Module, raw, outputs: set[str], ignored: set[str], order
         reasons += _member_reasons(model, item.name, kind, outputs, ignored)
     members.sort(key=lambda m: (order.get(m.module, len(order)), KINDS.index(m.kind)))
     reasons = list(dict.fromkeys(reasons))
-    return ChannelGroup(
+    group = ChannelGroup(
         id=f"{raw.root}:out", width=len(root_channels), members=members,
         prunable=not reasons, reason="; ".join(reasons) or None,
     )
+    return group, ties
 
 
 def _is_grouped(module: nn.Module) -> bool:
     return isinstance(module, nn.modules.conv._ConvNd) and module.groups > 1 and not is_depthwise(module)
 
 
-def _tie_conv_groups(model: nn.Module, group: ChannelGroup) -> ChannelGroup:
-    """Tie the channels at equal positions of every block of each grouped conv member (module docstring)."""
-    grouped = [(m, model.get_submodule(m.module)) for m in group.members
-               if m.kind in ("in", "out") and _is_grouped(model.get_submodule(m.module))]
-    if not grouped or not group.prunable:
+def _tie_channels(model: nn.Module, group: ChannelGroup, split_ties: Sequence[_Tie]) -> ChannelGroup:
+    """Tie the channels at equal positions of every block of each grouped conv member and each equal-size split
+    (module docstring); returns the group with one channel per tie."""
+    ties = list(split_ties)
+    for m in group.members:
+        if m.kind in ("in", "out") and _is_grouped(conv := model.get_submodule(m.module)):
+            width = conv.in_channels if m.kind == "in" else conv.out_channels
+            ties.append(_Tie(f"{m.module} is a grouped conv (groups={conv.groups}) and", m.indices, m.channels,
+                             width // conv.groups, conv.groups))
+    if not ties or not group.prunable:
         return group
     parent = list(range(group.width))
 
@@ -183,25 +211,24 @@ def _tie_conv_groups(model: nn.Module, group: ChannelGroup) -> ChannelGroup:
             a = parent[a]
         return a
 
-    for m, conv in grouped:
-        size = (conv.in_channels if m.kind == "in" else conv.out_channels) // conv.groups
+    for t in ties:
         first: dict[int, int] = {}
-        for i, c in zip(m.indices, m.channels):
-            root = find(first.setdefault(i % size, c))
-            parent[find(c)] = root
+        for i, c in zip(t.indices, t.channels):
+            parent[find(c)] = find(first.setdefault(i % t.size, c))
     roots = sorted({find(c) for c in range(group.width)})
     new = {r: k for k, r in enumerate(roots)}
-    for m, conv in grouped:  # every tied channel must meet every block equally often
-        size = (conv.in_channels if m.kind == "in" else conv.out_channels) // conv.groups
+    for t in ties:  # every tied channel must meet every block equally often
         per: dict[int, list[int]] = {}
-        for i, c in zip(m.indices, m.channels):
-            per.setdefault(new[find(c)], [0] * conv.groups)[i // size] += 1
+        for i, c in zip(t.indices, t.channels):
+            per.setdefault(new[find(c)], [0] * t.blocks)[i // t.size] += 1
         if any(len(set(counts)) > 1 for counts in per.values()):
-            _block(group, f"{m.module} is a grouped conv (groups={conv.groups}) and this group covers only part "
-                          "of its conv groups, so they cannot stay equal in width")
+            what = t.what if t.what.endswith(" and") else f"{t.what} splits them in {t.blocks} equal pieces and"
+            _block(group, f"{what} this group covers only part of its conv groups/pieces, so they cannot stay "
+                          "equal in width")
             return group
     if len(roots) == 1:
-        _block(group, f"{grouped[0][0].module} is a grouped conv with one channel per conv group on this side")
+        _block(group, f"its channels are tied into a single one ({ties[0].what.removesuffix(' and')}: one channel "
+                      "per conv group or piece)")
         return group
     members = [Member(m.module, m.kind, m.indices, tuple(new[find(c)] for c in m.channels)) for m in group.members]
     return ChannelGroup(group.id, len(roots), members, group.prunable, group.reason)
