@@ -8,11 +8,11 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from .flops import CountResult, count_model, count_params  # noqa: E402
-from .io import ModelSpec, load, load_checkpoint, save  # noqa: E402
-
-# Lazily exported names -> the module that defines them (imports stay cheap until used).
+# Lazily exported names -> the module that defines them (imports stay cheap until used: ``import secateurs`` and
+# ``secateurs --help`` do not import torch).
 _LAZY = {
+    "CountResult": "flops", "count_model": "flops", "count_params": "flops",
+    "ModelSpec": "io", "load": "io", "load_checkpoint": "io", "save": "io",
     "create_model": "models", "list_models": "models", "register_model": "models",
     "get_dataset": "data", "list_datasets": "data", "register_dataset": "data",
     "TrainConfig": "train", "fit": "train", "evaluate": "train", "Callback": "train",
@@ -25,8 +25,7 @@ _LAZY = {
     "save_sparse": "sparse", "to_sparse_kernels": "sparse", "to_semi_structured": "sparse",
 }
 
-__all__ = ["__version__", "count_model", "count_params", "CountResult", "load", "load_checkpoint", "save",
-           "ModelSpec", *_LAZY]
+__all__ = ["__version__", *_LAZY]
 
 
 def __getattr__(name: str):

@@ -8,15 +8,18 @@ type and its attributes, never to the wording of a message. The CLI prints ``str
 * :class:`UntrustedCodeError` — a checkpoint names a model factory that would import and run code the user has
   not opted into (``trust_model_code=True`` / ``--trust-model-code``);
 * :class:`NonFiniteError` — NaN or infinity where numbers must be finite (weights, a training loss);
-* :class:`OutputError` — an output path that would destroy an input, or is being written by another run.
+* :class:`OutputError` — an output path that would destroy an input, or is being written by another run;
+* :class:`GraphError` — the channel graph of a model cannot be built (a named layer or op, or a bound passed).
+
+Importing this module imports nothing heavy.
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-__all__ = ["InputError", "CheckpointError", "CheckpointNotFoundError", "UntrustedCodeError", "NonFiniteError", "DivergedError",
-           "OutputError"]
+__all__ = ["InputError", "CheckpointError", "CheckpointNotFoundError", "UntrustedCodeError", "NonFiniteError",
+           "DivergedError", "OutputError", "GraphError"]
 
 
 class InputError(ValueError):
@@ -96,3 +99,8 @@ def _rebuild(cls, state, text):
     err.__dict__.update(state)
     Exception.__init__(err, text)
     return err
+
+
+class GraphError(RuntimeError):
+    """The channel graph of a model cannot be built: the tracer failed on a named layer or op, or the group
+    enumeration passed its time or size bound. The message is one line and says what to do."""

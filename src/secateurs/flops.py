@@ -6,6 +6,14 @@ Definition (stated once, used everywhere):
   (``aten.convolution``, ``mm``, ``addmm``, ``bmm``, ``baddbmm``, ``matmul`` and friends), counted by
   :class:`torch.utils.flop_counter.FlopCounterMode` on a real forward pass, so functional ops
   (``x @ w``, ``F.conv2d``) are seen as well as modules.
+* **Attention matmuls count.** ``nn.MultiheadAttention`` and ``nn.TransformerEncoderLayer`` take a fused "fast
+  path" under ``no_grad``/eval whose kernels the counter cannot see, and scaled-dot-product attention on the CPU runs
+  a fused kernel the counter has no formula for. :func:`macs_counter` therefore disables the fast path while it
+  counts (the unfused composition does the same multiply-adds) and counts every SDPA kernel as its two matmuls
+  (QKᵀ and AV), so the total is what the deployed model computes whatever the autograd mode.
+* The counting is ``FlopCounterMode``'s (its formula registry, its per-module attribution) in a dispatch mode of
+  our own: ``FlopCounterMode``'s dispatch is wrapped in ``torch._disable_dynamo``, whose first call imports
+  ``torch._dynamo`` — about 3 s of every CLI command that counts, for nothing (we compile nothing inside a count).
 * **FLOPs = 2 · MACs.** Norms, activations, pooling and elementwise adds are not counted, which is the
   convention of the pruning literature (ResNet-56 on 3×32×32 = 125.5 M MACs).
 * A "FLOPs reduction" is ``1 − MACs_pruned / MACs_dense``; the ratio is the same in MACs or FLOPs.
@@ -15,14 +23,118 @@ against :func:`count_model` so that both agree on every model.
 """
 from __future__ import annotations
 
+import contextlib
+from collections import defaultdict
 from dataclasses import asdict, dataclass, field
-from typing import Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils._python_dispatch import TorchDispatchMode
 
-__all__ = ["LayerCount", "CountResult", "count_model", "count_params", "count_macs"]
+__all__ = ["LayerCount", "CountResult", "count_model", "count_params", "count_macs", "macs_counter",
+           "no_attention_fastpath"]
+
+
+@contextlib.contextmanager
+def no_attention_fastpath() -> Iterator[None]:
+    """Run ``nn.MultiheadAttention``/``nn.Transformer*`` layers unfused (plain matmuls, visible to counters and
+    exporters) inside the block; the previous setting is restored on exit."""
+    was = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        yield
+    finally:
+        torch.backends.mha.set_fastpath_enabled(was)
+
+
+def _sdpa_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    from torch.utils.flop_counter import sdpa_flop_count
+
+    return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+def _registry() -> dict:
+    """``FlopCounterMode``'s formulas, plus the SDPA kernels it has none for (the CPU flash kernel)."""
+    from torch.utils.flop_counter import flop_registry, shape_wrapper
+
+    names = ("_scaled_dot_product_flash_attention_for_cpu", "_scaled_dot_product_fused_attention_overrideable")
+    ops = (getattr(torch.ops.aten, n, None) for n in names)
+    extra = {op: shape_wrapper(_sdpa_flops) for op in ops if op is not None and op not in flop_registry}
+    return {**flop_registry, **extra}
+
+
+class FlopCounter:
+    """Counts FLOPs (2 per MAC) of the ops run inside it, per module (keys ``"<RootClass>.<name>"``, cumulative
+    over children, and ``"Global"``), with the same API as ``FlopCounterMode``: ``get_total_flops()``,
+    ``get_flop_counts()``. Not re-entrant."""
+
+    def __init__(self):
+        from torch.utils.module_tracker import ModuleTracker
+
+        self.registry = _registry()
+        self.counts: dict[str, dict[Any, int]] = defaultdict(lambda: defaultdict(int))
+        self._tracker = ModuleTracker()
+        self._mode: _CountingMode | None = None
+
+    def __enter__(self) -> "FlopCounter":
+        self.counts.clear()
+        self._tracker.__enter__()
+        self._mode = _CountingMode(self)
+        self._mode.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        mode, self._mode = self._mode, None
+        try:
+            return mode.__exit__(*exc)
+        finally:
+            self._tracker.__exit__()
+
+    def count(self, func, out, args, kwargs) -> None:
+        formula = self.registry.get(func._overloadpacket)
+        if formula is not None:
+            n = formula(*args, **kwargs, out_val=out)
+            for parent in set(self._tracker.parents):
+                self.counts[parent][func._overloadpacket] += n
+
+    def get_total_flops(self) -> int:
+        return sum(self.counts["Global"].values())
+
+    def get_flop_counts(self) -> dict[str, dict[Any, int]]:
+        return {k: dict(v) for k, v in self.counts.items()}
+
+
+class _CountingMode(TorchDispatchMode):
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:
+        # TorchDispatchMode wraps every subclass's dispatch in torch._disable_dynamo, importing torch._dynamo (~3 s)
+        # on the first op. Nothing is compiled inside a count, so there is nothing to disable.
+        return False
+
+    def __init__(self, counter: FlopCounter):
+        super().__init__()
+        self.counter = counter
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func._overloadpacket not in self.counter.registry and func is not torch.ops.prim.device.default:
+            with self:  # composite ops: count what they decompose into (as FlopCounterMode does)
+                out = func.decompose(*args, **kwargs)
+            if out is not NotImplemented:
+                return out
+        out = func(*args, **kwargs)
+        self.counter.count(func, out, args, kwargs)
+        return out
+
+
+@contextlib.contextmanager
+def macs_counter() -> Iterator[FlopCounter]:
+    """The one FLOP counter of secateurs (see module docstring). ``counter.get_total_flops() // 2`` is the MACs of
+    what ran inside the block."""
+    counter = FlopCounter()
+    with no_attention_fastpath(), counter:
+        yield counter
 
 
 @dataclass
@@ -111,9 +223,8 @@ def count_model(model: nn.Module, input_shape: Sequence[int], *, batch_size: int
             handles.append(mod.register_forward_hook(_shape_hook(shapes, name)))
     was_training = model.training
     model.eval()
-    counter = FlopCounterMode(display=False)
     try:
-        with torch.no_grad(), counter:
+        with torch.no_grad(), macs_counter() as counter:
             model(_example_input(model, input_shape, batch_size))
     finally:
         for h in handles:

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from fixtures.topologies import EXPECTED, TOPOLOGIES, ZOO_FAST, ZOO_SLOW, make, zoo_case
-from secateurs.graph import build_channel_graph, explain
+from secateurs.graph import _tp_adapter, build_channel_graph, explain
 
 # prunable groups per zoo model, counted by hand from the architectures: resnet20/56: 3 residual streams + one inner
 # width per block; vgg16: 13 convs + 1 hidden linear; densenet40: stem + 36 dense layers + 2 transitions;
@@ -48,11 +48,15 @@ def test_concat_members_carry_offsets():
 
 def test_split_order_fixed_and_reported():
     # Torch-Pruning maps chunk pieces to consumers in traversal order (right.0 got channels 0..3); we repair it
-    _, _, graph = _graph("split")
+    model, x, graph = _graph("split")
+    raw = {(i.name, i.side): i for g in _tp_adapter.trace(copy.deepcopy(model), x).groups if g.root == "stem.0"
+           for i in g.items}
+    assert raw[("left.0", "in")].root_idxs == [0, 1, 2, 3] and raw[("right.0", "in")].root_idxs == [4, 5, 6, 7]
+    # the chunk ties channel i of each half: one group channel per pair, pruned symmetrically
     stem = _members(graph, "stem.0:out")
-    assert stem[("left.0", "in")] == ((0, 1, 2, 3), (0, 1, 2, 3))
-    assert stem[("right.0", "in")] == ((0, 1, 2, 3), (4, 5, 6, 7))
-    assert not graph["stem.0:out"].prunable and "split" in graph["stem.0:out"].reason
+    assert stem[("stem.0", "out")] == (tuple(range(8)), (0, 1, 2, 3, 0, 1, 2, 3))
+    assert stem[("left.0", "in")] == stem[("right.0", "in")] == ((0, 1, 2, 3), (0, 1, 2, 3))
+    assert graph["stem.0:out"].prunable and graph["stem.0:out"].width == 4
 
 
 def test_depthwise_shared_flatten_se():
@@ -68,8 +72,11 @@ def test_depthwise_shared_flatten_se():
 
 
 def test_reasons_for_what_torch_pruning_gets_wrong():
-    _, _, grouped = _graph("grouped")
-    assert "grouped conv" in grouped["stem.0:out"].reason and "grouped conv" in grouped["grouped.0:out"].reason
+    _, _, grouped = _graph("grouped")  # groups=2 over 8 channels: channel i of each conv group tied to i + 4
+    for gid in ("stem.0:out", "grouped.0:out"):
+        conv = [m for m in grouped[gid].members if m.module == "grouped.0" and m.kind in ("in", "out")]
+        assert grouped[gid].prunable and conv and dict(zip(conv[0].indices, conv[0].channels)) == {
+            i: i % 4 for i in range(8)}
     _, _, att = _graph("spatial_attention")  # mean over channels: Torch-Pruning calls it channel-preserving
     assert "changes the output" in att["stem.0:out"].reason
     names = dict(att.unprunable)

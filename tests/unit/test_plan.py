@@ -75,12 +75,12 @@ def test_bn_zeroing_at_producer_is_not_removal():
 
 
 def test_apply_rejects_bad_plans():
-    model, x = make("grouped")
+    model, x = make("spatial_attention")
     graph = build_channel_graph(model, x)
     with pytest.raises(ValueError, match="not prunable"):
         apply_plan(model, PruningPlan.from_kept(graph, {"stem.0:out": [0, 1]}), x, graph=graph)
     with pytest.raises(ValueError, match="width"):
-        apply_plan(model, PruningPlan({"tail.0:out": [0]}, {"tail.0:out": 9}), x, graph=graph)
+        apply_plan(model, PruningPlan({"body.0:out": [0]}, {"body.0:out": 9}), x, graph=graph)
     with pytest.raises(ValueError, match="not a group"):
         apply_plan(model, PruningPlan({"nope:out": [0]}, {"nope:out": 2}), x, graph=graph)
 

@@ -8,7 +8,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import InputError
+from ..errors import GraphError, InputError
 
 
 class UsageError(Exception):
@@ -29,11 +29,12 @@ def handle_errors(parser: argparse.ArgumentParser, command: str):
     status = _Status()
     try:
         yield status
-    except (UsageError, InputError, FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError,
-            PermissionError) as e:
+    except (UsageError, InputError, GraphError, FileNotFoundError, FileExistsError, IsADirectoryError,
+            NotADirectoryError, PermissionError) as e:
         if os.environ.get("SECATEURS_DEBUG"):
             raise
-        # by type: our errors format themselves; OSErrors carry the path; others their first argument
+        # by type: our errors format themselves; OSErrors carry the path; others (GraphError: a model the tracer
+        # cannot handle is the user's input, not our crash) their first argument
         if isinstance(e, (InputError, UsageError)):
             msg = str(e)
         elif isinstance(e, OSError) and e.filename is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 
 from . import _common as c
+from ._graph_args import add_graph_limit_args, graph_limits
 
 
 def add_parser(sub) -> None:
@@ -49,6 +50,7 @@ def add_parser(sub) -> None:
     c.add_data_args(p)
     c.add_run_args(p)
     c.add_trust_arg(p)
+    add_graph_limit_args(p)
     p.set_defaults(run=run)
 
 
@@ -59,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
+    from ..graph import build_channel_graph
     from ..io import save
     from ..report import latency_ms
     from ..structured import PruningPlan, compose_plans
@@ -84,7 +87,9 @@ def run(args: argparse.Namespace) -> int:
     config = AutoBotConfig(beta=args.beta, gamma=args.gamma, lr=args.lr, batches=args.batches,
                            batch_size=args.batch_size, tolerance=args.tolerance, seed=args.seed)
     try:
-        result = autoprune(model, data, args.flops_reduction, config=config, progress=False if args.quiet else None)
+        graph = build_channel_graph(model, data.train_x[:1], limits=graph_limits(args))
+        result = autoprune(model, data, args.flops_reduction, config=config, graph=graph,
+                           progress=False if args.quiet else None)
     except ValueError as e:
         if "out of reach" in str(e) or "no selection reaches" in str(e):
             raise c.UsageError(f"--flops-reduction {args.flops_reduction}: {e}") from None

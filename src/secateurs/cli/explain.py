@@ -6,6 +6,7 @@ import argparse
 import json
 
 from . import _common as c
+from ._graph_args import add_graph_limit_args, graph_limits
 
 
 def add_parser(sub) -> None:
@@ -16,6 +17,7 @@ def add_parser(sub) -> None:
                                    "that cannot be pruned, with the reason.")
     c.add_model_source_args(p)
     p.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    add_graph_limit_args(p)
     p.set_defaults(run=run)
 
 
@@ -27,7 +29,8 @@ def run(args: argparse.Namespace) -> int:
     model, shape, name = c.resolve_model_source(args)
     model.eval()
     # a seeded random input, not zeros: the graph's verification compares outputs, and zeros hide channel mixing
-    result = explain(model, torch.randn(1, *shape, generator=torch.Generator().manual_seed(0)))
+    result = explain(model, torch.randn(1, *shape, generator=torch.Generator().manual_seed(0)),
+                     limits=graph_limits(args))
     if args.json:
         print(json.dumps({
             "model": name, "input_shape": shape, "total_macs": result.total_macs,

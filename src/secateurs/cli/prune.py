@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 
 from . import _common as c
+from ._graph_args import add_graph_limit_args, graph_limits
 
 CRITERIA = ("l1", "l2", "bn", "taylor", "random")
 
@@ -42,6 +43,7 @@ def add_parser(sub) -> None:
     c.add_data_args(p)
     c.add_run_args(p)
     c.add_trust_arg(p)
+    add_graph_limit_args(p)
     p.set_defaults(run=run)
 
 
@@ -77,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     model, spec = ckpt.model.eval(), ckpt.spec
     dense = count_model(model, data.input_shape)
     example = data.train_x[:2]
-    graph = build_channel_graph(model, example)
+    graph = build_channel_graph(model, example, limits=graph_limits(args))
 
     batches = (calibration_batches(data, args.calib_batches, args.batch_size, args.seed)
                if args.criterion == "taylor" else None)

@@ -11,12 +11,13 @@ Criteria (channel scores) and policies (selection) live in ``secateurs.structure
 Torch-Pruning.
 """
 from ._layers import LayerCall
+from ._tp_adapter import GraphLimits
 from .explain import Explanation, GroupInfo, explain
 from .gates import ChannelGate, GatePoint, gate_points
 from .groups import ChannelGraph, ChannelGroup, Member, build_channel_graph
 from .surgery import remove_channels, removal_indices
 
 __all__ = [
-    "ChannelGate", "ChannelGraph", "ChannelGroup", "Explanation", "GatePoint", "GroupInfo", "LayerCall", "Member",
+    "ChannelGate", "ChannelGraph", "ChannelGroup", "Explanation", "GatePoint", "GraphLimits", "GroupInfo", "LayerCall", "Member",
     "build_channel_graph", "explain", "gate_points", "removal_indices", "remove_channels",
 ]

@@ -9,14 +9,15 @@ are divided by the batch size (dim 0 of the first input), so a graph traced on a
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn as nn
-from torch.utils.flop_counter import FlopCounterMode
 
+from ..flops import macs_counter
 from ._tp_adapter import as_tuple
 
 
@@ -49,34 +50,56 @@ def is_depthwise(module: nn.Module) -> bool:
     )
 
 
+class LayerRecorder:
+    """Context manager around *one* forward pass of ``model``: records its conv/linear calls (``calls``) and its exact
+    MACs (``macs``), both per example. The channel graph records during Torch-Pruning's trace forward, so building
+    a graph costs one forward pass, not two; later uses of the same recorder record nothing."""
+
+    def __init__(self, model: nn.Module, example_inputs: Any):
+        inputs = as_tuple(example_inputs)
+        self.batch = inputs[0].shape[0] if isinstance(inputs[0], torch.Tensor) and inputs[0].dim() > 0 else 1
+        self.model, self.calls, self.macs, self.done = model, [], 0, False
+        self._stack: contextlib.ExitStack | None = None
+
+    def _hook(self, names: dict):
+        batch = self.batch
+
+        def hook(module, inputs, output):
+            if isinstance(module, nn.Linear):
+                rows = output.numel() // module.out_features // batch
+                self.calls.append(LayerCall(names[module], "linear", module.in_features, module.out_features, 1,
+                                            rows, 1))
+            else:
+                rows = output.numel() // module.out_channels // batch
+                k = math.prod(module.kernel_size)
+                self.calls.append(LayerCall(names[module], "conv", module.in_channels, module.out_channels,
+                                            module.groups, rows, k))
+
+        return hook
+
+    def __enter__(self) -> "LayerRecorder":
+        self._stack = contextlib.ExitStack()
+        if self.done:
+            return self
+        names = {m: n for n, m in self.model.named_modules()}
+        hook = self._hook(names)
+        for m in self.model.modules():
+            if isinstance(m, (nn.Linear, nn.modules.conv._ConvNd)) and not getattr(m, "transposed", False):
+                self._stack.callback(m.register_forward_hook(hook).remove)
+        self._counter = self._stack.enter_context(macs_counter())
+        return self
+
+    def __exit__(self, *exc) -> None:
+        stack, self._stack = self._stack, None
+        stack.close()
+        if not self.done:
+            self.macs = int(self._counter.get_total_flops()) // 2 // self.batch
+            self.done = True
+
+
 def record_layers(model: nn.Module, example_inputs: Any) -> tuple[list[LayerCall], int]:
     """Run one forward (no grad) and return the conv/linear calls in execution order and the exact MACs total,
     both per example."""
-    inputs = as_tuple(example_inputs)
-    batch = inputs[0].shape[0] if isinstance(inputs[0], torch.Tensor) and inputs[0].dim() > 0 else 1
-    calls: list[LayerCall] = []
-    names = {m: n for n, m in model.named_modules()}
-
-    def hook(module, inputs, output):
-        if isinstance(module, nn.Linear):
-            rows = output.numel() // module.out_features // batch
-            calls.append(LayerCall(names[module], "linear", module.in_features, module.out_features, 1, rows, 1))
-        else:
-            rows = output.numel() // module.out_channels // batch
-            k = math.prod(module.kernel_size)
-            calls.append(
-                LayerCall(names[module], "conv", module.in_channels, module.out_channels, module.groups, rows, k)
-            )
-
-    handles = [
-        m.register_forward_hook(hook)
-        for m in model.modules()
-        if isinstance(m, (nn.Linear, nn.modules.conv._ConvNd)) and not getattr(m, "transposed", False)
-    ]
-    try:
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            model(*inputs)
-    finally:
-        for h in handles:
-            h.remove()
-    return calls, int(counter.get_total_flops()) // 2 // batch
+    with torch.no_grad(), LayerRecorder(model, example_inputs) as rec:
+        model(*as_tuple(example_inputs))
+    return rec.calls, rec.macs

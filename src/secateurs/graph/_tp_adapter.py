@@ -19,19 +19,37 @@ Fixes applied here (the split order is pinned by ``test_graph.py::test_split_ord
   (a concatenation added to a wider tensor), leaving the rest in no group; we root a group at every still-uncovered
   channel instead.
 
+Guards (Torch-Pruning can crash or explode on real models; neither may reach the user as a traceback):
+
+* **index mapping node by node.** Torch-Pruning derives the index mappings of every concat/split/reshape node in one
+  loop, re-run for every root layer; one node it cannot size (ShuffleNetV2's channel shuffle: ZeroDivisionError)
+  aborts the whole graph. While we trace, that loop runs once per graph (the graph does not change between roots;
+  it is re-derived once after the split-order fix) and node by node: a failing node keeps no mapping and every group
+  whose channels reach it is blocked with the error. Scoped to ``trace`` (the module attribute is restored).
+* **failures of one group** (``get_pruning_group``) block that root's group with the error; other groups survive.
+* **bounded enumeration.** ``GraphLimits``: wall time of the whole trace and the number of channel indices the index
+  mappings and groups produce (the memory of the enumeration); passing either raises ``GraphError`` naming the
+  layer being enumerated and the keyword that raises the bound.
+* a failure of the trace itself becomes ``GraphError`` naming the op it happened at.
+
 Everything Torch-Pruning cannot express (grouped convs, channel-mixing ops it believes channel-preserving, split sizes
 fixed in code) is *detected* by the caller (``groups.py`` rules and ``_verify.py``), not here.
 """
 from __future__ import annotations
 
+import contextlib
+import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 import torch.nn as nn
 import torch_pruning as tp
 from torch_pruning import ops as tp_ops
+from torch_pruning.dependency import index_mapping as tp_index_mapping
+
+from ..errors import GraphError
 
 _CHANNEL_OPS = (tp_ops.OPTYPE.SPLIT, tp_ops.OPTYPE.SLICE, tp_ops.OPTYPE.UNBIND)
 
@@ -47,12 +65,50 @@ class RawItem:
     root_idxs: list[int]  # for each index, the root channel it is coupled to
     op_type: str = ""  # Torch-Pruning's op type name for ops ("CONCAT", "SPLIT", ...)
     channel_op: bool = False  # a split/slice/unbind that Torch-Pruning maps channel indices through
+    error: str = ""  # Torch-Pruning failed to derive this op's index mapping (the channels through it are unknown)
+    split_sizes: tuple[int, ...] = ()  # piece sizes of a channel split (dim 1), as traced
 
 
 @dataclass
 class RawGroup:
     root: str  # name of the root layer (its output channels define the group)
     items: list[RawItem] = field(default_factory=list)
+    error: str = ""  # Torch-Pruning failed while enumerating this group (items then hold only the root)
+
+
+@dataclass(frozen=True)
+class GraphLimits:
+    """Bounds on tracing one model. ``seconds``: wall time of the trace and group enumeration; ``indices``: channel
+    indices produced by the index mappings and groups (each is a Python object: ~100 bytes, so the default bounds
+    the enumeration to a few GB). ``None`` disables a bound."""
+
+    seconds: float | None = 60.0
+    indices: int | None = 20_000_000
+
+    def __post_init__(self):
+        if self.seconds is not None and not self.seconds > 0:
+            raise ValueError(f"GraphLimits.seconds must be > 0 or None, got {self.seconds!r}")
+        if self.indices is not None and not (isinstance(self.indices, int) and self.indices > 0):
+            raise ValueError(f"GraphLimits.indices must be a positive int or None, got {self.indices!r}")
+
+
+class _Budget:
+    """Counts time and indices against ``GraphLimits``; ``where`` names the layer being enumerated."""
+
+    def __init__(self, limits: GraphLimits):
+        self.limits, self.start, self.used, self.where = limits, time.monotonic(), 0, "the dependency trace"
+
+    def charge(self, n: int = 0) -> None:
+        self.used += n
+        lim = self.limits
+        if lim.indices is not None and self.used > lim.indices:
+            raise GraphError(
+                f"channel graph: group enumeration produced more than {lim.indices:,} channel indices (at "
+                f"{self.where}); raise the bound with --graph-max-indices or GraphLimits(indices=...)")
+        if lim.seconds is not None and time.monotonic() - self.start > lim.seconds:
+            raise GraphError(
+                f"channel graph: tracing took longer than {lim.seconds:g} s (at {self.where}); raise the bound "
+                "with --graph-time-limit or GraphLimits(seconds=...)")
 
 
 @dataclass
@@ -66,34 +122,123 @@ def as_tuple(example_inputs: Any) -> tuple:
     return tuple(example_inputs) if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
 
 
-def trace(model: nn.Module, example_inputs: Any) -> RawTrace:
+def trace(model: nn.Module, example_inputs: Any, limits: GraphLimits | None = None,
+          observe: Any = None) -> RawTrace:
     """Trace ``model`` (a private copy: Torch-Pruning switches it to eval and keeps references) into raw groups.
 
     Roots are conv/linear layers visited in ``named_modules`` order, so group roots (and the ids built from them)
-    are the same for every instance of an architecture.
+    are the same for every instance of an architecture. Raises ``GraphError`` (one line) when the trace fails or
+    passes ``limits``. ``observe``: a context manager entered around the traced forward pass (to record it).
     """
     outputs: list[torch.Tensor] = []
+    budget = _Budget(limits or GraphLimits())
+    broken: dict[Any, str] = {}
 
     def forward_fn(m, inputs):
-        out = m(*inputs)
+        with observe if observe is not None else contextlib.nullcontext():
+            out = m(*inputs)
         outputs.extend(tp.utils.flatten_as_list(out))
         return out
 
     for p in model.parameters():  # frozen weights would leave no grad_fn to trace
         p.requires_grad_(True)
-    with warnings.catch_warnings(), torch.enable_grad():
+    with warnings.catch_warnings(), torch.enable_grad(), _guarded_index_mapping(broken, budget):
         warnings.simplefilter("ignore")
-        dg = tp.DependencyGraph().build_dependency(
-            model, as_tuple(example_inputs), forward_fn=forward_fn, verbose=False
-        )
+        try:
+            dg = tp.DependencyGraph().build_dependency(
+                model, as_tuple(example_inputs), forward_fn=forward_fn, verbose=False
+            )
+        except GraphError:
+            raise
+        except Exception as e:
+            raise GraphError(f"channel graph: Torch-Pruning cannot trace the model ({_one_line(e)}) at "
+                             f"{_failing_op(e)}") from e
+        budget.charge()
         notes = _fix_split_order(dg)
+        for node in dg.module2node.values():  # concat sizes were inferred from the wrong split sizes: again
+            if node.type == tp_ops.OPTYPE.CONCAT:
+                node.module.concat_sizes = None
+        dg._secateurs_mapped = False  # split order and sizes changed: derive the mappings once more
         out_fns = {o.grad_fn for o in outputs if isinstance(o, torch.Tensor) and o.grad_fn is not None}
         names = dg._module2name
         output_modules = {
             names[m] for m, node in dg.module2node.items() if node.grad_fn in out_fns and m in names
         }
-        groups = _collect_groups(model, dg)
+        groups = _collect_groups(model, dg, budget, broken)
+    notes += [(str(node.module), f"Torch-Pruning cannot map channels through it ({why})")
+              for node, why in broken.items()]
     return RawTrace(groups, output_modules, notes)
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0][:160]}" if text else type(e).__name__
+
+
+def _failing_op(e: BaseException) -> str:
+    """Name the graph node or module Torch-Pruning was working on when ``e`` was raised (innermost frame first)."""
+    tb, frames = e.__traceback__, []
+    while tb is not None:
+        frames.append(tb.tb_frame)
+        tb = tb.tb_next
+    for frame in reversed(frames):
+        for value in frame.f_locals.values():
+            if hasattr(value, "grad_fn") and hasattr(value, "module") and hasattr(value, "dependencies"):
+                return f"{value.module} ({value.grad_fn.name() if value.grad_fn is not None else 'no grad_fn'})"
+            if isinstance(value, nn.Module) and frame.f_code.co_filename.find("torch_pruning") >= 0:
+                return type(value).__name__
+    return "an unknown op"
+
+
+class _OneNode:
+    """A view of a dependency graph with a single node, so Torch-Pruning's mapping update runs node by node."""
+
+    def __init__(self, dg, module, node):
+        self._dg, self.module2node = dg, {module: node}
+
+    def __getattr__(self, name):
+        return getattr(self._dg, name)
+
+
+class _CountedMapping:
+    """An index mapping that charges the indices it produces to the budget (bounds memory mid-group)."""
+
+    def __init__(self, fn, budget: _Budget):
+        self.fn, self.budget = fn, budget
+
+    def __call__(self, idxs):
+        out = self.fn(idxs)
+        self.budget.charge(len(out))
+        return out
+
+
+@contextlib.contextmanager
+def _guarded_index_mapping(broken: dict, budget: _Budget) -> Iterator[None]:
+    real = tp_index_mapping.update_index_mapping
+
+    def update(dg) -> None:
+        if getattr(dg, "_secateurs_mapped", False):  # called again for every root: nothing changed since
+            return
+        for module, node in list(dg.module2node.items()):
+            try:
+                real(_OneNode(dg, module, node))
+            except Exception as e:  # noqa: BLE001 — the node is reported and its groups blocked
+                broken[node] = _one_line(e)
+        for node in broken:  # a half-derived mapping can be garbage (strides of 0 or 10^4): pass indices unchanged
+            for dep in node.dependencies + [d for n in node.inputs + node.outputs for d in n.dependencies
+                                            if d.target is node]:
+                dep.index_mapping = [None] * len(dep.index_mapping)
+        for node in dg.module2node.values():
+            for dep in node.dependencies:
+                dep.index_mapping = [m if m is None or isinstance(m, _CountedMapping) else _CountedMapping(m, budget)
+                                     for m in dep.index_mapping]
+        dg._secateurs_mapped = True
+
+    tp_index_mapping.update_index_mapping = update
+    try:
+        yield
+    finally:
+        tp_index_mapping.update_index_mapping = real
 
 
 def _fix_split_order(dg) -> list[tuple[str, str]]:
@@ -113,25 +258,56 @@ def _fix_split_order(dg) -> list[tuple[str, str]]:
             notes.append((str(node.module), "a consumer reads several split pieces (or a piece is read twice)"))
             continue
         node.outputs.sort(key=lambda c: piece[c])
+        _fix_split_sizes(node, notes)
     return notes
 
 
-def _collect_groups(model: nn.Module, dg) -> list[RawGroup]:
+def _fix_split_sizes(node, notes: list) -> None:
+    """Torch-Pruning reads split sizes from ``_saved_split_sizes``/``_saved_self_sizes``, which ``chunk`` and
+    ``split(int)`` (``SplitBackward0``: ``_saved_split_size``, ``_saved_self_sym_sizes``) do not have; it then infers
+    them from the consumers, and a piece read by a concatenation gets the concatenation's width. Take them from the
+    autograd record instead."""
+    fn = node.grad_fn
+    size, dim = getattr(fn, "_saved_split_size", None), getattr(fn, "_saved_dim", None)
+    shape = getattr(fn, "_saved_self_sym_sizes", None)
+    if not isinstance(size, int) or dim != 1 or shape is None or size <= 0:
+        return
+    width = int(shape[1])
+    pieces = [size] * (width // size) + ([width % size] if width % size else [])
+    if len(pieces) != len(node.outputs):
+        notes.append((str(node.module), "not every piece of the split is read exactly once"))
+        return
+    node.module.split_sizes = pieces
+    node.module.offsets = [sum(pieces[:i]) for i in range(len(pieces) + 1)]
+
+
+def _collect_groups(model: nn.Module, dg, budget: _Budget, broken: dict) -> list[RawGroup]:
     names = dg._module2name
     covered: dict[str, set[int]] = {}
     groups = []
-    for name, module in model.named_modules():
-        if not isinstance(module, (nn.modules.conv._ConvNd, nn.Linear)) or module not in dg.module2node:
-            continue
+    roots = [(n, m) for n, m in model.named_modules()
+             if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear)) and m in dg.module2node]
+    for k, (name, module) in enumerate(roots):
         width = module.out_channels if isinstance(module, nn.modules.conv._ConvNd) else module.out_features
         todo = sorted(set(range(width)) - covered.get(name, set()))
         if not todo:
             continue
+        budget.where = f"layer {name!r} ({k + 1}/{len(roots)} layers)"
+        budget.charge(width)
         pruner = dg.get_pruner_of_module(module)
-        tp_group = dg.get_pruning_group(module, pruner.prune_out_channels, todo)
+        try:
+            tp_group = dg.get_pruning_group(module, pruner.prune_out_channels, todo)
+        except GraphError:
+            raise
+        except Exception as e:  # noqa: BLE001 — this root's group is blocked; the rest of the graph survives
+            groups.append(RawGroup(name, [RawItem("module", name, "out", todo, todo)],
+                                   error=f"Torch-Pruning failed on it ({_one_line(e)} at {_failing_op(e)})"))
+            continue
         group = RawGroup(root=name)
         for item in tp_group:
             raw = _translate(dg, names, item)
+            raw.error = broken.get(item.dep.target, "")
+            budget.charge(len(raw.idxs))
             group.items.append(raw)
             if raw.kind == "module" and raw.side == "out":
                 covered.setdefault(raw.name, set()).update(raw.idxs)
@@ -151,9 +327,10 @@ def _translate(dg, names, item) -> RawItem:
     if target in names and not isinstance(target, _OP_CLASSES):
         return RawItem("module", names[target], side, idxs, roots)
     mapped = any(m is not None for dep in node.dependencies for m in dep.index_mapping)
+    sizes = getattr(target, "split_sizes", None) if node.type == tp_ops.OPTYPE.SPLIT else None
     return RawItem(
         "op", str(target), side, idxs, roots, op_type=node.type.name,
-        channel_op=node.type in _CHANNEL_OPS and mapped,
+        channel_op=node.type in _CHANNEL_OPS and mapped, split_sizes=tuple(int(x) for x in sizes or ()),
     )
 
 

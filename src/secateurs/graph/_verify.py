@@ -8,7 +8,9 @@ with the error instead of being pruned wrongly later.
 from __future__ import annotations
 
 import copy
+import math
 import random
+from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 import torch
@@ -17,9 +19,21 @@ import torch.nn as nn
 from ._tp_adapter import as_tuple
 from .gates import ChannelGate
 from .groups import ChannelGraph, _block
-from .surgery import remove_channels
+from .surgery import removal_indices, remove_channels
 
 REL_TOL = 1e-9  # float64: exact up to round-off
+
+
+@dataclass
+class Equivalence:
+    """Masked original vs physically pruned copy. ``max_rel_diff``: the largest difference at any probe relative to
+    that probe's magnitude (``nan`` when every probe is all zeros: nothing could be compared). ``max_abs_diff``: the
+    largest absolute difference of the model outputs."""
+
+    max_abs_diff: float
+    max_rel_diff: float
+    probes: int  # probes compared (non-zero reference)
+    degenerate: int  # probes whose reference is all zeros (skipped unless the pruned one is not)
 
 
 def _flat(out: Any) -> list[torch.Tensor]:
@@ -36,35 +50,100 @@ def _double(x: Any) -> Any:
     return x.double() if isinstance(x, torch.Tensor) and x.is_floating_point() else x
 
 
-def masked_vs_pruned(
+def _converted_copy(model: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """``deepcopy(model).to(dtype).eval()`` converting each tensor once (deepcopy would clone it first)."""
+    memo: dict[int, Any] = {}
+    for t in [*model.parameters(), *model.buffers()]:
+        if t.is_floating_point() and id(t) not in memo:
+            new = t.detach().to(dtype, copy=True)
+            memo[id(t)] = nn.Parameter(new, requires_grad=t.requires_grad) if isinstance(t, nn.Parameter) else new
+    return copy.deepcopy(model, memo).eval()
+
+
+def _capture(model: nn.Module, names: Sequence[str], store: dict[str, list[torch.Tensor]]) -> list:
+    def hook(name):
+        def pre(_m, args):
+            if args and isinstance(args[0], torch.Tensor):
+                store.setdefault(name, []).append(args[0].detach())
+        return pre
+
+    return [model.get_submodule(n).register_forward_pre_hook(hook(n)) for n in names]
+
+
+def equivalence(
     model: nn.Module, graph: ChannelGraph, removed: Mapping[str, Sequence[int]], example_inputs: Any,
     *, pruned: nn.Module | None = None, dtype: torch.dtype = torch.float64,
-) -> float:
-    """Max abs difference between ``model`` with ``removed`` channels gated to zero and its physically pruned copy
-    (``pruned`` if already cut), both in eval mode and ``dtype``. Raises whatever the pruned forward raises."""
+) -> Equivalence:
+    """Compare ``model`` with ``removed`` channels gated to zero and its physically pruned copy (``pruned`` if
+    already cut), both in eval mode and ``dtype``, *relative to the magnitude* of what is compared.
+
+    Probes: every model output, and the input of every layer that produces a model output (the features the head
+    reads, with the removed input channels dropped from the reference). The second probe is what keeps the check
+    meaningful when the outputs are degenerate: a zero-initialised head outputs exact zeros whatever was pruned, and
+    random-init deep nets can output 1e-12, where any absolute tolerance passes. Raises whatever the pruned forward
+    raises."""
     inputs = tuple(_double(x) if dtype == torch.float64 else x for x in as_tuple(example_inputs))
-    ref = copy.deepcopy(model).to(dtype).eval()
+    ref = _converted_copy(model, dtype)
     masks = {}
     for gid, chans in removed.items():
         m = torch.ones(graph[gid].width, dtype=dtype)
         m[list(chans)] = 0
         masks[gid] = m
+    heads = [n for n in graph.output_layers if isinstance(ref.get_submodule(n), (nn.Linear, nn.modules.conv._ConvNd))]
+    want_in: dict[str, list[torch.Tensor]] = {}
+    got_in: dict[str, list[torch.Tensor]] = {}
     with torch.no_grad(), ChannelGate(ref, graph, masks):
-        want = _flat(ref(*inputs))
-    cut = copy.deepcopy(pruned) if pruned is not None else remove_channels(copy.deepcopy(model), graph, removed)
-    cut = cut.to(dtype).eval()
-    with torch.no_grad():
-        got = _flat(cut(*inputs))
+        handles = _capture(ref, heads, want_in)
+        try:
+            want = _flat(ref(*inputs))
+        finally:
+            for h in handles:
+                h.remove()
+    # one converted copy serves both passes: the reference runs first, then the same copy is cut in place
+    cut = _converted_copy(pruned, dtype) if pruned is not None else remove_channels(ref, graph, removed)
+    handles = _capture(cut, heads, got_in)
+    try:
+        with torch.no_grad():
+            got = _flat(cut(*inputs))
+    finally:
+        for h in handles:
+            h.remove()
     if len(got) != len(want) or any(a.shape != b.shape for a, b in zip(got, want)):
         raise RuntimeError(f"output shapes changed: {[tuple(t.shape) for t in want]} -> {[tuple(t.shape) for t in got]}")
-    return max((float((a - b).abs().max()) for a, b in zip(got, want) if a.numel()), default=0.0)
+    pairs = list(zip(want, got))
+    cut_idx = removal_indices(graph, removed)
+    for name in heads:
+        module = ref.get_submodule(name)
+        dim = -1 if isinstance(module, nn.Linear) else 1
+        drop = set(cut_idx.get((name, "in"), ()))
+        for a, b in zip(want_in.get(name, []), got_in.get(name, [])):
+            keep = torch.tensor([i for i in range(a.shape[dim]) if i not in drop], dtype=torch.long)
+            a = a.index_select(dim, keep)
+            if a.shape != b.shape:
+                raise RuntimeError(f"input of {name} changed shape: {tuple(a.shape)} -> {tuple(b.shape)}")
+            pairs.append((a, b))
+    abs_diff = max((float((a - b).abs().max()) for a, b in zip(want, got) if a.numel()), default=0.0)
+    rel, probes, degenerate = 0.0, 0, 0
+    for a, b in pairs:
+        if not a.numel():
+            continue
+        scale, diff = float(a.abs().max()), float((a - b).abs().max())
+        if scale == 0.0:
+            degenerate += 1
+            if diff > 0:
+                rel = math.inf
+            continue
+        probes += 1
+        rel = max(rel, diff / scale)
+    return Equivalence(abs_diff, rel if probes or rel == math.inf else math.nan, probes, degenerate)
 
 
-def _scale(model: nn.Module, example_inputs: Any) -> float:
-    ref = copy.deepcopy(model).double().eval()
-    with torch.no_grad():
-        outs = _flat(ref(*(_double(x) for x in as_tuple(example_inputs))))
-    return max([1.0] + [float(o.abs().max()) for o in outs if o.numel()])
+def masked_vs_pruned(
+    model: nn.Module, graph: ChannelGraph, removed: Mapping[str, Sequence[int]], example_inputs: Any,
+    *, pruned: nn.Module | None = None, dtype: torch.dtype = torch.float64,
+) -> float:
+    """Max abs difference of the outputs of the masked and the pruned model (see ``equivalence``)."""
+    return equivalence(model, graph, removed, example_inputs, pruned=pruned, dtype=dtype).max_abs_diff
 
 
 def verify_graph(model: nn.Module, graph: ChannelGraph, example_inputs: Any, seed: int = 0) -> None:
@@ -76,16 +155,15 @@ def verify_graph(model: nn.Module, graph: ChannelGraph, example_inputs: Any, see
     }
     if not removed:
         return
-    tol = REL_TOL * _scale(model, example_inputs)
 
     def failure(subset) -> str | None:
         try:
-            diff = masked_vs_pruned(model, graph, subset, example_inputs)
+            eq = equivalence(model, graph, subset, example_inputs)
         except Exception as e:  # noqa: BLE001 — any failure of the pruned copy is the finding
             return f"pruning it breaks the forward pass ({type(e).__name__}: {str(e).splitlines()[0][:160]})"
-        if diff > tol:
-            return (f"pruning it changes the output vs zeroing its channels (max diff {diff:.3g}): an op between "
-                    "producer and consumers mixes channels or has sizes fixed in code")
+        if eq.max_rel_diff > REL_TOL:  # nan (all probes zero) compares False: nothing to judge by
+            return (f"pruning it changes the output vs zeroing its channels (relative diff {eq.max_rel_diff:.3g}): "
+                    "an op between producer and consumers mixes channels or has sizes fixed in code")
         return None
 
     if failure(removed) is None:

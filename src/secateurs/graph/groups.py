@@ -7,6 +7,18 @@ linear layer, both sides of a depthwise conv). Channel ``c`` of a group is one s
 the index in that member's own coordinates (e.g. an offset inside a concatenation, or one of the 16 features of a
 flattened 4x4 map) and ``Member.channels[k]`` the group channel it belongs to.
 
+Grouped convolutions (ResNeXt, RegNet) and equal-size channel splits (``x.chunk(2, 1)`` in ShuffleNetV2, GhostNet,
+CSP/C2f blocks) are pruned group-consistently: a conv with ``groups = G`` splits its input
+(output) channels into G equal blocks, and every block must lose the same number of channels or ``groups`` becomes
+invalid. So channels at the same position of every block are *tied* into one group channel (one score, one
+keep/remove decision), exactly as a flattened map ties its H·W features to one channel: removing group channel ``c``
+removes position ``p`` in all G blocks, and the conv stays grouped with width ``G·(size − k)``. A chunk is the same
+with pieces for blocks: each piece loses the same positions, so ``chunk(n)`` of the narrower tensor cuts at the new
+boundaries by itself. (A split whose equal sizes are literals in code, ``x.split(4, 1)``, looks the same to the
+tracer; the verification then finds the broken forward and blocks the group.) Where the group does not cover every
+block (a concatenation feeding a grouped conv, say), no tying can keep the blocks equal and the group is kept whole
+with the reason.
+
 Coupling is derived from the traced autograd graph (Torch-Pruning's dependency graph, behind ``_tp_adapter``), never
 from per-architecture tables. What the tracer cannot express safely is kept in the graph but marked
 ``prunable=False`` with a reason, so callers can always explain why a layer is left alone.
@@ -20,7 +32,8 @@ from typing import Any, Iterable, Sequence
 import torch.nn as nn
 
 from . import _tp_adapter
-from ._layers import LayerCall, is_depthwise, record_layers
+from ._tp_adapter import GraphLimits
+from ._layers import LayerCall, LayerRecorder, is_depthwise, record_layers
 
 #: member kinds. 'out'/'in': output/input channels of a conv or linear; 'dw': depthwise conv (input and output
 #: channel removed together); 'norm': per-channel norm; 'prelu'; 'param': a bare nn.Parameter; 'other': any other
@@ -68,6 +81,7 @@ class ChannelGraph:
     unprunable: list[tuple[str, str]]  # (layer or op, why it cannot be pruned)
     layers: list[LayerCall] = field(default_factory=list)  # conv/linear calls of the example forward
     total_macs: int = 0  # exact MACs of the example forward (all ops the counter knows)
+    output_layers: list[str] = field(default_factory=list)  # layers whose output is a model output (probe points)
 
     def __getitem__(self, group_id: str) -> ChannelGroup:
         for g in self.groups:
@@ -92,6 +106,7 @@ def build_channel_graph(
     ignored_layers: Iterable[str | nn.Module] = (),
     output_layers: Iterable[str | nn.Module] | None = None,
     verify: bool = True,
+    limits: GraphLimits | None = None,
 ) -> ChannelGraph:
     """Trace ``model`` on ``example_inputs`` (a tensor or a tuple of positional inputs; batch 1 gives per-sample
     MACs) and return its channel groups. The model is not modified (tracing runs on a copy).
@@ -101,20 +116,24 @@ def build_channel_graph(
     is returned, or whose channels reach a returned tensor). The classifier is therefore never prunable.
     ``verify``: prune a copy at a random selection and compare it with the channel-gated original (float64); a
     group whose removal breaks the forward pass or changes the result is marked unprunable with the error.
+    ``limits``: time and size bounds of the trace (``GraphLimits``; default 60 s, 20 M indices). A model the tracer
+    cannot handle raises ``secateurs.errors.GraphError`` with a one-line reason naming the layer or op; a tracer
+    failure confined to one op or one group only blocks the groups it touches.
     """
     names = {m: n for n, m in model.named_modules()}
     ignored = {names.get(x, x) if isinstance(x, nn.Module) else x for x in ignored_layers}
-    work = copy.deepcopy(model)
-    raw = _tp_adapter.trace(work, example_inputs)
+    work = _tracing_copy(model)
+    recorder = LayerRecorder(work, example_inputs)
+    raw = _tp_adapter.trace(work, example_inputs, limits, observe=recorder)
     outputs = set(raw.output_modules)
     if output_layers is not None:
         outputs |= {names.get(x, x) if isinstance(x, nn.Module) else x for x in output_layers}
-    layers, total = record_layers(work, example_inputs)
+    layers, total = (recorder.calls, recorder.macs) if recorder.done else record_layers(work, example_inputs)
 
     order = {n: i for i, (n, _) in enumerate(model.named_modules())}
-    groups = [_to_group(work, g, outputs, ignored, order) for g in raw.groups]
+    groups = [_tie_channels(work, *_to_group(work, g, outputs, ignored, order)) for g in raw.groups]
     _mark_overlaps(groups)
-    graph = ChannelGraph(groups, [], layers, total)
+    graph = ChannelGraph(groups, [], layers, total, sorted(outputs, key=lambda n: order.get(n, len(order))))
     if verify:
         from ._verify import verify_graph  # local: verification uses gates and surgery, which use this module
 
@@ -123,16 +142,43 @@ def build_channel_graph(
     return graph
 
 
-def _to_group(model: nn.Module, raw, outputs: set[str], ignored: set[str], order: dict[str, int]) -> ChannelGroup:
+@dataclass(frozen=True)
+class _Tie:
+    """Indices (in ``what``'s coordinates, with the group channel of each) split into ``blocks`` equal blocks of
+    ``size``: every block must lose the same positions."""
+
+    what: str
+    indices: tuple[int, ...]
+    channels: tuple[int, ...]
+    size: int
+    blocks: int
+
+
+def _tracing_copy(model: nn.Module) -> nn.Module:
+    """A structural copy whose parameters share the original's storage (Torch-Pruning sets ``requires_grad`` and
+    switches the copy to eval, but never writes weights): deep-copying 25 M weights was a tenth of a build."""
+    memo = {id(p): nn.Parameter(p.detach(), requires_grad=p.requires_grad) for p in model.parameters()}
+    return copy.deepcopy(model, memo)
+
+
+def _to_group(model: nn.Module, raw, outputs: set[str], ignored: set[str],
+              order: dict[str, int]) -> tuple[ChannelGroup, list[_Tie]]:
     root_channels = sorted(set(raw.items[0].root_idxs))
     pos = {r: i for i, r in enumerate(root_channels)}
-    members, reasons = [], []
+    ties: list[_Tie] = []
+    members, reasons = [], [raw.error] if raw.error else []
     for item in raw.items:
+        if item.error:
+            reasons.append(f"Torch-Pruning cannot map channels through {item.name} ({item.error})")
         if item.kind == "output":
             reasons.append("its channels reach the model output")
             continue
         if item.kind == "op":
-            if item.channel_op:
+            sizes = item.split_sizes
+            if item.channel_op and len(sizes) > 1 and len(set(sizes)) == 1:  # x.chunk(n, 1): sizes follow width
+                ties.append(_Tie(f"split {item.name}", tuple(item.idxs), tuple(pos[r] for r in item.root_idxs),
+                                 sizes[0], len(sizes)))
+            elif item.channel_op:
                 reasons.append(f"its channels pass through a channel split/slice ({item.name}) whose sizes are "
                                "fixed in forward code")
             continue
@@ -142,10 +188,57 @@ def _to_group(model: nn.Module, raw, outputs: set[str], ignored: set[str], order
         reasons += _member_reasons(model, item.name, kind, outputs, ignored)
     members.sort(key=lambda m: (order.get(m.module, len(order)), KINDS.index(m.kind)))
     reasons = list(dict.fromkeys(reasons))
-    return ChannelGroup(
+    group = ChannelGroup(
         id=f"{raw.root}:out", width=len(root_channels), members=members,
         prunable=not reasons, reason="; ".join(reasons) or None,
     )
+    return group, ties
+
+
+def _is_grouped(module: nn.Module) -> bool:
+    return isinstance(module, nn.modules.conv._ConvNd) and module.groups > 1 and not is_depthwise(module)
+
+
+def _tie_channels(model: nn.Module, group: ChannelGroup, split_ties: Sequence[_Tie]) -> ChannelGroup:
+    """Tie the channels at equal positions of every block of each grouped conv member and each equal-size split
+    (module docstring); returns the group with one channel per tie."""
+    ties = list(split_ties)
+    for m in group.members:
+        if m.kind in ("in", "out") and _is_grouped(conv := model.get_submodule(m.module)):
+            width = conv.in_channels if m.kind == "in" else conv.out_channels
+            ties.append(_Tie(f"{m.module} is a grouped conv (groups={conv.groups}) and", m.indices, m.channels,
+                             width // conv.groups, conv.groups))
+    if not ties or not group.prunable:
+        return group
+    parent = list(range(group.width))
+
+    def find(a: int) -> int:
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        return a
+
+    for t in ties:
+        first: dict[int, int] = {}
+        for i, c in zip(t.indices, t.channels):
+            parent[find(c)] = find(first.setdefault(i % t.size, c))
+    roots = sorted({find(c) for c in range(group.width)})
+    new = {r: k for k, r in enumerate(roots)}
+    for t in ties:  # every tied channel must meet every block equally often
+        per: dict[int, list[int]] = {}
+        for i, c in zip(t.indices, t.channels):
+            per.setdefault(new[find(c)], [0] * t.blocks)[i // t.size] += 1
+        if any(len(set(counts)) > 1 for counts in per.values()):
+            what = t.what if t.what.endswith(" and") else f"{t.what} splits them in {t.blocks} equal pieces and"
+            _block(group, f"{what} this group covers only part of its conv groups/pieces, so they cannot stay "
+                          "equal in width")
+            return group
+    if len(roots) == 1:
+        _block(group, f"its channels are tied into a single one ({ties[0].what.removesuffix(' and')}: one channel "
+                      "per conv group or piece)")
+        return group
+    members = [Member(m.module, m.kind, m.indices, tuple(new[find(c)] for c in m.channels)) for m in group.members]
+    return ChannelGroup(group.id, len(roots), members, group.prunable, group.reason)
 
 
 def _kind(module: nn.Module, side: str) -> str:
@@ -169,8 +262,6 @@ def _member_reasons(model, name: str, kind: str, outputs: set[str], ignored: set
         out.append(f"{name} produces a model output")
     if kind in ("out", "dw") and name in ignored:
         out.append(f"{name} is in ignored_layers")
-    if isinstance(module, nn.modules.conv._ConvNd) and module.groups > 1 and kind != "dw":
-        out.append(f"{name} is a grouped conv (groups={module.groups}) whose groups must stay equal in width")
     if getattr(module, "transposed", False):
         out.append(f"{name} is a transposed conv (not in the MACs model)")
     if isinstance(module, _CROSS_CHANNEL_NORMS):
@@ -182,16 +273,18 @@ def _member_reasons(model, name: str, kind: str, outputs: set[str], ignored: set
 
 def _mark_overlaps(groups: list[ChannelGroup]) -> None:
     """A channel claimed by two groups means the tracer's coupling is inconsistent: keep both groups whole."""
-    owner: dict[tuple[str, str, int], ChannelGroup] = {}
+    claimed: dict[tuple[str, str], dict[int, ChannelGroup]] = {}
     for g in groups:
         for m in g.members:
-            for i in m.indices:
-                key = (m.module, m.side, i)
-                other = owner.setdefault(key, g)
+            owner = claimed.setdefault((m.module, m.side), {})
+            clash = owner.keys() & set(m.indices)  # set arithmetic first: the per-index walk only on a clash
+            for i in sorted(clash):
+                other = owner[i]
                 if other is not g:
                     for h in (g, other):
                         _block(h, f"channel {i} of {m.module} ({m.side}) also belongs to group "
                                   f"{(other if h is g else g).id}")
+            owner.update(dict.fromkeys(set(m.indices) - clash, g))
 
 
 def _block(group: ChannelGroup, reason: str) -> None:
@@ -202,27 +295,29 @@ def _block(group: ChannelGroup, reason: str) -> None:
 
 def _unprunable_layers(graph: ChannelGraph, notes: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
     """Per layer side (``"name (out)"``/``"name (in)"``): the channels no prunable group controls, and why."""
-    owner: dict[tuple[str, str, int], ChannelGroup] = {}
+    owner: dict[tuple[str, str], dict[int, ChannelGroup]] = {}
     for g in graph.groups:
         for m in g.members:
-            for i in m.indices:
-                owner[(m.module, "in" if m.kind == "in" else "out", i)] = g
-                if m.kind == "dw":
-                    owner[(m.module, "in", i)] = g
+            sides = ("out", "in") if m.kind == "dw" else ("in" if m.kind == "in" else "out",)
+            for side in sides:
+                owner.setdefault((m.module, side), {}).update(dict.fromkeys(m.indices, g))
     out: dict[str, str] = {}
     for call in graph.layers:
         for side, n in (("out", call.out_channels), ("in", call.in_channels)):
-            whys = []
-            for i in range(n):
-                g = owner.get((call.module, side, i))
-                if g is None:
-                    whys.append("they come from the model input" if side == "in" else "no group covers them")
-                elif not g.prunable:
-                    whys.append(f"group {g.id}: {g.reason}")
-            if whys:
-                key = f"{call.module} ({side})"
-                uniq = list(dict.fromkeys(whys))
-                out[key] = f"{len(whys)}/{n} channels fixed: " + "; ".join(uniq)
+            seen = owner.get((call.module, side), {})
+            whys: dict[str, int] = {}  # reason -> channels, in first-seen order
+            free = n - sum(1 for i in seen if i < n)
+            if free:
+                whys["they come from the model input" if side == "in" else "no group covers them"] = free
+            count: dict[int, list] = {}  # id(group) -> [group, channels], in first-seen order
+            for g in seen.values():
+                count.setdefault(id(g), [g, 0])[1] += 1
+            for g, k in count.values():
+                if not g.prunable:
+                    whys[f"group {g.id}: {g.reason}"] = k
+            fixed = sum(whys.values())
+            if fixed:
+                out[f"{call.module} ({side})"] = f"{fixed}/{n} channels fixed: " + "; ".join(whys)
     for op, problem in notes:
         out[op] = problem
     return list(out.items())

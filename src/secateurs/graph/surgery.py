@@ -5,11 +5,13 @@ concatenation belongs to several groups, and cutting one group's slice first wou
 """
 from __future__ import annotations
 
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, Sequence
 
+import torch
 import torch.nn as nn
 
 from . import _tp_adapter
+from ._layers import is_depthwise
 from .groups import ChannelGraph
 
 
@@ -37,5 +39,25 @@ def removal_indices(graph: ChannelGraph, removed: Mapping[str, Iterable[int]]) -
 def remove_channels(model: nn.Module, graph: ChannelGraph, removed: Mapping[str, Iterable[int]]) -> nn.Module:
     """Cut the channels ``removed`` (group id -> group channels) out of ``model`` in place; returns ``model``."""
     for (name, side), idxs in removal_indices(graph, removed).items():
-        _tp_adapter.prune_module(model.get_submodule(name), side, idxs)
+        module = model.get_submodule(name)
+        if side == "in" and isinstance(module, nn.modules.conv._ConvNd) and module.groups > 1 \
+                and not is_depthwise(module):
+            _prune_grouped_conv_inputs(module, idxs)
+        else:
+            _tp_adapter.prune_module(module, side, idxs)
     return model
+
+
+def _prune_grouped_conv_inputs(conv: nn.modules.conv._ConvNd, idxs: Sequence[int]) -> None:
+    """Remove input channels ``idxs`` of a grouped conv: conv group ``b`` (its rows of the weight) keeps the columns
+    of its own kept inputs. Every conv group must lose equally many (the graph ties them so)."""
+    g, size = conv.groups, conv.in_channels // conv.groups
+    drop = set(int(i) for i in idxs)
+    keep = [[i - b * size for i in range(b * size, (b + 1) * size) if i not in drop] for b in range(g)]
+    if len({len(k) for k in keep}) != 1 or not keep[0]:
+        raise ValueError(f"grouped conv: removing inputs {sorted(drop)} leaves unequal conv groups {keep}")
+    rows = conv.out_channels // g
+    w = conv.weight.data
+    parts = [w[b * rows:(b + 1) * rows][:, torch.tensor(keep[b], dtype=torch.long, device=w.device)] for b in range(g)]
+    conv.weight = nn.Parameter(torch.cat(parts, 0).contiguous(), requires_grad=conv.weight.requires_grad)
+    conv.in_channels = g * len(keep[0])

@@ -4,7 +4,10 @@ Verification (on by default) checks three independent things, because each catch
 model runs (shapes consistent); its exact MACs and parameter count equal the predictions made *before* surgery
 from the channel graph (``SoftMacsModel`` at the hard selection, and a per-layer shape count); and, in eval mode on
 the example batch, its outputs equal the unpruned model's with the removed channels gated to zero at their
-consumers (``mask_model``), in float64, to ``atol``.
+consumers (``mask_model``), in float64. That last check is scale-aware (``graph._verify.equivalence``): it compares
+the outputs *and* the features the output layers read, each relative to its own magnitude (``rtol``), so tiny or
+zero outputs (a zero-initialised head) cannot make it pass trivially; ``atol`` bounds the absolute output
+difference as well. When every probe is exactly zero nothing can be checked, and that is an error too.
 """
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ import torch
 import torch.nn as nn
 
 from ..graph._layers import is_depthwise, record_layers
-from ..graph._verify import masked_vs_pruned
+from ..graph._verify import equivalence
 from ..graph.gates import ChannelGate
 from ..graph.groups import ChannelGraph, build_channel_graph
 from ..graph.surgery import removal_indices, remove_channels
@@ -32,6 +35,7 @@ class PruneReport:
     params_before: int
     params_after: int
     max_abs_diff: float | None  # masked vs pruned outputs (None when not verified)
+    max_rel_diff: float | None = None  # the same, relative to each probe's magnitude (see module docstring)
 
     @property
     def macs_reduction(self) -> float:
@@ -93,7 +97,7 @@ def _params_after(m: nn.Module, ko: int, ki: int) -> int:
 
 def apply_plan(
     model: nn.Module, plan: PruningPlan, example_inputs: Any, *,
-    graph: ChannelGraph | None = None, verify: bool = True, atol: float = 1e-5,
+    graph: ChannelGraph | None = None, verify: bool = True, atol: float = 1e-5, rtol: float = 1e-7,
 ) -> PruneReport:
     """Remove the channels ``plan`` drops from ``model`` in place and return a ``PruneReport``.
 
@@ -125,7 +129,12 @@ def apply_plan(
         raise RuntimeError(
             f"pruned model has {macs} MACs / {params} params; the graph predicted {want_macs} / {want_params}"
         )
-    diff = masked_vs_pruned(ref, graph, plan.removed(), example_inputs, pruned=model)
-    if diff > atol:
-        raise RuntimeError(f"pruned outputs differ from the masked model by {diff:.3g} (> atol={atol})")
-    return PruneReport(soft.total, macs, params_before, params, diff)
+    eq = equivalence(ref, graph, plan.removed(), example_inputs, pruned=model)
+    if eq.max_rel_diff != eq.max_rel_diff:  # nan
+        raise RuntimeError(f"cannot verify the pruned model: all {eq.degenerate} probes (outputs and the inputs of "
+                           "the output layers) are exactly zero on the example batch; use other example inputs or "
+                           "verify=False")
+    if eq.max_rel_diff > rtol or eq.max_abs_diff > atol:
+        raise RuntimeError(f"pruned outputs differ from the masked model by {eq.max_rel_diff:.3g} relative "
+                           f"(rtol={rtol}), {eq.max_abs_diff:.3g} absolute (atol={atol})")
+    return PruneReport(soft.total, macs, params_before, params, eq.max_abs_diff, eq.max_rel_diff)

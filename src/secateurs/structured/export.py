@@ -8,6 +8,10 @@ batch; the batch dimension stays dynamic in the ONNX graph), restore the model's
 ONNX: torch >= 2.9 defaults to the ``torch.export``-based exporter, which needs the ``onnxscript`` package; the
 TorchScript-based exporter (``dynamo=False``, the default here) needs only ``onnx`` and works offline. Its
 deprecation warning is silenced; pass ``dynamo=True`` to use the new exporter when ``onnxscript`` is installed.
+
+Attention layers are traced unfused (``no_attention_fastpath``): in eval/no_grad ``nn.MultiheadAttention`` and
+``nn.TransformerEncoderLayer`` would otherwise record ``aten::_native_multi_head_attention`` /
+``_transformer_encoder_layer_fwd``, which neither ONNX nor a plain TorchScript consumer supports.
 """
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ from typing import Any, Iterator
 import torch
 import torch.nn as nn
 
+from ..flops import no_attention_fastpath
 from ..io import atomic_path
 
 __all__ = ["export_torchscript", "export_onnx"]
@@ -30,7 +35,7 @@ def _eval_quiet(model: nn.Module) -> Iterator[None]:
     was_training = model.training
     model.eval()
     try:
-        with warnings.catch_warnings(), torch.no_grad():
+        with warnings.catch_warnings(), torch.no_grad(), no_attention_fastpath():
             warnings.simplefilter("ignore", DeprecationWarning)
             warnings.simplefilter("ignore", FutureWarning)
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
