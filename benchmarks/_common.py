@@ -47,7 +47,7 @@ def environment(threads: int) -> dict:
         pass
     return {"secateurs": __version__, "torch": torch.__version__, "python": platform.python_version(),
             "platform": platform.platform(), "cpu": cpu, "cpu_count": os.cpu_count(), "torch_threads": threads,
-            "date": time.strftime("%Y-%m-%d %H:%M:%S"), "argv": sys.argv}
+            "date": time.strftime("%Y-%m-%d %H:%M:%S"), "argv": sys.argv, "loadavg_start": os.getloadavg()}
 
 
 def mean_std(values) -> tuple[float, float]:
@@ -70,6 +70,14 @@ def write_results(stem: str, payload: dict, markdown: str) -> None:
     tmp = RESULTS / f".{stem}.md.tmp"
     tmp.write_text(markdown)
     os.replace(tmp, RESULTS / f"{stem}.md")
+
+
+def rewrite_markdown(stem: str, markdown) -> None:
+    """Regenerate ``results/<stem>.md`` from the committed ``<stem>.json`` with ``markdown(payload)`` (no run)."""
+    import json
+
+    payload = json.loads((RESULTS / f"{stem}.json").read_text())
+    write_results(stem, payload, markdown(payload))
 
 
 def checkpoint_dir(model: str, data: str, seed: int) -> Path:

@@ -104,16 +104,6 @@ def main() -> None:
     write_results(args.stem, payload, markdown(payload))
 
 
-def rewrite(stem: str = "nm_accuracy") -> None:
-    """Regenerate the markdown table from the committed JSON (no training)."""
-    import json
-
-    from _common import RESULTS
-
-    payload = json.loads((RESULTS / f"{stem}.json").read_text())
-    write_results(stem, payload, markdown(payload))
-
-
 def markdown(p: dict) -> str:
     env = p["environment"]
     out = ["# 2:4 semi-structured vs unstructured 50 % sparsity (issue 13)\n",

@@ -148,16 +148,6 @@ def main() -> None:
     write_results(args.stem, payload, markdown(payload))
 
 
-def rewrite(stem: str = "sparse_inference") -> None:
-    """Regenerate the markdown table from the committed JSON (no measurement)."""
-    import json
-
-    from _common import RESULTS
-
-    payload = json.loads((RESULTS / f"{stem}.json").read_text())
-    write_results(stem, payload, markdown(payload))
-
-
 def markdown(p: dict) -> str:
     env = p["environment"]
     out = [f"# Sparse checkpoints and sparse-kernel CPU inference (issue 13)\n",
