@@ -14,7 +14,9 @@ Two studies:
   the mandatory mask update at cycle and hold starts.
 * ``--study grid``: candidate cyclical defaults (cycles, restart sparsity, ramp) under the protocol (60k, library
   training defaults), GMP run once per seed and shared.
-* ``--study protocol``: the protocol at every sparsity and seed with the configuration given by ``--config``.
+* ``--study protocol``: the protocol at every sparsity and seed with the configuration given by ``--config``
+  (``distill``: the sparse phase trains with :class:`secateurs.distill.DistillationLoss` from the dense model,
+  library defaults A = 0.5, T = 4, for GMP and cyclical alike).
 
     python benchmarks/cyclical_protocol.py --study factors --sparsities 0.99 --seeds 0 1 2
     python benchmarks/cyclical_protocol.py --study protocol --sparsities 0.9 0.95 0.98 0.99 0.995 --seeds 0 1 2 3 4
@@ -34,6 +36,7 @@ import torch
 
 from _common import environment, mean_std, write_results
 from secateurs.data import get_dataset
+from secateurs.distill import DistillationLoss, DistillConfig
 from secateurs.models import create_model
 from secateurs.schedules import Cyclical
 from secateurs.train import TrainConfig, fit
@@ -56,6 +59,7 @@ class Setting:
     cycles: int | None = None
     restart_sparsity: float | None = None
     ramp: float | None = None
+    distill: bool = False               # train the sparse student with DistillationLoss from the dense model
 
     def train_config(self, seed: int, **kw) -> TrainConfig:
         extra = {} if self.nesterov is None else {"nesterov": self.nesterov}
@@ -105,8 +109,13 @@ def sparse_run(setting: Setting, data, sparsity: float, seed: int, cyclical: boo
                    freeze_final=setting.freeze_final)
 
     cb = SparsifierCallback(factory, bn_batches=0)
+    criterion = None
+    if setting.distill:
+        teacher = create_model("mlp", num_classes=10, in_channels=1)
+        teacher.load_state_dict(state)
+        criterion = DistillationLoss(teacher, DistillConfig())
     t0 = time.perf_counter()
-    res = fit(model, data, setting.train_config(seed, **SPARSE), callbacks=[cb], progress=False)
+    res = fit(model, data, setting.train_config(seed, **SPARSE), callbacks=[cb], progress=False, criterion=criterion)
     return {"setting": setting.name, "method": "cyclical" if cyclical else "GMP", "sparsity": sparsity,
             "seed": seed, "accuracy": res.accuracy, "realised": cb.summary["sparsity"],
             "recovered": cb.summary["recovered_fraction"], "dense_accuracy": dense_acc,
@@ -149,6 +158,7 @@ GRID = [
 CONFIGS = {
     "defaults": Setting("library defaults (60k)"),
     "reference-like": Setting("Nesterov off, 60k", nesterov=False),
+    "distill": Setting("library defaults + distillation from the dense model", distill=True),
 }
 
 
@@ -202,7 +212,7 @@ def main() -> None:
                 for cyclical in (False, True):
                     # GMP ignores the cyclical fields: run it once per training set-up and reuse it
                     key = (setting.nesterov, setting.val_size, setting.freeze_final, setting.boundary_updates,
-                           s, seed)
+                           setting.distill, s, seed)
                     if not cyclical and key in gmp_done:
                         rows.append({**gmp_done[key], "setting": setting.name})
                         continue

@@ -152,3 +152,18 @@ def test_killed_sparsify_resumes_to_the_uninterrupted_result(tmp_path, monkeypat
         err = capsys.readouterr().err.strip()
         assert exc.value.code == 2 and flag in err and needle in err and "Traceback" not in err, err
         assert len(err.splitlines()) == 1 and not (tmp_path / "x").exists()
+
+
+def test_sparsify_with_distillation_from_the_dense_checkpoint(tmp_path):
+    dense = tmp_path / "dense"
+    assert main(["train", "--model", "mlp", "--epochs", "1", "--lr", "0.05", *COMMON, "--out", str(dense)]) == 0
+    argv = ["sparsify", "--checkpoint", str(dense), "--sparsity", "0.8", "--epochs", "1", "--update-every", "5",
+            "--lr", "0.02", *COMMON]
+    assert main(argv + ["--out", str(tmp_path / "plain")]) == 0
+    assert main(argv + ["--distill-from", str(dense), "--distill-weight", "1", "--out", str(tmp_path / "kd")]) == 0
+    s = json.loads((tmp_path / "kd" / "summary.json").read_text())
+    assert s["distill"]["teacher"] == str(dense) and s["distill"]["weight"] == 1.0
+    assert s["sparsity"] == pytest.approx(0.8, abs=1e-3)
+    a, b = load_file(str(tmp_path / "plain" / "model.safetensors")), load_file(str(tmp_path / "kd" / "model.safetensors"))
+    assert any(not torch.equal(a[k], b[k]) for k in a)  # the loss changed the weights
+    assert json.loads((tmp_path / "plain" / "summary.json").read_text())["distill"] is None

@@ -73,6 +73,7 @@ def add_parser(sub) -> None:
                    help="print the resolved schedule as a table and exit without training or writing")
     c.add_data_args(p)
     c.add_train_args(p, epochs=10, lr=0.05, warmup=0.0)
+    c.add_distill_args(p.add_argument_group("distillation"), "--distill-from")
     c.add_run_args(p, out_required=False)
     c.add_trust_arg(p)
     p.set_defaults(run=run)
@@ -173,8 +174,15 @@ def run(args: argparse.Namespace) -> int:
         model.train()
     else:
         model, spec = c.make_model(args.model, data)
+    criterion = None
+    if args.distill_from is not None:  # e.g. the dense checkpoint being sparsified
+        from .prune import check_compatible
+
+        teacher = c.load_checkpoint_arg(args.distill_from, flag="--distill-from", trust=args.trust_model_code)
+        check_compatible(teacher, data, flag="--distill-from")
+        criterion = c.distill_criterion(args, teacher.model, next(model.parameters()).device)
     config = c.train_config(args)
-    trainer = c.make_trainer(args, model, data, config)
+    trainer = c.make_trainer(args, model, data, config, criterion=criterion)
     schedule = _schedule(args, trainer.total_steps, trainer.steps_per_epoch)
     if args.plan_only:
         print(schedule.table(21))
@@ -204,6 +212,7 @@ def run(args: argparse.Namespace) -> int:
         "source": str(args.checkpoint) if args.checkpoint is not None else None,
         "dense_accuracy": dense_summary.get("accuracy"),
         "accuracy": result.accuracy, "test_loss": result.loss,
+        "distill": None if criterion is None else {"teacher": str(args.distill_from), **criterion.to_dict()},
         "sparsity": sp["sparsity"], "target_sparsity": args.sparsity,
         "sparsity_per_layer": sp["sparsity_per_layer"], "recovered_fraction": sp["recovered_fraction"],
         "mean_churn": sp["mean_churn"], "mask_updates": sp["mask_updates"],
