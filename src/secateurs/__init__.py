@@ -8,11 +8,12 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from .flops import CountResult, count_model, count_params  # noqa: E402
-from .io import ModelSpec, load, load_checkpoint, save  # noqa: E402
-
-# Lazily exported names -> the module that defines them (imports stay cheap until used).
+# Lazily exported names -> the module that defines them (imports stay cheap until used). Even torch is not
+# imported by ``import secateurs``: ``python -m secateurs.cli`` must be able to take the current directory off
+# ``sys.path`` before torch (which imports tqdm and others) is imported -- see the README, "Trust model".
 _LAZY = {
+    "count_model": "flops", "count_params": "flops", "CountResult": "flops",
+    "load": "io", "load_checkpoint": "io", "save": "io", "ModelSpec": "io",
     "create_model": "models", "list_models": "models", "register_model": "models",
     "get_dataset": "data", "list_datasets": "data", "register_dataset": "data",
     "TrainConfig": "train", "fit": "train", "evaluate": "train", "Callback": "train",
@@ -24,8 +25,7 @@ _LAZY = {
     "AutoBotConfig": "structured", "autoprune": "structured",
 }
 
-__all__ = ["__version__", "count_model", "count_params", "CountResult", "load", "load_checkpoint", "save",
-           "ModelSpec", *_LAZY]
+__all__ = ["__version__", *_LAZY]
 
 
 def __getattr__(name: str):

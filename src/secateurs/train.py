@@ -404,9 +404,18 @@ def read_train_state(path: str | os.PathLike) -> dict[str, Any]:
     from . import _schema
     from .errors import CheckpointError
 
+    import warnings
+
     try:
-        state = torch.load(Path(path), map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError, AttributeError, TypeError,
+        with warnings.catch_warnings():  # torch warns about legacy formats on stderr; our error says it all
+            warnings.simplefilter("ignore")
+            state = torch.load(Path(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        # corrupt, or holding objects other than tensors and plain data (torch's message then advises
+        # weights_only=False, i.e. running the file's code: not advice to pass on)
+        raise ResumeError(f"{str(path)!r} is not a readable training state: not a torch file of tensors and plain "
+                          "data (objects that could run code are refused)") from None
+    except (RuntimeError, EOFError, ValueError, OSError, AttributeError, TypeError,
             IndexError, KeyError, MemoryError) as e:
         lines = str(e).strip().splitlines()
         raise ResumeError(f"{str(path)!r} is not a readable training state: "
