@@ -14,6 +14,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "count_model": "flops", "count_params": "flops", "CountResult": "flops",
     "load": "io", "load_checkpoint": "io", "save": "io", "ModelSpec": "io",
+    "InputError": "errors", "CheckpointError": "errors", "UntrustedCodeError": "errors", "NonFiniteError": "errors",
     "create_model": "models", "list_models": "models", "register_model": "models",
     "get_dataset": "data", "list_datasets": "data", "register_dataset": "data",
     "TrainConfig": "train", "fit": "train", "evaluate": "train", "Callback": "train",

@@ -15,8 +15,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["InputError", "CheckpointError", "CheckpointNotFoundError", "UntrustedCodeError", "NonFiniteError", "DivergedError",
-           "OutputError"]
+__all__ = ["InputError", "CheckpointError", "CheckpointNotFoundError", "UntrustedCodeError", "NonFiniteError",
+           "DivergedError", "OutputError"]
 
 
 class InputError(ValueError):
