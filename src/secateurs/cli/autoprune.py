@@ -60,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
+    from ..errors import UnreachableTargetError
     from ..io import save
     from ..report import latency_ms
     from ..structured import PruningPlan, compose_plans
@@ -83,10 +84,8 @@ def run(args: argparse.Namespace) -> int:
                            batch_size=args.batch_size, tolerance=args.tolerance, seed=args.seed)
     try:
         result = autoprune(model, data, args.flops_reduction, config=config, progress=False if args.quiet else None)
-    except ValueError as e:
-        if "out of reach" in str(e) or "no selection reaches" in str(e):
-            raise c.UsageError(f"--flops-reduction {args.flops_reduction}: {e}") from None
-        raise
+    except UnreachableTargetError as e:  # by type: the target, not the code, is at fault
+        raise c.UsageError(f"--flops-reduction {args.flops_reduction}: {e}") from None
     before_bn = evaluate(model, data.test_x, data.test_y)["accuracy"] if args.bn_batches else None
     bn_used = c.recalibrate_bn(model, data, args.bn_batches, args.seed)
     before = evaluate(model, data.test_x, data.test_y)
