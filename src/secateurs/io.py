@@ -83,7 +83,7 @@ class ModelSpec:
         dirs = () if source is None else (Path(source), Path(source).parent)
         guard = contextlib.nullcontext() if trust_model_code else import_path_without(dirs)
         with guard:
-            if max_numel is not None:
+            if max_numel is not None and reason is None:  # never run a user factory twice (side effects)
                 self._check_size(where, max_numel)
             try:
                 model = create_model(self.name, **self.kwargs)
