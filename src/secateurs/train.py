@@ -9,6 +9,9 @@ Resume: with ``state_path`` the trainer writes its whole state (weights, optimiz
 history, RNG, every callback's ``state_dict()``) atomically after every epoch; :meth:`Trainer.load_state_dict` on a
 fresh trainer with the same configuration continues from the last finished epoch, and on CPU the result is bit for
 bit the uninterrupted run's. The file is read with ``torch.load(weights_only=True)``: no arbitrary pickle.
+
+Divergence: the first non-finite training loss stops the run with :class:`~secateurs.errors.DivergedError` (the
+step and the learning rate), before that step updates the weights; no state or checkpoint is written from it.
 """
 from __future__ import annotations
 
@@ -61,12 +64,12 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         checks = [
-            ("epochs", self.epochs, self.epochs > 0),
+            ("epochs", self.epochs, self.epochs > 0 and math.isfinite(self.epochs)),
             ("lr", self.lr, self.lr > 0 and math.isfinite(self.lr)),
             ("batch_size", self.batch_size, self.batch_size >= 1),
             ("momentum", self.momentum, 0 <= self.momentum < 1),
-            ("weight_decay", self.weight_decay, self.weight_decay >= 0),
-            ("warmup_epochs", self.warmup_epochs, self.warmup_epochs >= 0),
+            ("weight_decay", self.weight_decay, self.weight_decay >= 0 and math.isfinite(self.weight_decay)),
+            ("warmup_epochs", self.warmup_epochs, self.warmup_epochs >= 0 and math.isfinite(self.warmup_epochs)),
             ("label_smoothing", self.label_smoothing, 0 <= self.label_smoothing < 1),
             ("eval_batch_size", self.eval_batch_size, self.eval_batch_size >= 1),
             ("max_steps", self.max_steps, self.max_steps is None or self.max_steps >= 1),
