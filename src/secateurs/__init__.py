@@ -8,11 +8,13 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-# Lazily exported names -> the module that defines them (imports stay cheap until used: ``import secateurs`` and
-# ``secateurs --help`` do not import torch).
+# Lazily exported names -> the module that defines them (imports stay cheap until used). Even torch is not
+# imported by ``import secateurs``: ``python -m secateurs.cli`` must be able to take the current directory off
+# ``sys.path`` before torch (which imports tqdm and others) is imported -- see the README, "Trust model".
 _LAZY = {
-    "CountResult": "flops", "count_model": "flops", "count_params": "flops",
-    "ModelSpec": "io", "load": "io", "load_checkpoint": "io", "save": "io",
+    "count_model": "flops", "count_params": "flops", "CountResult": "flops",
+    "load": "io", "load_checkpoint": "io", "save": "io", "ModelSpec": "io",
+    "InputError": "errors", "CheckpointError": "errors", "UntrustedCodeError": "errors", "NonFiniteError": "errors",
     "create_model": "models", "list_models": "models", "register_model": "models",
     "get_dataset": "data", "list_datasets": "data", "register_dataset": "data",
     "TrainConfig": "train", "fit": "train", "evaluate": "train", "Callback": "train",

@@ -19,7 +19,7 @@ import os
 from pathlib import Path
 
 __all__ = ["InputError", "CheckpointError", "CheckpointNotFoundError", "UntrustedCodeError", "NonFiniteError",
-           "DivergedError", "OutputError", "GraphError"]
+           "DivergedError", "OutputError", "UnreachableTargetError", "GraphError"]
 
 
 class InputError(ValueError):
@@ -92,6 +92,11 @@ class OutputError(InputError):
 
     def __reduce__(self):
         return type(self), (self.flag, self.path, self.message)
+
+
+class UnreachableTargetError(InputError):
+    """A pruning target (a MACs reduction) that no selection can reach in this network; the message says what
+    is reachable."""
 
 
 def _rebuild(cls, state, text):

@@ -63,7 +63,8 @@ class ModelSpec:
     plan: dict | None = None
     sparsity: dict | None = None
 
-    def build(self, *, trust_model_code: bool = False, source: str | os.PathLike | None = None) -> nn.Module:
+    def build(self, *, trust_model_code: bool = False, source: str | os.PathLike | None = None,
+              max_numel: int | None = None) -> nn.Module:
         """A fresh model with this architecture (the plan applied, weights random).
 
         Without ``trust_model_code`` a name that would import code of the file's choosing is refused
@@ -82,6 +83,8 @@ class ModelSpec:
         dirs = () if source is None else (Path(source), Path(source).parent)
         guard = contextlib.nullcontext() if trust_model_code else import_path_without(dirs)
         with guard:
+            if max_numel is not None and reason is None:  # never run a user factory twice (side effects)
+                self._check_size(where, max_numel)
             try:
                 model = create_model(self.name, **self.kwargs)
             except (TypeError, ValueError, KeyError, AttributeError, ImportError, RuntimeError, MemoryError) as e:
@@ -98,6 +101,21 @@ class ModelSpec:
                     raise CheckpointError(where, "plan", f"does not apply to {self.name!r}: "
                                                          f"{type(e).__name__}: {_first_line(e)}") from None
         return model
+
+    def _check_size(self, where, max_numel: int) -> None:
+        """Build on the meta device first (no memory): kwargs asking for a model far larger than the weights file
+        (``hidden=[10**9]``) are refused before any real allocation."""
+        from .models import create_model
+
+        try:
+            with torch.device("meta"):
+                probe = create_model(self.name, **self.kwargs)
+            numel = sum(t.numel() for t in probe.state_dict().values())
+        except Exception:  # noqa: BLE001  the real build below reports what is wrong
+            return
+        if numel > max_numel:
+            raise CheckpointError(where, "kwargs", f"build a {self.name!r} with {numel:,} weights: model.safetensors "
+                                                   "does not match its architecture (it holds far fewer)")
 
     def _apply_plan(self, model: nn.Module) -> None:
         from .graph import build_channel_graph
@@ -408,7 +426,10 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         state = _read_weights(weights, map_location)
     if not allow_non_finite:
         check_finite(state, str(weights))
-    model = spec.build(trust_model_code=trust_model_code, source=path)
+    stored = sum(t.numel() for t in state.values())
+    # a pruning plan shrinks the dense model it is replayed on: allow a generous ratio, never an unbounded one
+    limit = stored if spec.plan is None else 1000 * stored + 1_000_000
+    model = spec.build(trust_model_code=trust_model_code, source=path, max_numel=limit)
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)
     except RuntimeError as e:  # shape mismatches
@@ -418,9 +439,34 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if missing or unexpected:
         raise CheckpointError(weights, None, f"does not match its architecture {spec.name!r}: "
                                              f"missing {missing[:5]}, unexpected {unexpected[:5]}")
+    _check_consistent(model, spec, path / "model.json")
     model.to(map_location)
     model.eval()
     return Checkpoint(model, spec, summary, path)
+
+
+def _check_consistent(model: nn.Module, spec: ModelSpec, where: Path) -> None:
+    """The fields other code trusts: the model runs on ``input_shape`` and gives ``num_classes`` logits, and the
+    sparsity record names tensors the model has. One forward pass on zeros, in eval mode."""
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(torch.zeros(1, *spec.input_shape))
+    except Exception as e:  # noqa: BLE001  whatever a wrong shape raises inside the model's forward
+        raise CheckpointError(where, "input_shape", f"{spec.name!r} cannot run on inputs of shape "
+                                                    f"{spec.input_shape}: {_first_line(e)}") from None
+    if not isinstance(out, torch.Tensor) or out.dim() != 2:
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise CheckpointError(where, "input_shape", f"{spec.name!r} returns {got} on a batch of one, not a row of "
+                                                    "logits")
+    if spec.num_classes is not None and out.shape[-1] != spec.num_classes:
+        raise CheckpointError(where, "num_classes", f"{spec.num_classes}, but the model gives {out.shape[-1]} "
+                                                    "logits")
+    names = (spec.sparsity or {}).get("tensors") or []
+    params = dict(model.named_parameters())
+    unknown = [n for n in names if n not in params]
+    if unknown:
+        raise CheckpointError(where, "sparsity.tensors", f"names {unknown[:3]}, which {spec.name!r} does not have")
 
 
 def _read_weights(path: Path, map_location) -> dict[str, torch.Tensor]:

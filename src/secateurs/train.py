@@ -9,6 +9,9 @@ Resume: with ``state_path`` the trainer writes its whole state (weights, optimiz
 history, RNG, every callback's ``state_dict()``) atomically after every epoch; :meth:`Trainer.load_state_dict` on a
 fresh trainer with the same configuration continues from the last finished epoch, and on CPU the result is bit for
 bit the uninterrupted run's. The file is read with ``torch.load(weights_only=True)``: no arbitrary pickle.
+
+Divergence: the first non-finite training loss stops the run with :class:`~secateurs.errors.DivergedError` (the
+step and the learning rate), before that step updates the weights; no state or checkpoint is written from it.
 """
 from __future__ import annotations
 
@@ -61,12 +64,12 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         checks = [
-            ("epochs", self.epochs, self.epochs > 0),
+            ("epochs", self.epochs, self.epochs > 0 and math.isfinite(self.epochs)),
             ("lr", self.lr, self.lr > 0 and math.isfinite(self.lr)),
             ("batch_size", self.batch_size, self.batch_size >= 1),
             ("momentum", self.momentum, 0 <= self.momentum < 1),
-            ("weight_decay", self.weight_decay, self.weight_decay >= 0),
-            ("warmup_epochs", self.warmup_epochs, self.warmup_epochs >= 0),
+            ("weight_decay", self.weight_decay, self.weight_decay >= 0 and math.isfinite(self.weight_decay)),
+            ("warmup_epochs", self.warmup_epochs, self.warmup_epochs >= 0 and math.isfinite(self.warmup_epochs)),
             ("label_smoothing", self.label_smoothing, 0 <= self.label_smoothing < 1),
             ("eval_batch_size", self.eval_batch_size, self.eval_batch_size >= 1),
             ("max_steps", self.max_steps, self.max_steps is None or self.max_steps >= 1),
@@ -416,9 +419,18 @@ def read_train_state(path: str | os.PathLike) -> dict[str, Any]:
     from . import _schema
     from .errors import CheckpointError
 
+    import warnings
+
     try:
-        state = torch.load(Path(path), map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError, AttributeError, TypeError,
+        with warnings.catch_warnings():  # torch warns about legacy formats on stderr; our error says it all
+            warnings.simplefilter("ignore")
+            state = torch.load(Path(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        # corrupt, or holding objects other than tensors and plain data (torch's message then advises
+        # weights_only=False, i.e. running the file's code: not advice to pass on)
+        raise ResumeError(f"{str(path)!r} is not a readable training state: not a torch file of tensors and plain "
+                          "data (objects that could run code are refused)") from None
+    except (RuntimeError, EOFError, ValueError, OSError, AttributeError, TypeError,
             IndexError, KeyError, MemoryError) as e:
         lines = str(e).strip().splitlines()
         raise ResumeError(f"{str(path)!r} is not a readable training state: "

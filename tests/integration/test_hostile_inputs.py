@@ -85,6 +85,7 @@ CRAFTED = {
     "kwargs unknown key": lambda p: _edit_json(p, "model.json", _set("kwargs", {**KW, "bogus": 1})),
     "kwargs wrong type": lambda p: _edit_json(p, "model.json", _set("kwargs", {**KW, "hidden": "abc"})),
     "kwargs num_classes string": lambda p: _edit_json(p, "model.json", _set("kwargs", {**KW, "num_classes": "x"})),
+    "kwargs huge width": lambda p: _edit_json(p, "model.json", _set("kwargs", {**KW, "hidden": [10 ** 8]})),
     "kwargs not identifier": lambda p: _edit_json(p, "model.json", _set("kwargs", {"a b": 1})),
     "input_shape missing": lambda p: _edit_json(p, "model.json", _drop("input_shape")),
     "input_shape string": lambda p: _edit_json(p, "model.json", _set("input_shape", "1,8,8")),

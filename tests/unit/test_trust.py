@@ -130,14 +130,15 @@ def _poisoned_package(cwd: Path, name: str, marker: Path) -> None:
     (pkg / "__init__.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\nraise ImportError('fake')\n")
 
 
-def test_cwd_package_cannot_stand_in_for_a_lazy_import(tmp_path):
+@pytest.mark.parametrize("package", ["torch_pruning", "tqdm"])  # tqdm: imported by torch itself
+def test_cwd_package_cannot_stand_in_for_a_lazy_import(package, tmp_path):
     """``python -m secateurs.cli`` from a directory holding ``torch_pruning/`` (imported lazily to replay a
     plan): the trusted zoo load must import the real package. With --trust-model-code the cwd stays on the path
     (the user vouches for it), which proves the set-up would catch a regression."""
     marker = tmp_path / "PWNED"
     ckpt = _checkpoint(tmp_path / "c", plan={"version": 1, "groups": {"fc1:out": [0, 1]},
                                              "widths": {"fc1:out": 300}})
-    _poisoned_package(tmp_path, "torch_pruning", marker)
+    _poisoned_package(tmp_path, package, marker)
     env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "secateurs.cli", "info", "--checkpoint", ckpt.name]
     r = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)

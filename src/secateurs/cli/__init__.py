@@ -58,7 +58,7 @@ def _import_path(args):
     """``python -m`` puts the current directory first on ``sys.path``: a checkpoint directory (or files beside it)
     named like a package imported later (tqdm, torch_pruning, timm) would run in its place. Keep it off unless the
     user trusts model code or names a ``module:factory`` of their own with --model (which may live there)."""
-    from secateurs.models import import_path_without
+    from .._import_path import import_path_without
 
     model = getattr(args, "model", None)
     own_module = isinstance(model, str) and ":" in model and model.split(":", 1)[0] not in ("torchvision", "timm")

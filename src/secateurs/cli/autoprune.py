@@ -28,7 +28,8 @@ def add_parser(sub) -> None:
                    help="weight of the FLOPs loss (default 6)")
     g.add_argument("--gamma", type=c.positive_float("--gamma", allow_zero=True, high=c.MAX_LOSS_WEIGHT), default=0.2,
                    help="weight of the binarisation loss (default 0.2)")
-    g.add_argument("--lr", type=c.positive_float("--lr", high=c.MAX_LR), default=0.5, help="Adam lr of the scores (default 0.5)")
+    g.add_argument("--lr", type=c.positive_float("--lr", high=c.MAX_LR), default=0.5,
+                   help="Adam lr of the scores (default 0.5)")
     g.add_argument("--batches", type=c.positive_int("--batches", c.MAX_BATCHES), default=200,
                    help="bottleneck training mini-batches (default 200)")
     g.add_argument("--batch-size", type=c.positive_int("--batch-size", c.MAX_BATCH_SIZE), default=64,
@@ -37,9 +38,11 @@ def add_parser(sub) -> None:
                    help="achieved reduction within ± this of R (default 0.005)")
     c.add_bn_batches_arg(g)
     f = p.add_argument_group("fine-tuning (SGD, cosine; the paper's CIFAR recipe)")
-    f.add_argument("--finetune-epochs", type=c.positive_float("--finetune-epochs", allow_zero=True, high=c.MAX_EPOCHS), default=0.0,
+    f.add_argument("--finetune-epochs", default=0.0,
+                   type=c.positive_float("--finetune-epochs", allow_zero=True, high=c.MAX_EPOCHS),
                    metavar="E", help="fine-tune the pruned network for E epochs (default 0: no fine-tuning)")
-    f.add_argument("--finetune-lr", type=c.positive_float("--finetune-lr", high=c.MAX_LR), default=0.02, help="default 0.02")
+    f.add_argument("--finetune-lr", type=c.positive_float("--finetune-lr", high=c.MAX_LR), default=0.02,
+                   help="default 0.02")
     f.add_argument("--finetune-weight-decay", type=c.positive_float("--finetune-weight-decay", allow_zero=True,
                                                                  high=c.MAX_WEIGHT_DECAY),
                    default=2e-3, help="default 2e-3")
@@ -62,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from ..graph import build_channel_graph
+    from ..errors import UnreachableTargetError
     from ..io import save
     from ..report import latency_ms
     from ..structured import PruningPlan, compose_plans
@@ -90,10 +94,8 @@ def run(args: argparse.Namespace) -> int:
         graph = build_channel_graph(model, data.train_x[:1], limits=graph_limits(args))
         result = autoprune(model, data, args.flops_reduction, config=config, graph=graph,
                            progress=False if args.quiet else None)
-    except ValueError as e:
-        if "out of reach" in str(e) or "no selection reaches" in str(e):
-            raise c.UsageError(f"--flops-reduction {args.flops_reduction}: {e}") from None
-        raise
+    except UnreachableTargetError as e:  # by type: the target, not the code, is at fault
+        raise c.UsageError(f"--flops-reduction {args.flops_reduction}: {e}") from None
     before_bn = evaluate(model, data.test_x, data.test_y)["accuracy"] if args.bn_batches else None
     bn_used = c.recalibrate_bn(model, data, args.bn_batches, args.seed)
     before = evaluate(model, data.test_x, data.test_y)

@@ -17,7 +17,8 @@ def add_parser(sub) -> None:
     p.add_argument("checkpoints", nargs="+", type=c.existing_dir("checkpoint"), metavar="DIR")
     p.add_argument("--names", nargs="+", default=None, help="row names (default: directory names)")
     p.add_argument("--no-latency", action="store_true", help="skip latency measurement")
-    p.add_argument("--threads", type=c.positive_int("--threads", c.MAX_THREADS), default=1, help="threads for latency (default 1)")
+    p.add_argument("--threads", type=c.positive_int("--threads", c.MAX_THREADS), default=1,
+                   help="threads for latency (default 1)")
     p.add_argument("--repeats", type=c.positive_int("--repeats", c.MAX_REPEATS), default=20)
     p.add_argument("--json", action="store_true")
     p.add_argument("--out", default=None, help="also write the table (markdown, or JSON with --json) to this file")

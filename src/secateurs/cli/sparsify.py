@@ -36,7 +36,8 @@ def add_parser(sub) -> None:
                    help="gmp/cyclical: sparsity at the start of the first ramp (default 0)")
     g.add_argument("--ramp", type=c.fraction("--ramp", low_inclusive=False, high_inclusive=True), default=0.75,
                    metavar="RHO", help="gmp/cyclical: fraction of each cycle spent ramping up (default 0.75)")
-    g.add_argument("--begin-epochs", type=c.positive_float("--begin-epochs", allow_zero=True, high=c.MAX_EPOCHS), default=0.0,
+    g.add_argument("--begin-epochs", default=0.0,
+                   type=c.positive_float("--begin-epochs", allow_zero=True, high=c.MAX_EPOCHS),
                    metavar="E", help="gmp/cyclical: dense warm-up epochs before the first ramp (default 0)")
     g.add_argument("--prune-at", type=c.fraction("--prune-at", high_inclusive=True), default=0.0, metavar="F",
                    help="oneshot: prune after this fraction of the steps (default 0: prune the starting weights)")

@@ -16,15 +16,13 @@ while a checkpoint's model is built, so a file shipped beside a checkpoint canno
 """
 from __future__ import annotations
 
-import contextlib
 import importlib
-import os
 import re
-import sys
-from typing import Any, Callable, Iterator, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 from torch import nn
 
+from .._import_path import import_path_without  # noqa: F401  re-exported: part of the trust story
 from .._registry import Registry
 
 _MODELS: Registry[nn.Module] = Registry("model")
@@ -93,29 +91,6 @@ def untrusted_reason(name: str, kwargs: dict[str, Any] | None = None) -> str | N
     if fetching:
         return f"has kwargs {fetching}, with which {source} downloads or reads other files"
     return None
-
-
-@contextlib.contextmanager
-def import_path_without(dirs: tuple[str | os.PathLike, ...] = ()) -> Iterator[None]:
-    """Temporarily drop the current directory (``''``, ``'.'``, the cwd) and ``dirs`` from ``sys.path``.
-
-    ``python -m``, ``torchrun`` and notebooks put the cwd first on ``sys.path``; a checkpoint directory (or a file
-    beside it) named like a package we import lazily (torchvision, timm, torch_pruning) would then be imported
-    in its place. The removed entries are put back afterwards, at their old positions.
-    """
-    banned = {os.path.realpath(os.getcwd())}
-    banned.update(os.path.realpath(d) for d in dirs)
-    saved = list(sys.path)
-
-    def bad(entry: str) -> bool:
-        return entry in ("", ".") or os.path.realpath(entry) in banned
-
-    sys.path[:] = [e for e in saved if not bad(e)]
-    try:
-        yield
-    finally:
-        added = [e for e in sys.path if e not in saved]  # keep entries imports added meanwhile (rare)
-        sys.path[:] = saved + added
 
 
 def create_model(name: str, num_classes: int = 10, in_channels: int = 3, **kwargs: Any) -> nn.Module:

@@ -10,6 +10,7 @@ import torch
 import torch.nn as nn
 
 from ..._device import device_of
+from ...errors import UnreachableTargetError
 from ...data import DataSplits
 from ...graph.groups import ChannelGraph, build_channel_graph
 from ...soft_flops import SoftMacsModel
@@ -121,7 +122,7 @@ def autoprune(
     target = (1 - flops_reduction) * soft.total
     floor = soft.macs_at({g.id: [0] for g in graph.prunable_groups()})
     if floor > (1 - flops_reduction + config.tolerance) * soft.total:
-        raise ValueError(
+        raise UnreachableTargetError(
             f"flops_reduction {flops_reduction} is out of reach: one channel per prunable group still leaves "
             f"{floor:,} of {soft.total:,} MACs (at most {1 - floor / soft.total:.4f}); the rest is in layers that "
             "cannot be pruned (see `secateurs explain`)")

@@ -23,6 +23,7 @@ from typing import Mapping
 
 import torch
 
+from ...errors import UnreachableTargetError
 from ...soft_flops import SoftMacsModel
 
 
@@ -69,7 +70,7 @@ def search_threshold(
 
     floor = measure({g: [i] for g, i in forced.items()})
     if floor > hi:
-        raise ValueError(
+        raise UnreachableTargetError(
             f"flops reduction {reduction:.4f} is out of reach: keeping one channel per prunable group leaves "
             f"{floor:,} of {dense:,} MACs (a reduction of {1 - floor / dense:.4f}); the rest is in layers that "
             "cannot be pruned (see `secateurs explain`)")
@@ -134,7 +135,7 @@ def search_threshold(
                                  iterations)
     else:
         above = below
-    raise ValueError(
+    raise UnreachableTargetError(
         f"no selection reaches a flops reduction of {reduction:.4f} ± {tolerance:.4f}: in score order the nearest "
         f"reachable reductions are {1 - below / dense:.4f} and {1 - above / dense:.4f} (single channels move MACs by "
         f"more than the tolerance in this network); choose a reduction near one of them or a larger tolerance")
