@@ -12,9 +12,10 @@ def add_parser(sub) -> None:
                        description="Rebuild a checkpoint (a pruned one at its pruned widths) and trace it on a "
                                    "random batch of its input shape into a TorchScript (.pt) or ONNX (.onnx) file; "
                                    "the ONNX batch dimension is dynamic.")
-    p.add_argument("--checkpoint", required=True, type=c.existing_dir("--checkpoint"), metavar="DIR")
-    p.add_argument("--format", required=True, choices=("torchscript", "onnx"))
-    p.add_argument("--out", required=True, type=Path, metavar="FILE")
+    p.add_argument("--checkpoint", required=True, type=c.existing_dir("--checkpoint"), metavar="DIR",
+                   help="checkpoint directory to export")
+    p.add_argument("--format", required=True, choices=("torchscript", "onnx"), help="output format")
+    p.add_argument("--out", required=True, type=Path, metavar="FILE", help="file to write (.pt or .onnx)")
     p.add_argument("--opset", type=c.positive_int("--opset"), default=17, help="ONNX opset (default 17)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.set_defaults(run=run)

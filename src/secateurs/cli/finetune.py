@@ -15,8 +15,11 @@ def add_parser(sub) -> None:
     p = sub.add_parser("finetune", help="fine-tune a checkpoint (pruned or sparse: the structure and zeros stay)",
                        description="Fine-tune a checkpoint and write DIR with the same architecture (and plan), "
                                    "summary.json with the test `accuracy` after and `accuracy_before` fine-tuning. "
-                                   "A sparse checkpoint's exact zeros stay zero.")
-    p.add_argument("--checkpoint", required=True, type=c.existing_dir("--checkpoint"), metavar="DIR")
+                                   "A sparse checkpoint's exact zeros stay zero.",
+                       epilog="Prints the test accuracy before -> after fine-tuning (and the sparsity, for a sparse "
+                              "checkpoint). Every summary.json field: docs/summary.md.")
+    p.add_argument("--checkpoint", required=True, type=c.existing_dir("--checkpoint"), metavar="DIR",
+                   help="checkpoint to fine-tune (dense, pruned or sparse)")
     c.add_data_args(p)
     c.add_train_args(p, epochs=10, lr=0.01, warmup=0.0)
     c.add_run_args(p)

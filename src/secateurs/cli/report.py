@@ -10,14 +10,25 @@ from . import _common as c
 def add_parser(sub) -> None:
     p = sub.add_parser("report", help="compare checkpoints: accuracy, params, non-zero params, MACs, CPU latency",
                        description="Print a markdown table (or JSON) comparing checkpoints. Latency is the median "
-                                   "forward time after warm-up with the thread count pinned.")
-    p.add_argument("checkpoints", nargs="+", type=c.existing_dir("checkpoint"), metavar="DIR")
-    p.add_argument("--names", nargs="+", default=None, help="row names (default: directory names)")
+                                   "forward time after warm-up with the thread count pinned, the checkpoints timed "
+                                   "interleaved (round-robin) so that a busy machine slows them alike.",
+                       epilog="Columns: accuracy = the test accuracy recorded in the checkpoint's summary.json; "
+                              "params = all parameters; non-zero params = parameters that are not exactly zero "
+                              "(what an unstructured-sparse model needs to store); MACs = multiply-accumulates per "
+                              "image (FLOPs = 2*MACs; zeros are still counted: dense kernels do the work); latency "
+                              "b=1 / b=64 = median ms of one forward pass of a batch of 1 / 64.")
+    p.add_argument("checkpoints", nargs="+", type=c.existing_dir("checkpoint"), metavar="DIR",
+                   help="checkpoint directories, one table row each")
+    p.add_argument("--names", nargs="+", default=None, metavar="NAME", help="row names (default: directory names)")
     p.add_argument("--no-latency", action="store_true", help="skip latency measurement")
-    p.add_argument("--threads", type=c.positive_int("--threads"), default=1, help="threads for latency (default 1)")
-    p.add_argument("--repeats", type=c.positive_int("--repeats"), default=20)
-    p.add_argument("--json", action="store_true")
-    p.add_argument("--out", default=None, help="also write the table (markdown, or JSON with --json) to this file")
+    p.add_argument("--threads", type=c.positive_int("--threads"), default=1, metavar="N",
+                   help="threads for latency (default 1)")
+    p.add_argument("--repeats", type=c.positive_int("--repeats"), default=20, metavar="N",
+                   help="timed forward passes per model at batch 1 (a quarter of them, at least 3, at batch 64) "
+                        "(default 20)")
+    p.add_argument("--json", action="store_true", help="print JSON rows instead of the markdown table")
+    p.add_argument("--out", default=None, metavar="FILE",
+                   help="also write the table (markdown, or JSON with --json) to this file")
     p.set_defaults(run=run)
 
 
@@ -29,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
         raise c.UsageError(f"--names: got {len(args.names)} names for {len(args.checkpoints)} checkpoints")
     try:
         rows = compare_checkpoints(args.checkpoints, args.names, latency=not args.no_latency, threads=args.threads,
-                                   repeats=args.repeats)
+                                   repeats=args.repeats, progress=None)
     except ValueError as e:
         raise c.UsageError(f"checkpoint: {e}") from None
     if args.json:
