@@ -140,7 +140,8 @@ class TrainResult:
 
     def __str__(self) -> str:
         """A small table: the test result, the run's size and speed, and one row per epoch."""
-        lines = [f"test accuracy {100 * self.accuracy:.2f}%  (loss {self.loss:.4f})  after {self.epochs:g} epochs, "
+        lines = [f"test accuracy {100 * self.accuracy:.2f}%  (loss {self.loss:.4f})  after {self.epochs:g} "
+                 f"epoch{'' if self.epochs == 1 else 's'}, "
                  f"{self.steps:,} steps in {self.elapsed_s:.1f}s ({self.train_images_per_s:,.0f} train images/s)"]
         if self.history:
             has_val = any("val_accuracy" in h for h in self.history)

@@ -84,7 +84,7 @@ class AutoBotResult:
         """A small table: accuracy, MACs and params before and after, and how the selection was made."""
         r, sel = self.report, self.selection
         how = (f"one global threshold θ = {sel.threshold:.4g}" if sel.threshold is not None else
-               f"{sel.method} selection (no single threshold θ hit the target; channels taken in score order)")
+               f"{sel.method} (no single threshold θ hit the target; channels taken in score order)")
 
         def acc(v):
             return f"{100 * v:.2f}" if v is not None else "-"
