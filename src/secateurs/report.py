@@ -47,7 +47,7 @@ def interleaved_latency_ms(models: Sequence[nn.Module], input_shape: Sequence[in
         for _ in range(warmup):
             for m in models:
                 m(x)
-        with Progress(repeats, f"{desc} (batch {batch_size})", progress_mode(progress)) as bar:
+        with Progress(repeats, f"{desc} (batch {batch_size})", progress_mode(progress), log_done=False) as bar:
             for _ in range(repeats):
                 for m, t in zip(models, times):
                     sync()

@@ -117,7 +117,8 @@ def run(args: argparse.Namespace) -> int:
         spec.sparsity = {**spec.sparsity, "sparsity": summary["sparsity"]}
     if distributed.is_main():
         save(args.out, model, spec, summary, overwrite=args.overwrite)
-        print(f"{spec.name} on {data.name}: fine-tuned {result.epochs:g} epochs, accuracy "
+        print(f"{spec.name} on {data.name}: fine-tuned {result.epochs:g} epoch{'' if result.epochs == 1 else 's'}, "
+              f"accuracy "
               f"{before['accuracy']:.4f} -> {result.accuracy:.4f}"
               + (f", sparsity {summary['sparsity']:.4f}" if masks else "") + f" -> {args.out}")
     distributed.barrier()

@@ -34,7 +34,7 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..io import write_json_atomic, write_text_atomic
-    from ..report import compare_checkpoints, markdown_table
+    from ..report import compare_checkpoints, latency_setting, markdown_table
 
     if args.names is not None and len(args.names) != len(args.checkpoints):
         raise c.UsageError(f"--names: got {len(args.names)} names for {len(args.checkpoints)} checkpoints")
@@ -44,7 +44,8 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as e:
         raise c.UsageError(f"checkpoint: {e}") from None
     if args.json:
-        payload = {"threads": args.threads, "rows": [r.to_dict() for r in rows], "versions": c.versions()}
+        payload = {"threads": args.threads, "rows": [r.to_dict() for r in rows], "versions": c.versions(),
+                   "latency": None if args.no_latency else latency_setting(1, args.threads, args.repeats)}
         print(json.dumps(payload, indent=2))
         if args.out:
             write_json_atomic(args.out, payload)
