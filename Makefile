@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 DEMO_OUT ?= demo_out
 
-.PHONY: setup data test test-all demo bench-dense clean
+.PHONY: setup data test test-all demo bench-dense clean activate
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ demo: setup data
 
 bench-dense: setup data
 	$(PY) benchmarks/dense_baselines.py
+
+# The README's command-line examples call `secateurs`, which lives in $(VENV)/bin: this prints how to get it.
+activate: setup
+	@echo ". $(VENV)/bin/activate    # run this line in your shell; then \`secateurs --help\`"
 
 clean:
 	rm -rf $(DEMO_OUT) .pytest_cache

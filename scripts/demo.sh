@@ -34,4 +34,5 @@ ROWS=("$OUT/dense"); NAMES=(dense)
 [ -d "$OUT/cyclical" ] && ROWS+=("$OUT/cyclical") && NAMES+=(cyclical-90%)
 [ -d "$OUT/autobot" ] && ROWS+=("$OUT/autobot") && NAMES+=(autobot-50%MACs)
 $S report "${ROWS[@]}" --names "${NAMES[@]}" --threads 1 --out "$OUT/comparison.md"
-echo "outputs in $OUT/ (checkpoints, summary.json, plots, comparison.md)"
+echo "outputs in $OUT/ (checkpoints, summary.json, plots, comparison.md); every summary field: docs/summary.md"
+echo "next: run '. $(dirname "$PY")/activate' in your shell, then the README's command-line examples"

@@ -6,6 +6,7 @@ Latency is the median wall time of a forward pass in eval mode after warm-up, wi
 """
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from dataclasses import asdict, dataclass
@@ -20,33 +21,66 @@ from .flops import count_model
 from .io import load_checkpoint
 from .sparse.format import weight_bytes
 
-__all__ = ["latency_ms", "nonzero_params", "CheckpointRow", "compare_checkpoints", "markdown_table"]
+__all__ = ["latency_ms", "interleaved_latency_ms", "latency_setting", "nonzero_params", "CheckpointRow", "compare_checkpoints", "markdown_table"]
 
 
 @torch.no_grad()
-def latency_ms(model: nn.Module, input_shape: Sequence[int], batch_size: int = 1, warmup: int = 5,
-               repeats: int = 20, threads: int | None = None) -> float:
-    """Median forward latency in milliseconds for one batch of ``batch_size``."""
-    old_threads, was_training = torch.get_num_threads(), model.training
-    x = torch.randn(batch_size, *input_shape, device=device_of(model))
+def interleaved_latency_ms(models: Sequence[nn.Module], input_shape: Sequence[int], batch_size: int = 1,
+                           warmup: int = 5, repeats: int = 20, threads: int | None = None,
+                           progress: bool | None = False, desc: str = "latency") -> list[float]:
+    """Median forward latency in milliseconds of each model for one batch of ``batch_size``, timed round-robin.
+
+    Each of the ``repeats`` rounds runs every model once in turn (after ``warmup`` rounds), so a shared CPU's drift
+    (other jobs, clock frequency, thread start-up) affects every model alike and their ratio is meaningful. The
+    same random batch feeds every model; modes and the thread count are restored afterwards.
+    """
+    from ._progress import Progress, progress_mode
+
+    old_threads = torch.get_num_threads()
+    modes = [m.training for m in models]
+    x = torch.randn(batch_size, *input_shape, device=device_of(models[0]))
     sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)
+    times: list[list[float]] = [[] for _ in models]
     try:
         if threads is not None:
             torch.set_num_threads(threads)
-        model.eval()
+        for m in models:
+            m.eval()
         for _ in range(warmup):
-            model(x)
-        times = []
-        for _ in range(repeats):
-            sync()
-            t0 = time.perf_counter()
-            model(x)
-            sync()
-            times.append(time.perf_counter() - t0)
+            for m in models:
+                m(x)
+        with Progress(repeats, f"{desc} (batch {batch_size})", progress_mode(progress), log_done=False) as bar:
+            for _ in range(repeats):
+                for m, t in zip(models, times):
+                    sync()
+                    t0 = time.perf_counter()
+                    m(x)
+                    sync()
+                    t.append(time.perf_counter() - t0)
+                bar.update(1)
     finally:
         torch.set_num_threads(old_threads)
-        model.train(was_training)
-    return 1000 * statistics.median(times)
+        for m, mode in zip(models, modes):
+            m.train(mode)
+    return [1000 * statistics.median(t) for t in times]
+
+
+def latency_ms(model: nn.Module, input_shape: Sequence[int], batch_size: int = 1, warmup: int = 5,
+               repeats: int = 20, threads: int | None = None) -> float:
+    """Median forward latency in milliseconds for one batch of ``batch_size`` (one model; see
+    :func:`interleaved_latency_ms` to compare models)."""
+    return interleaved_latency_ms([model], input_shape, batch_size, warmup, repeats, threads)[0]
+
+
+def latency_setting(batch_size: int, threads: int, repeats: int, warmup: int = 5) -> dict:
+    """What a latency figure was measured under (recorded next to it): batch, threads, rounds, load average."""
+    try:
+        load = [round(v, 2) for v in os.getloadavg()]
+    except OSError:  # not available on every platform
+        load = None
+    return {"batch_size": batch_size, "threads": threads, "repeats": repeats, "warmup": warmup,
+            "statistic": "median of interleaved forward passes", "loadavg_1_5_15min": load,
+            "cpus": os.cpu_count()}
 
 
 def nonzero_params(model: nn.Module) -> int:
@@ -73,26 +107,36 @@ class CheckpointRow:
 
 
 def compare_checkpoints(paths: Sequence[str | Path], names: Sequence[str] | None = None, latency: bool = True,
-                        threads: int | None = None, repeats: int = 20,
+                        threads: int | None = None, repeats: int = 20, progress: bool | None = False,
                         trust_model_code: bool = False) -> list[CheckpointRow]:
+    """One row per checkpoint; latencies, dense and with sparse kernels, are timed interleaved across all of them
+    (see :func:`interleaved_latency_ms`; checkpoints with different input shapes are timed in separate rounds)."""
+    ckpts = [load_checkpoint(path, trust_model_code=trust_model_code) for path in paths]
+    n = len(ckpts)
+    b1, b64, s1, s64 = ([None] * n for _ in range(4))
+    if latency:
+        by_shape: dict[tuple, list[int]] = {}
+        for i, ckpt in enumerate(ckpts):
+            by_shape.setdefault(tuple(ckpt.spec.input_shape), []).append(i)
+        for shape, idx in by_shape.items():
+            for batch, reps, dense_out, sparse_out in ((1, repeats, b1, s1), (64, max(3, repeats // 4), b64, s64)):
+                models = [ckpts[i].model for i in idx]
+                models += [_sparse_copy(m, shape, batch, threads) for m in models]
+                times = interleaved_latency_ms(models, shape, batch, threads=threads, repeats=reps, progress=progress)
+                for k, i in enumerate(idx):
+                    dense_out[i], sparse_out[i] = times[k], times[len(idx) + k]
     rows = []
-    for i, path in enumerate(paths):
-        ckpt = load_checkpoint(path, trust_model_code=trust_model_code)
-        shape = ckpt.spec.input_shape
-        cost = count_model(ckpt.model, shape)
-        acc = ckpt.summary.get("accuracy")
-        b1 = latency_ms(ckpt.model, shape, 1, threads=threads, repeats=repeats) if latency else None
-        b64 = latency_ms(ckpt.model, shape, 64, threads=threads, repeats=max(3, repeats // 4)) if latency else None
-        s1 = _sparse_latency(ckpt.model, shape, 1, threads, repeats) if latency else None
-        s64 = _sparse_latency(ckpt.model, shape, 64, threads, max(3, repeats // 4)) if latency else None
+    for i, (path, ckpt) in enumerate(zip(paths, ckpts)):
+        cost = count_model(ckpt.model, ckpt.spec.input_shape)
         name = names[i] if names else Path(path).name
-        rows.append(CheckpointRow(name, str(path), acc, cost.params, nonzero_params(ckpt.model), cost.macs, b1, b64,
-                                  weight_bytes(path), s1, s64))
+        rows.append(CheckpointRow(name, str(path), ckpt.summary.get("accuracy"), cost.params,
+                                  nonzero_params(ckpt.model), cost.macs, b1[i], b64[i], weight_bytes(path),
+                                  s1[i], s64[i]))
     return rows
 
 
-def _sparse_latency(model: nn.Module, shape, batch: int, threads: int | None, repeats: int) -> float:
-    """Latency of a copy of ``model`` with sparse kernels wherever they measure faster at ``batch``."""
+def _sparse_copy(model: nn.Module, shape, batch: int, threads: int | None) -> nn.Module:
+    """A copy of ``model`` with sparse kernels wherever they measure faster at ``batch`` (``threads`` pinned)."""
     import copy
 
     from .sparse import to_sparse_kernels
@@ -105,7 +149,7 @@ def _sparse_latency(model: nn.Module, shape, batch: int, threads: int | None, re
         to_sparse_kernels(fast, shape, batch_size=batch)
     finally:
         torch.set_num_threads(old)
-    return latency_ms(fast, shape, batch, threads=threads, repeats=repeats)
+    return fast
 
 
 def markdown_table(rows: Sequence[CheckpointRow]) -> str:

@@ -116,7 +116,7 @@ class Schedule:
 
         T = self.total_steps  # type: ignore[attr-defined]
         xs = list(range(T + 1))
-        fig, ax = plt.subplots(figsize=(7, 3.5))
+        fig, ax = plt.subplots(figsize=(7.5, 4))
         ax.plot(xs, [self.sparsity_at(t) for t in xs], label="planned s(t)", lw=1.5)
         if update_every:
             pts = sorted(set(range(0, T + 1, update_every)) | set(self.boundaries()))
@@ -131,8 +131,9 @@ class Schedule:
         ax.set_xlabel("optimizer step")
         ax.set_ylabel("sparsity")
         ax.set_ylim(-0.02, 1.0)
-        ax.set_title(title or textwrap.fill(repr(self), 110), fontsize=7)
-        ax.legend(fontsize=8, loc="lower right")
+        ax.set_title(title or textwrap.fill(repr(self), 90), fontsize=9)
+        # the legend goes below the axes: inside, it covers a cycle whatever corner it takes
+        ax.legend(fontsize=9, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3, frameon=False)
         fig.tight_layout()
         from .io import atomic_path
 

@@ -29,6 +29,7 @@ from torch import nn
 
 from . import distributed as dist_utils
 from ._device import device_of
+from ._progress import Progress, progress_mode
 from .data import BatchLoader, DataSplits
 from .errors import DivergedError, InputError
 
@@ -141,6 +142,20 @@ class TrainResult:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def __str__(self) -> str:
+        """A small table: the test result, the run's size and speed, and one row per epoch."""
+        lines = [f"test accuracy {100 * self.accuracy:.2f}%  (loss {self.loss:.4f})  after {self.epochs:g} "
+                 f"epoch{'' if self.epochs == 1 else 's'}, "
+                 f"{self.steps:,} steps in {self.elapsed_s:.1f}s ({self.train_images_per_s:,.0f} train images/s)"]
+        if self.history:
+            has_val = any("val_accuracy" in h for h in self.history)
+            lines.append("epoch  train loss  train acc (%)" + ("  val acc (%)" if has_val else "") + "  seconds")
+            for h in self.history:
+                val = f"  {100 * h['val_accuracy']:11.2f}" if "val_accuracy" in h else ("  " + " " * 11) * has_val
+                lines.append(f"{h['epoch']:5d}  {h['train_loss']:10.4f}  {100 * h['train_accuracy']:13.2f}{val}"
+                             f"  {h['seconds']:7.1f}")
+        return "\n".join(lines)
+
 
 class Trainer:
     """Owns model, optimizer, LR schedule and step counter for one run; see :func:`fit`.
@@ -186,8 +201,10 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: lr_factor(s, self.total_steps, self.warmup_steps))
         self.global_step = 0
-        self.show_progress = (sys.stderr.isatty() if progress is None else progress) and dist_utils.is_main()
-        self.log_epochs = progress is not False and dist_utils.is_main()
+        # a bar on a terminal, else a line per epoch and inside long epochs (every ~10% of the run or 30 s)
+        self.progress_mode = progress_mode(progress) if dist_utils.is_main() else "off"
+        self.show_progress = self.progress_mode == "bar"
+        self.log_epochs = self.progress_mode != "off"
 
     def add_callback(self, callback: Callback) -> "Trainer":
         """Add a callback after construction (e.g. one that needs ``total_steps`` to be built). Before ``run``."""
@@ -300,8 +317,6 @@ class Trainer:
                 self.model.train(was_training)
 
     def _run(self) -> TrainResult:
-        from tqdm.auto import tqdm
-
         cfg = self.config
         result = TrainResult()
         resume, self._resume = self._resume, None
@@ -326,8 +341,10 @@ class Trainer:
             self.loader.set_epoch(epoch)
             self.model.train()
             n_steps = min(self.steps_per_epoch, self.total_steps - self.global_step)
-            bar = tqdm(total=n_steps, desc=f"epoch {epoch + 1}/{math.ceil(self.total_steps / self.steps_per_epoch)}",
-                       disable=not self.show_progress, leave=False, file=sys.stderr, dynamic_ncols=True)
+            # lines inside an epoch only when one epoch is a large part of the run; else the epoch lines suffice
+            share = n_steps / self.total_steps
+            bar = Progress(n_steps, f"epoch {epoch + 1}/{math.ceil(self.total_steps / self.steps_per_epoch)}",
+                           self.progress_mode, every=0.1 / share if share > 0.15 else None, log_done=False)
             loss_sum, correct, seen = 0.0, 0, 0
             t0 = time.perf_counter()
             for i, (xb, yb) in enumerate(self.loader):
@@ -349,9 +366,7 @@ class Trainer:
                 correct += (out.argmax(1) == yb).sum().item()
                 seen += len(yb)
                 rate = seen * self.world_size / max(time.perf_counter() - t0, 1e-9)
-                bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}", img_s=f"{rate:.0f}",
-                                refresh=False)
-                bar.update(1)
+                bar.update(1, loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}", img_s=f"{rate:.0f}")
             bar.close()
             epoch_time = time.perf_counter() - t0
             self._train_time += epoch_time

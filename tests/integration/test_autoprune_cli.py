@@ -46,7 +46,7 @@ def test_autoprune_end_to_end(dense, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("first_command", ["autoprune", "prune"])
-def test_autoprune_an_already_pruned_checkpoint(first_command, dense, tmp_path):
+def test_autoprune_an_already_pruned_checkpoint(first_command, dense, tmp_path, capsys):
     """A pruned checkpoint pruned again: the reduction is relative to its MACs and model.json composes the plans."""
     first, second = tmp_path / "ab1", tmp_path / "ab2"
     if first_command == "autoprune":
@@ -55,10 +55,14 @@ def test_autoprune_an_already_pruned_checkpoint(first_command, dense, tmp_path):
     else:
         assert main(["prune", "--checkpoint", str(dense), "--data", "digits", "--criterion", "l1",
                      "--flops-reduction", "0.5", "--quiet", "--threads", "1", "--out", str(first)]) == 0
+    capsys.readouterr()
     assert main(AUTOPRUNE + ["--checkpoint", str(first), "--flops-reduction", "0.4", "--quiet", "--seed", "1",
                              "--out", str(second)]) == 0
+    out = capsys.readouterr().out  # the source is not called "dense", and the user learns the plans compose
+    assert "source (already pruned: this plan composes with its plan)" in out and " dense" not in out
     s1 = json.loads((first / "summary.json").read_text())
     s2 = json.loads((second / "summary.json").read_text())
+    assert s2["source_pruned"] is True
     assert s2["macs_dense"] == s1["macs"] and abs(s2["flops_reduction"] - 0.4) <= 0.005
     assert all(s2["widths"][g] <= s1["widths"][g] for g in s2["widths"])
     plan = json.loads((second / "model.json").read_text())["plan"]

@@ -25,11 +25,56 @@ COMMANDS: dict[str, str] = {
 }
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """``--help`` shows every flag's default, except where its help text already states it or there is none to show
+    (``None``, a switch that is off, a required flag)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        d = action.default
+        if ("default" in text.lower() or d is None or d is False or d is argparse.SUPPRESS or d == () or action.required
+                or not action.option_strings):
+            return text
+        return text + " (default: %(default)s)"
+
+
 class _Parser(argparse.ArgumentParser):
-    """argparse with a one-line error (no usage dump) and exit status 2."""
+    """argparse with a one-line error (no usage dump), exit status 2, no abbreviated flags (``--epoch`` must not
+    silently mean ``--epochs``) and defaults in ``--help``. Sub-command parsers are of this class too."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _unknown_flags(parser: argparse.ArgumentParser, extras: list[str]) -> None:
+    """Exit 2 naming the sub-command (and the closest real flag) for arguments it does not take."""
+    import difflib
+
+    flags = [o for a in parser._actions for o in a.option_strings]
+    first = next((e for e in extras if e.startswith("-")), extras[0])
+    close = difflib.get_close_matches(first.split("=")[0], flags, n=1)
+    hint = f"; did you mean {close[0]}?" if close else ""
+    parser.error(f"unrecognized arguments: {' '.join(extras)}{hint}")
+
+
+def _interrupted_hint(args: argparse.Namespace):
+    """Text for Ctrl-C: how to continue when a training state is being saved."""
+    state = getattr(args, "save_state", None)
+
+    def hint() -> str:
+        if state is None:
+            return ""
+        if not state.exists():
+            return f" (no epoch had finished, so --save-state {str(state)!r} was not written yet)"
+        return (f"; the state after the last finished epoch is in {str(state)!r}: run the same command again "
+                f"with --resume {str(state)!r} to continue")
+
+    return hint
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,10 +89,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _subparser(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser:
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return action.choices[command]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
-    with handle_errors(parser, args.command) as status, contextlib.ExitStack() as stack:
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        _unknown_flags(_subparser(parser, args.command), extras)
+    with handle_errors(parser, args.command, _interrupted_hint(args)) as status, contextlib.ExitStack() as stack:
         args._resources = stack  # write locks held until the command ends
         stack.enter_context(_import_path(args))
         status.code = args.run(args)

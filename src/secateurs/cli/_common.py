@@ -21,10 +21,11 @@ class _Status:
 
 
 @contextlib.contextmanager
-def handle_errors(parser: argparse.ArgumentParser, command: str):
+def handle_errors(parser: argparse.ArgumentParser, command: str, interrupted_hint=None):
     """Turn expected user errors into one line on stderr and exit status 2 (no traceback).
 
-    ``SECATEURS_DEBUG=1`` re-raises so developers still get the traceback.
+    ``SECATEURS_DEBUG=1`` re-raises so developers still get the traceback. ``interrupted_hint``: a callable
+    giving text to append to the Ctrl-C message (how to continue the run).
     """
     status = _Status()
     try:
@@ -45,7 +46,8 @@ def handle_errors(parser: argparse.ArgumentParser, command: str):
         status.code = 2
         raise SystemExit(2)
     except KeyboardInterrupt:
-        print(f"secateurs {command}: interrupted; no output was written in place", file=sys.stderr)
+        hint = interrupted_hint() if interrupted_hint is not None else ""
+        print(f"secateurs {command}: interrupted; no output was written in place{hint}", file=sys.stderr)
         raise SystemExit(130)
 
 
@@ -137,6 +139,9 @@ def fraction(flag: str, low_inclusive: bool = True, high_inclusive: bool = False
 def existing_dir(flag: str):
     def parse(text: str) -> Path:
         path = Path(text)
+        if path.is_file():  # e.g. DIR/model.safetensors: checkpoints are directories
+            raise argparse.ArgumentTypeError(f"{flag}: {text!r} is a file, not a directory; did you mean its "
+                                             f"directory {str(path.parent)!r}?")
         if not path.is_dir():
             raise argparse.ArgumentTypeError(f"{flag}: directory {text!r} does not exist")
         return path
@@ -149,10 +154,11 @@ def add_data_args(p: argparse.ArgumentParser, required: bool = True) -> None:
     g = p.add_argument_group("data")
     g.add_argument("--data", required=required, metavar="D",
                    help="dataset name (fashion-mnist, mnist5k, mnist1d, digits, cifar10)")
-    g.add_argument("--data-dir", type=existing_dir("--data-dir"), default=None,
-                   help="directory holding the dataset files (else $SECATEURS_DATA, system paths, download)")
+    g.add_argument("--data-dir", type=existing_dir("--data-dir"), default=None, metavar="DIR",
+                   help="directory holding the dataset files (default: $SECATEURS_DATA, system paths, download)")
     g.add_argument("--train-subset", type=positive_int("--train-subset", 1 << 40), default=None, metavar="N",
-                   help="train on the first N images of a seeded permutation of the training split")
+                   help="train on the first N images of a seeded permutation of the training split (default: "
+                        "all; quick tries: e.g. 10000)")
     g.add_argument("--val-size", type=nonneg_int("--val-size", 1 << 40), default=None, metavar="N",
                    help="images carved from the training data for validation (default: dataset's)")
 
@@ -160,22 +166,30 @@ def add_data_args(p: argparse.ArgumentParser, required: bool = True) -> None:
 def add_train_args(p: argparse.ArgumentParser, epochs: float = 10, lr: float = 0.1, wd: float = 5e-4,
                    batch_size: int = 128, warmup: float = 1.0) -> None:
     g = p.add_argument_group("training")
-    g.add_argument("--epochs", type=positive_float("--epochs", high=MAX_EPOCHS), default=epochs,
-                   help=f"default {epochs}")
+    g.add_argument("--epochs", type=positive_float("--epochs", high=MAX_EPOCHS), default=epochs, metavar="E",
+                   help=f"training epochs; fractions allowed, e.g. 0.5 (default {epochs})")
     g.add_argument("--lr", type=positive_float("--lr", high=MAX_LR), default=lr,
                    help=f"peak learning rate (default {lr})")
     g.add_argument("--batch-size", type=positive_int("--batch-size", MAX_BATCH_SIZE), default=batch_size,
-                   help=f"global batch size (default {batch_size})")
-    g.add_argument("--optimizer", choices=("sgd", "adam", "adamw"), default="sgd")
-    g.add_argument("--momentum", type=fraction("--momentum"), default=0.9)
+                   metavar="B", help=f"global batch size (default {batch_size})")
+    g.add_argument("--optimizer", choices=("sgd", "adam", "adamw"), default="sgd",
+                   help="sgd is SGD with momentum (Nesterov unless --no-nesterov)")
+    g.add_argument("--momentum", type=fraction("--momentum"), default=0.9, metavar="M",
+                   help="SGD momentum, in [0, 1) (default 0.9)")
+    g.add_argument("--nesterov", action=argparse.BooleanOptionalAction, default=True,
+                   help="Nesterov momentum for sgd (default: on)")
     g.add_argument("--weight-decay", type=positive_float("--weight-decay", allow_zero=True, high=MAX_WEIGHT_DECAY),
-                   default=wd)
+                   default=wd, metavar="WD",
+                   help=f"L2 weight decay (coupled for sgd/adam, decoupled for adamw) (default {wd:g})")
     g.add_argument("--warmup-epochs", type=positive_float("--warmup-epochs", allow_zero=True, high=MAX_EPOCHS),
-                   default=warmup)
-    g.add_argument("--label-smoothing", type=fraction("--label-smoothing"), default=0.0)
+                   default=warmup, metavar="E",
+                   help=f"linear learning-rate warm-up before the cosine decay (at most half the run) "
+                        f"(default {warmup:g})")
+    g.add_argument("--label-smoothing", type=fraction("--label-smoothing"), default=0.0, metavar="EPS",
+                   help="cross-entropy label smoothing, in [0, 1) (default 0)")
     g.add_argument("--no-augment", action="store_true", help="disable random crop / flip")
-    g.add_argument("--max-steps", type=positive_int("--max-steps", MAX_STEPS), default=None,
-                   help="stop after this many optimizer steps (smoke tests)")
+    g.add_argument("--max-steps", type=positive_int("--max-steps", MAX_STEPS), default=None, metavar="N",
+                   help="stop after this many optimizer steps (smoke tests; default: no limit)")
     g.add_argument("--save-state", type=Path, default=None, metavar="FILE",
                    help="write the whole training state to FILE after every epoch (atomically), for --resume")
     g.add_argument("--resume", type=Path, default=None, metavar="FILE",
@@ -218,25 +232,32 @@ def distill_criterion(args, teacher, device):
     return DistillationLoss(teacher.to(device), config, label_smoothing=getattr(args, "label_smoothing", 0.0))
 
 
-def recalibrate_bn(model, data, batches: int, seed: int) -> int:
+def recalibrate_bn(model, data, batches: int, seed: int, quiet: bool = False) -> int:
     """Re-estimate ``model``'s BatchNorm statistics on ``batches`` seeded, un-augmented training batches of 64."""
+    from .._progress import progress_iter, progress_mode
     from ..data import seeded_batches
     from ..unstructured import reestimate_batchnorm
 
     if batches <= 0:
         return 0
-    return reestimate_batchnorm(model, seeded_batches(data.train_x, batch_size=64, seed=seed, batches=batches))
+    passes = seeded_batches(data.train_x, batch_size=64, seed=seed, batches=batches)
+    return reestimate_batchnorm(model, progress_iter(passes, batches, "batchnorm statistics",
+                                                     progress_mode(False if quiet else None)))
 
 
 def add_run_args(p: argparse.ArgumentParser, out_required: bool = True) -> None:
     g = p.add_argument_group("run")
-    g.add_argument("--seed", type=nonneg_int("--seed", MAX_SEED), default=0)
-    g.add_argument("--threads", type=positive_int("--threads", MAX_THREADS), default=None, help="torch CPU threads")
+    g.add_argument("--seed", type=nonneg_int("--seed", MAX_SEED), default=0, metavar="S",
+                   help="seeds the data order, augmentation, validation split and initialisation (default 0)")
+    g.add_argument("--threads", type=positive_int("--threads", MAX_THREADS), default=None, metavar="N",
+                   help="torch CPU threads (default: torch's choice, usually the number of cores)")
     g.add_argument("--out", required=out_required, type=Path, metavar="DIR",
                    help="output checkpoint directory (written atomically)")
     g.add_argument("--overwrite", action="store_true",
                    help="replace an existing --out checkpoint (never a directory that is not a checkpoint)")
-    g.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
+    g.add_argument("--quiet", action="store_true",
+                   help="no progress bar or progress lines (without a terminal, long stages log a line every "
+                        "~10%% or 30 s)")
 
 
 def add_trust_arg(p: argparse.ArgumentParser) -> None:
@@ -481,16 +502,20 @@ def input_shape_arg(text: str) -> list[int]:
     return dims
 
 
-def add_model_source_args(p: argparse.ArgumentParser) -> None:
+def add_model_source_args(p: argparse.ArgumentParser, required: bool = True) -> None:
     """--model with (--data | --input-shape [--num-classes]), or --checkpoint: for commands that only inspect."""
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--model", metavar="M", help="zoo name or package.module:factory")
-    src.add_argument("--checkpoint", type=existing_dir("--checkpoint"), metavar="DIR")
+    src = p.add_mutually_exclusive_group(required=required)
+    src.add_argument("--model", metavar="M",
+                     help="zoo name (list: `secateurs info --models`) or package.module:factory")
+    src.add_argument("--checkpoint", type=existing_dir("--checkpoint"), metavar="DIR",
+                     help="a checkpoint directory (model.json + model.safetensors)")
     p.add_argument("--data", metavar="D", help="take input shape and class count from this dataset")
-    p.add_argument("--data-dir", type=existing_dir("--data-dir"), default=None)
+    p.add_argument("--data-dir", type=existing_dir("--data-dir"), default=None, metavar="DIR",
+                   help="directory holding the dataset files (with --data)")
     p.add_argument("--input-shape", type=input_shape_arg, metavar="C,H,W",
                    help="input shape without batch, e.g. 3,32,32")
-    p.add_argument("--num-classes", type=positive_int("--num-classes", MAX_CHANNEL_ARG), default=10)
+    p.add_argument("--num-classes", type=positive_int("--num-classes", MAX_CHANNEL_ARG), default=10, metavar="K",
+                   help="classes (with --input-shape)")
     add_trust_arg(p)
 
 
@@ -532,7 +557,8 @@ def train_config(args):
     from ..train import TrainConfig
 
     return TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, optimizer=args.optimizer,
-                       momentum=args.momentum, weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs,
+                       momentum=args.momentum, nesterov=args.nesterov, weight_decay=args.weight_decay,
+                       warmup_epochs=args.warmup_epochs,
                        label_smoothing=args.label_smoothing, seed=args.seed, augment=not args.no_augment,
                        max_steps=args.max_steps)
 

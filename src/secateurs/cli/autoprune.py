@@ -17,9 +17,17 @@ def add_parser(sub) -> None:
         "autoprune", help="AutoBot: learned filter pruning to a MACs reduction",
         description="Train per-channel bottleneck scores on a frozen checkpoint (AutoBot, Castells & Yeom 2023), "
                     "pick one global threshold that removes --flops-reduction of the MACs (exactly, within "
-                    "--tolerance), physically remove the channels, verify the result and optionally fine-tune.")
+                    "--tolerance), physically remove the channels, verify the result and optionally fine-tune.",
+        epilog="Prints: MACs and params of the source checkpoint -> pruned; test accuracy of the source, of the "
+               "pruned network before fine-tuning and after; the bottleneck training time. summary.json also "
+               "has best_step (the bottleneck step whose scores were kept: the lowest loss in the last 40% of "
+               "the steps), threshold (the global score threshold θ, null when selection_method is 'ranked' or "
+               "'greedy': no single θ hit the MACs window, so channels were taken in score order), "
+               "max_abs_diff (largest output difference masked vs physically pruned: ~1e-6 means exact "
+               "surgery) and latency_ms_b1 / latency_ms_b1_dense (median ms, batch 1, 1 thread, timed "
+               "interleaved; the setting is in 'latency'). Every field: docs/summary.md.")
     p.add_argument("--checkpoint", required=True, type=c.existing_dir("--checkpoint"), metavar="DIR",
-                   help="trained checkpoint to prune")
+                   help="trained checkpoint to prune (dense, or already pruned: the plans compose)")
     g = p.add_argument_group("autobot")
     g.add_argument("--flops-reduction", required=True, metavar="R",
                    type=c.fraction("--flops-reduction", low_inclusive=False),
@@ -41,14 +49,15 @@ def add_parser(sub) -> None:
     f.add_argument("--finetune-epochs", default=0.0,
                    type=c.positive_float("--finetune-epochs", allow_zero=True, high=c.MAX_EPOCHS),
                    metavar="E", help="fine-tune the pruned network for E epochs (default 0: no fine-tuning)")
-    f.add_argument("--finetune-lr", type=c.positive_float("--finetune-lr", high=c.MAX_LR), default=0.02,
-                   help="default 0.02")
+    f.add_argument("--finetune-lr", type=c.positive_float("--finetune-lr", high=c.MAX_LR), default=0.02, metavar="LR",
+                   help="peak SGD learning rate, cosine to 0 (default 0.02)")
     f.add_argument("--finetune-weight-decay", type=c.positive_float("--finetune-weight-decay", allow_zero=True,
                                                                  high=c.MAX_WEIGHT_DECAY),
-                   default=2e-3, help="default 2e-3")
-    f.add_argument("--finetune-momentum", type=c.fraction("--finetune-momentum"), default=0.9, help="default 0.9")
-    f.add_argument("--finetune-batch-size", type=c.positive_int("--finetune-batch-size", c.MAX_BATCH_SIZE), default=256,
-                   help="default 256")
+                   default=2e-3, metavar="WD", help="weight decay (default 2e-3)")
+    f.add_argument("--finetune-momentum", type=c.fraction("--finetune-momentum"), default=0.9, metavar="M",
+                   help="SGD momentum (default 0.9)")
+    f.add_argument("--finetune-batch-size", type=c.positive_int("--finetune-batch-size", c.MAX_BATCH_SIZE),
+                   default=256, metavar="B", help="fine-tuning batch size (default 256)")
     c.add_distill_args(f, None)
     c.add_data_args(p)
     c.add_run_args(p)
@@ -67,13 +76,14 @@ def run(args: argparse.Namespace) -> int:
     from ..graph import build_channel_graph
     from ..errors import UnreachableTargetError
     from ..io import save
-    from ..report import latency_ms
+    from ..report import interleaved_latency_ms, latency_setting
     from ..structured import PruningPlan, compose_plans
     from ..structured.autobot import AutoBotConfig, autoprune, finetune_config, plot_scores
     from ..train import evaluate
 
     c.check_out(args)
     c.setup_threads(args)
+    progress = False if args.quiet else None
     ckpt = c.load_checkpoint_arg(args.checkpoint, trust=args.trust_model_code)
     data = c.load_data(args)
     if ckpt.spec.input_shape and tuple(ckpt.spec.input_shape) != tuple(data.input_shape):
@@ -84,21 +94,18 @@ def run(args: argparse.Namespace) -> int:
         raise c.UsageError("--distill: distillation applies to fine-tuning; give --finetune-epochs E > 0")
     teacher = copy.deepcopy(model) if args.distill else None  # the source, before the surgery
     torch.manual_seed(args.seed)
-    dense_eval = evaluate(model, data.test_x, data.test_y)
     shape = tuple(data.input_shape)
-    threads = torch.get_num_threads()
-    latency_dense = latency_ms(model, shape, 1, threads=threads)
+    source_model = copy.deepcopy(model)  # timed against the pruned one at the end (interleaved)
     config = AutoBotConfig(beta=args.beta, gamma=args.gamma, lr=args.lr, batches=args.batches,
                            batch_size=args.batch_size, tolerance=args.tolerance, seed=args.seed)
     try:
         graph = build_channel_graph(model, data.train_x[:1], limits=graph_limits(args))
-        result = autoprune(model, data, args.flops_reduction, config=config, graph=graph,
-                           progress=False if args.quiet else None)
+        result = autoprune(model, data, args.flops_reduction, config=config, graph=graph, progress=progress)
     except UnreachableTargetError as e:  # by type: the target, not the code, is at fault
         raise c.UsageError(f"--flops-reduction {args.flops_reduction}: {e}") from None
-    before_bn = evaluate(model, data.test_x, data.test_y)["accuracy"] if args.bn_batches else None
-    bn_used = c.recalibrate_bn(model, data, args.bn_batches, args.seed)
-    before = evaluate(model, data.test_x, data.test_y)
+    before_bn = result.accuracy if args.bn_batches else None
+    bn_used = c.recalibrate_bn(model, data, args.bn_batches, args.seed, quiet=args.quiet)
+    before = evaluate(model, data.test_x, data.test_y) if bn_used else {"accuracy": result.accuracy}
     finetune = None
     if args.finetune_epochs > 0:
         ft = finetune_config(args.finetune_epochs, lr=args.finetune_lr, weight_decay=args.finetune_weight_decay,
@@ -110,6 +117,10 @@ def run(args: argparse.Namespace) -> int:
                             "distill": None if criterion is None else {"teacher": "source", **criterion.to_dict()}}
     after = evaluate(model, data.test_x, data.test_y) if finetune is None else \
         {"accuracy": finetune.accuracy, "loss": finetune.loss}
+    # the `report` command's setting (batch 1, 1 thread, 20 rounds), source and pruned model interleaved
+    latency = latency_setting(batch_size=1, threads=1, repeats=20)
+    latency_pruned, latency_source = interleaved_latency_ms([model, source_model], shape, 1, threads=1,
+                                                            repeats=20, progress=progress)
 
     plan = result.plan  # this run's selection, relative to --checkpoint's widths (plan.json, the plot)
     plan.model_spec = {k: v for k, v in dataclasses.asdict(ckpt.spec).items() if k != "plan"}
@@ -119,11 +130,12 @@ def run(args: argparse.Namespace) -> int:
     summary = {
         "command": "autoprune", "checkpoint": str(args.checkpoint), "model": ckpt.spec.name, "dataset": data.name,
         "requested_flops_reduction": args.flops_reduction,
-        "accuracy_dense": dense_eval["accuracy"], "accuracy_before_finetune": before["accuracy"],
+        "source_pruned": ckpt.spec.plan is not None,
+        "accuracy_dense": result.accuracy_source, "accuracy_before_finetune": before["accuracy"],
         "bn_batches": args.bn_batches, "bn_batches_used": bn_used, "accuracy_before_bn": before_bn,
         "accuracy": after["accuracy"], "test_loss": after["loss"],
         **result.summary(),
-        "latency_ms_b1": latency_ms(model, shape, 1, threads=threads), "latency_ms_b1_dense": latency_dense,
+        "latency_ms_b1": latency_pruned, "latency_ms_b1_dense": latency_source, "latency": latency,
         "finetune": finetune_summary if finetune is not None else None,
         "bottleneck_history": result.history, "seed": args.seed, "versions": c.versions(),
     }
@@ -131,13 +143,15 @@ def run(args: argparse.Namespace) -> int:
     def extra(tmp):
         (tmp / "plan.json").write_text(json.dumps(plan.to_dict(), indent=1) + "\n")
         plot_scores(tmp / "autobot.png", result.scores, plan.groups, plan.widths, result.selection.threshold,
-                    title=f"AutoBot {ckpt.spec.name}: {result.report.macs_reduction:.1%} fewer MACs")
+                    title=f"AutoBot {ckpt.spec.name}: {result.report.macs_reduction:.1%} fewer MACs",
+                    method=result.selection.method)
 
     save(args.out, model, spec, summary, overwrite=args.overwrite, extra=extra)
     s = summary
+    source = "source (already pruned: this plan composes with its plan)" if s["source_pruned"] else "dense"
     print(f"{ckpt.spec.name} on {data.name}: MACs {s['macs_dense'] / 1e6:.2f}M -> {s['macs'] / 1e6:.2f}M "
           f"({s['flops_reduction']:.2%} fewer), params {s['params_dense']:,} -> {s['params']:,}; accuracy "
-          f"{s['accuracy_dense']:.4f} dense, {s['accuracy_before_finetune']:.4f} pruned, {s['accuracy']:.4f} "
+          f"{s['accuracy_dense']:.4f} {source}, {s['accuracy_before_finetune']:.4f} pruned, {s['accuracy']:.4f} "
           f"{'fine-tuned' if finetune is not None else '(no fine-tuning)'}; bottlenecks "
           f"{s['bottleneck_seconds']:.1f}s on {s['bottleneck_images']:,} images -> {args.out}")
     return 0

@@ -15,10 +15,11 @@ def add_parser(sub) -> None:
                                    "the ONNX batch dimension is dynamic. --format sparse writes a checkpoint "
                                    "directory whose sparse tensors are stored as non-zero values plus a bitmask, "
                                    "delta or CSR index (whichever is smallest); secateurs.load reads it back.")
-    p.add_argument("--checkpoint", required=True, type=c.existing_dir("--checkpoint"), metavar="DIR")
-    p.add_argument("--format", required=True, choices=("torchscript", "onnx", "sparse"))
+    p.add_argument("--checkpoint", required=True, type=c.existing_dir("--checkpoint"), metavar="DIR",
+                   help="checkpoint directory to export")
+    p.add_argument("--format", required=True, choices=("torchscript", "onnx", "sparse"), help="output format")
     p.add_argument("--out", required=True, type=Path, metavar="PATH",
-                   help="output file (torchscript, onnx) or directory (sparse)")
+                   help="output file (.pt for torchscript, .onnx) or directory (sparse)")
     p.add_argument("--opset", type=c.int_at_least("--opset", 7, 21), default=17, help="ONNX opset (default 17)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file or directory")
     c.add_trust_arg(p)

@@ -15,8 +15,11 @@ def add_parser(sub) -> None:
     p = sub.add_parser("finetune", help="fine-tune a checkpoint (pruned or sparse: the structure and zeros stay)",
                        description="Fine-tune a checkpoint and write DIR with the same architecture (and plan), "
                                    "summary.json with the test `accuracy` after and `accuracy_before` fine-tuning. "
-                                   "A sparse checkpoint's exact zeros stay zero.")
-    p.add_argument("--checkpoint", required=True, type=c.existing_dir("--checkpoint"), metavar="DIR")
+                                   "A sparse checkpoint's exact zeros stay zero.",
+                       epilog="Prints the test accuracy before -> after fine-tuning (and the sparsity, for a sparse "
+                              "checkpoint). Every summary.json field: docs/summary.md.")
+    p.add_argument("--checkpoint", required=True, type=c.existing_dir("--checkpoint"), metavar="DIR",
+                   help="checkpoint to fine-tune (dense, pruned or sparse)")
     c.add_data_args(p)
     c.add_train_args(p, epochs=10, lr=0.01, warmup=0.0)
     c.add_distill_args(p.add_argument_group("distillation"), "--distill-from")
@@ -122,7 +125,8 @@ def run(args: argparse.Namespace) -> int:
         spec.sparsity = {**spec.sparsity, "sparsity": summary["sparsity"]}
     if distributed.is_main():
         save(args.out, model, spec, summary, overwrite=args.overwrite)
-        print(f"{spec.name} on {data.name}: fine-tuned {result.epochs:g} epochs, accuracy "
+        print(f"{spec.name} on {data.name}: fine-tuned {result.epochs:g} epoch{'' if result.epochs == 1 else 's'}, "
+              f"accuracy "
               f"{before['accuracy']:.4f} -> {result.accuracy:.4f}"
               + (f", sparsity {summary['sparsity']:.4f}" if masks else "") + f" -> {args.out}")
     distributed.barrier()

@@ -21,11 +21,16 @@ def add_parser(sub) -> None:
         description="Score every channel of every coupled channel group with a criterion (l1/l2 filter norm, "
                     "BatchNorm |gamma|, first-order Taylor on a few training batches, random), remove the "
                     "lowest-ranked channels until the MACs reduction lies in [R, R + 1 point], verify the surgery, "
-                    "and save the pruned checkpoint. Fails (exit 2) with the reason when the target cannot be met.")
+                    "and save the pruned checkpoint. Fails (exit 2) with the reason when the target cannot be met.",
+        epilog="Prints the MACs removed (achieved vs target), MACs and params before -> after, and the test "
+               "accuracy before fine-tuning. summary.json's verify_max_abs_diff is the largest output difference "
+               "between the masked and the physically pruned network on the check batch (~1e-6 means the surgery "
+               "is exact). Every field: docs/summary.md.")
     p.add_argument("--checkpoint", required=True, type=c.existing_dir("--checkpoint"), metavar="DIR",
                    help="trained checkpoint to prune (dense, sparse or already pruned)")
     g = p.add_argument_group("pruning")
-    g.add_argument("--criterion", required=True, choices=CRITERIA)
+    g.add_argument("--criterion", required=True, choices=CRITERIA,
+                   help="channel score: l1/l2 norm of the filter, bn |gamma|, first-order taylor, random")
     g.add_argument("--flops-reduction", required=True, type=c.fraction("--flops-reduction"), metavar="R",
                    help="fraction of the checkpoint's MACs to remove, in [0, 1) (FLOPs = 2*MACs: same ratio)")
     g.add_argument("--scope", choices=("global", "local"), default="global",
@@ -96,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
     report = apply_plan(model, selection.plan, example, graph=graph)  # verified: MACs, params, outputs
     after = count_model(model, data.input_shape)
     accuracy_before_bn = evaluate(model, data.test_x, data.test_y)["accuracy"] if args.bn_batches else None
-    bn_used = c.recalibrate_bn(model, data, args.bn_batches, args.seed)
+    bn_used = c.recalibrate_bn(model, data, args.bn_batches, args.seed, quiet=args.quiet)
     accuracy = evaluate(model, data.test_x, data.test_y)
 
     plan = selection.plan

@@ -19,15 +19,23 @@ def add_parser(sub) -> None:
         description="Train (or fine-tune a checkpoint) while magnitude masks follow a sparsity schedule, then save "
                     "the sparse model. Cyclical pruning (Srinivas et al. 2022) raises sparsity to --sparsity in "
                     "--cycles cubic ramps, restarting each later cycle at --restart-sparsity so that weights pruned "
-                    "by mistake can return; --cycles 1 is gradual magnitude pruning (GMP).")
+                    "by mistake can return; --cycles 1 is gradual magnitude pruning (GMP).",
+        epilog="Prints: the achieved sparsity (exact zeros over the prunable tensors), the test accuracy, "
+               "'recovered' = of the weights the final mask keeps, the fraction that was pruned at some earlier "
+               "mask update (weights that came back; 0 for one-shot or cumulative masks), and the wall time. "
+               "summary.json also has mean_churn (mean fraction of prunable weights whose mask bit flips at an "
+               "update). Every field: docs/summary.md.")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--checkpoint", type=c.existing_dir("--checkpoint"), metavar="DIR",
                      help="start from a trained checkpoint (fine-tune while pruning)")
-    src.add_argument("--model", metavar="M", help="train from scratch: zoo name or package.module:factory")
+    src.add_argument("--model", metavar="M",
+                     help="train from scratch: zoo name (list: `secateurs info --models`) or package.module:factory")
     g = p.add_argument_group("sparsity")
     g.add_argument("--sparsity", required=True, type=c.fraction("--sparsity"), metavar="S",
                    help="final fraction of zeros over the prunable tensors, in [0, 1)")
-    g.add_argument("--schedule", choices=("oneshot", "gmp", "cyclical"), default="cyclical")
+    g.add_argument("--schedule", choices=("oneshot", "gmp", "cyclical"), default="cyclical",
+                   help="oneshot: prune once at --prune-at; gmp: one cubic ramp; cyclical: --cycles ramps "
+                        "(default: cyclical)")
     g.add_argument("--cycles", type=c.positive_int("--cycles", 10_000), default=None, metavar="C",
                    help=f"cyclical: number of cycles (default {DEFAULT_CYCLES}; 1 = GMP)")
     g.add_argument("--restart-sparsity", type=c.fraction("--restart-sparsity"), default=0.0, metavar="R",
@@ -44,13 +52,15 @@ def add_parser(sub) -> None:
     g.add_argument("--update-every", type=c.positive_int("--update-every", c.MAX_STEPS), default=50, metavar="K",
                    help="steps between mask recomputations (default 50)")
     g.add_argument("--scope", choices=("layer", "global"), default="layer",
-                   help="magnitude ranking per layer (uniform sparsity) or over all prunable tensors")
+                   help="magnitude ranking per layer (uniform sparsity) or over all prunable tensors "
+                        "(default: layer)")
     g.add_argument("--min-density", type=c.fraction("--min-density", high_inclusive=False), default=0.0,
                    metavar="D", help="every pruned tensor keeps at least this fraction of its weights (default 0; "
                                      "guards --scope global against pruning a layer away)")
     g.add_argument("--variant", choices=("project", "shadow", "ste"), default="project",
                    help="weight handling: project (zero pruned weights and their momentum after every step), "
-                        "shadow (forward mask, stale pruned weights), ste (forward mask, straight-through)")
+                        "shadow (forward mask, stale pruned weights), ste (forward mask, straight-through) "
+                        "(default: project)")
     g.add_argument("--pattern", default=None, metavar="N:M",
                    help="semi-structured N:M sparsity (e.g. 2:4): at most N non-zeros in every M consecutive "
                         "weights of each row; --sparsity must be the pattern's 1 - N/M (0.5 for 2:4); the "
@@ -63,7 +73,8 @@ def add_parser(sub) -> None:
     g.add_argument("--keep-first-dense", action="store_true", help="do not prune the first conv/linear layer")
     g.add_argument("--keep-last-dense", action="store_true", help="do not prune the last conv/linear layer")
     g.add_argument("--bn-batches", type=c.nonneg_int("--bn-batches", c.MAX_BATCHES), default=50, metavar="N",
-                   help="re-estimate BatchNorm statistics on N training batches at the end (0: off)")
+                   help="re-estimate BatchNorm statistics on N training batches of --batch-size at the end (0: "
+                        "off; default 50)")
     g.add_argument("--lr-restart", action="store_true",
                    help="cyclical: restart the cosine learning rate at every cycle (default: one cosine)")
     g.add_argument("--save-format", choices=("dense", "sparse"), default="dense",

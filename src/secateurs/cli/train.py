@@ -9,9 +9,14 @@ from . import _common as c
 def add_parser(sub) -> None:
     p = sub.add_parser("train", help="train a dense model and save a checkpoint",
                        description="Train a model on a dataset and write DIR/model.safetensors, model.json "
-                                   "and summary.json (accuracy, params, macs, epochs, elapsed_s).")
+                                   "and summary.json (accuracy, params, macs, epochs, elapsed_s).",
+                       epilog="Prints one line per epoch (train loss and accuracy on the augmented training batches, "
+                              "val_acc on the held-out validation split, images/s, seconds), then: test accuracy "
+                              "(0-1), params, MACs (multiply-accumulates per image; FLOPs = 2*MACs), epochs and "
+                              "wall time. Every summary.json field: docs/summary.md.")
     p.add_argument("--model", required=True, metavar="M",
-                   help="zoo name (see `secateurs info --help`), package.module:factory, torchvision:NAME, timm:NAME")
+                   help="zoo name (list: `secateurs info --models`), package.module:factory, torchvision:NAME, "
+                        "timm:NAME")
     c.add_data_args(p)
     c.add_train_args(p)
     c.add_run_args(p)

@@ -45,6 +45,12 @@ class PruneReport:
     def params_reduction(self) -> float:
         return 1 - self.params_after / max(self.params_before, 1)
 
+    def __str__(self) -> str:
+        check = "not verified" if self.max_abs_diff is None else f"max |masked - pruned| = {self.max_abs_diff:.2g}"
+        return (f"MACs {self.macs_before / 1e6:.3f}M -> {self.macs_after / 1e6:.3f}M ({self.macs_reduction:.2%} "
+                f"fewer), params {self.params_before:,} -> {self.params_after:,} ({self.params_reduction:.2%} "
+                f"fewer); {check}")
+
 
 def check_plan(graph: ChannelGraph, plan: PruningPlan) -> None:
     """Raise ``ValueError`` naming the group if ``plan`` does not fit ``graph``."""

@@ -5,6 +5,7 @@ from typing import Any, Callable
 
 from torch import nn
 
+from .._progress import progress_iter
 from ..data import seeded_batches
 from ..train import Callback, lr_factor
 from .sparsifier import CyclicalSparsifier
@@ -53,7 +54,10 @@ class SparsifierCallback(Callback):
 
     def on_train_end(self, trainer) -> None:
         sp = self.sparsifier
-        batches = _bn_batches(trainer, self.bn_batches) if self.bn_batches > 0 else None
+        batches = None
+        if self.bn_batches > 0:
+            batches = progress_iter(_bn_batches(trainer, self.bn_batches), self.bn_batches, "batchnorm statistics",
+                                    getattr(trainer, "progress_mode", "off"))
         self.summary = sp.finalize(bn_data=batches, bn_batches=self.bn_batches or None)
 
     def state_dict(self) -> dict:

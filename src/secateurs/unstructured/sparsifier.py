@@ -3,7 +3,7 @@
     sp = CyclicalSparsifier(model, Cyclical(0.95, total_steps))   # prepare: choose tensors, mask at step 0
     sp.attach(optimizer)                                         # step: runs after every optimizer.step()
     ...unchanged training loop...
-    sp.finalize()                                                 # plain model, exact zeros, exactly s_f
+    summary = sp.finalize()   # the model, in place: plain weights, exact zeros, exactly s_f; returns a dict
 
 Step convention: ``sp.step_count`` is the number of optimizer steps taken. After optimizer step number ``t`` the
 sparsifier (1) recomputes the masks from scratch at ``schedule.sparsity_at(t)`` when ``t`` is an update step —
@@ -187,7 +187,8 @@ class CyclicalSparsifier:
         return self.freeze_final and self.step_count >= self.schedule.freeze_step
 
     def finalize(self, bn_data: Iterable | None = None, bn_batches: int | None = None) -> dict[str, Any]:
-        """Make the sparsity permanent and hand back a plain model; returns :meth:`summary`.
+        """Make the sparsity permanent, in place: ``self.model`` is left a plain model (no hooks or
+        parametrisations, exact zeros at ``final_sparsity``). Returns :meth:`summary` (a dict), not the model.
 
         If the masks are not at ``final_sparsity`` yet (training stopped early) they are recomputed there.
         ``bn_data`` (an iterable of input batches or ``(x, y)`` pairs) re-estimates BatchNorm statistics of the

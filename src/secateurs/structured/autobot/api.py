@@ -14,7 +14,7 @@ from ...errors import UnreachableTargetError
 from ...data import DataSplits
 from ...graph.groups import ChannelGraph, build_channel_graph
 from ...soft_flops import SoftMacsModel
-from ...train import TrainConfig
+from ...train import TrainConfig, evaluate
 from ..apply import PruneReport, apply_plan
 from ..plan import PruningPlan
 from .bottleneck import Bottlenecks
@@ -78,6 +78,29 @@ class AutoBotResult:
     best_step: int
     target_macs: float
     config: AutoBotConfig = field(default_factory=AutoBotConfig)
+    accuracy_source: float | None = None  # test accuracy of the model handed in (None: not evaluated)
+    accuracy: float | None = None  # test accuracy after pruning, before any fine-tuning
+
+    def __str__(self) -> str:
+        """A small table: accuracy, MACs and params before and after, and how the selection was made."""
+        r, sel = self.report, self.selection
+        how = (f"one global threshold θ = {sel.threshold:.4g}" if sel.threshold is not None else
+               f"{sel.method} (no single threshold θ hit the target; channels taken in score order)")
+
+        def acc(v):
+            return f"{100 * v:.2f}" if v is not None else "-"
+
+        rows = [("accuracy (%)", acc(self.accuracy_source), acc(self.accuracy)),
+                ("MACs (M)", f"{r.macs_before / 1e6:.3f}", f"{r.macs_after / 1e6:.3f}"),
+                ("params", f"{r.params_before:,}", f"{r.params_after:,}")]
+        width = max(len(a) for _, a, _ in rows + [("", "source", "")])
+        lines = [f"AutoBot: {r.macs_reduction:.2%} fewer MACs (target "
+                 f"{1 - self.target_macs / max(r.macs_before, 1):.2%}), {r.params_reduction:.2%} fewer params",
+                 f"{'':13s} {'source':>{width}s}  pruned (before fine-tuning)"]
+        lines += [f"{name:13s} {a:>{width}s}  {b}" for name, a, b in rows]
+        lines.append(f"selection: {how}; bottlenecks {len(self.history)} steps, {self.bottleneck_images:,} images "
+                     f"in {self.bottleneck_seconds:.1f}s (best scores from step {self.best_step})")
+        return "\n".join(lines)
 
     def summary(self) -> dict[str, Any]:
         """JSON-ready numbers (no tensors)."""
@@ -97,6 +120,7 @@ class AutoBotResult:
 def autoprune(
     model: nn.Module, data: DataSplits | Iterable, flops_reduction: float, *, config: AutoBotConfig | None = None,
     example_inputs: Any = None, graph: ChannelGraph | None = None, progress: bool | None = None,
+    evaluate_test: bool = True,
 ) -> AutoBotResult:
     """Prune ``model`` **in place** with AutoBot so that its MACs drop by ``flops_reduction`` (±``tolerance``).
 
@@ -104,7 +128,8 @@ def autoprune(
     ``example_inputs``: a batch for tracing (default: one training image); batch 1 gives per-image MACs.
     The model's weights, BN statistics, ``requires_grad`` flags and mode are unchanged except for the removed
     channels; no hook stays behind. Fine-tune afterwards with ``secateurs.train.fit(model, data,
-    finetune_config(epochs))``.
+    finetune_config(epochs))``. ``evaluate_test``: with a ``DataSplits``, record the test accuracy before and after
+    pruning in the result (``accuracy_source``, ``accuracy``; ``print(result)`` shows them).
     """
     config = config or AutoBotConfig()
     if not (isinstance(flops_reduction, (int, float)) and 0 < flops_reduction < 1):
@@ -127,6 +152,8 @@ def autoprune(
             f"{floor:,} of {soft.total:,} MACs (at most {1 - floor / soft.total:.4f}); the rest is in layers that "
             "cannot be pruned (see `secateurs explain`)")
 
+    test = evaluate_test and isinstance(data, DataSplits) and len(data.test_x) > 0
+    accuracy_source = evaluate(model, data.test_x, data.test_y)["accuracy"] if test else None
     bottlenecks = Bottlenecks(graph, config.init, device=device)
     batches = training_batches(data, config.batch_size, config.seed, config.augment)
     run = train_bottlenecks(model, bottlenecks, soft, batches, steps=config.batches, target_macs=target,
@@ -140,5 +167,6 @@ def autoprune(
         **{k: v for k, v in asdict(config).items() if k in ("beta", "gamma", "lr", "batches", "batch_size", "seed")},
     })
     report = apply_plan(model, plan, example_inputs, graph=graph, atol=config.atol)
+    accuracy = evaluate(model, data.test_x, data.test_y)["accuracy"] if test else None
     return AutoBotResult(plan, run.scores, run.history, run.seconds, run.images, report, selection, run.best_step,
-                         target, config)
+                         target, config, accuracy_source, accuracy)

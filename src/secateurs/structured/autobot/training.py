@@ -21,6 +21,7 @@ import torch
 import torch.nn as nn
 
 from ..._device import device_of
+from ..._progress import Progress, progress_mode
 from ...data import BatchLoader, DataSplits
 from ...soft_flops import SoftMacsModel
 from .bottleneck import Bottlenecks
@@ -91,18 +92,14 @@ def train_bottlenecks(
 ) -> BottleneckRun:
     """Train ``bottlenecks``' scores for ``steps`` mini-batches from ``batches`` (Adam, no weight decay, no
     schedule) and return the best scores (see the module docstring)."""
-    from tqdm.auto import tqdm
-
     device = device_of(model)
     dense = float(soft.total)
     optimizer = torch.optim.Adam(bottlenecks.parameters(), lr=lr)
     start = best_window_start(steps, best_fraction)
     best = None
     history, images = [], 0
-    # progress=None: a live bar only on a terminal (logs get the one-line summary below); True forces the bar.
-    show_bar = sys.stderr.isatty() if progress is None else bool(progress)
-    bar = tqdm(total=steps, desc="bottlenecks", disable=not show_bar, leave=False, file=sys.stderr,
-               dynamic_ncols=True)
+    # progress=None: a live bar on a terminal, else a line every 10% of the steps or 30 s; False: silent
+    bar = Progress(steps, "bottlenecks", progress_mode(progress), log_done=False)
     t0 = time.perf_counter()
     with frozen(model), bottlenecks.attach(model):
         for step in range(steps):
@@ -120,10 +117,8 @@ def train_bottlenecks(
             history.append(row)
             if before is not None and (best is None or row["loss"] < best[1]):
                 best = (step, row["loss"], before)
-            bar.set_postfix(ce=f"{row['ce']:.3f}", l_f=f"{row['l_f']:.3f}", l_b=f"{row['l_b']:.3f}",
-                            macs=f"{row['soft_macs'] / 1e6:.3g}M/{target_macs / 1e6:.3g}M",
-                            refresh=step in (0, steps - 1))
-            bar.update(1)
+            bar.update(1, ce=f"{row['ce']:.3f}", l_f=f"{row['l_f']:.3f}", l_b=f"{row['l_b']:.3f}",
+                       macs=f"{row['soft_macs'] / 1e6:.3g}M/{target_macs / 1e6:.3g}M")
     seconds = time.perf_counter() - t0
     bar.close()
     step, loss, alphas = best
