@@ -167,3 +167,14 @@ def test_sparsify_with_distillation_from_the_dense_checkpoint(tmp_path):
     a, b = load_file(str(tmp_path / "plain" / "model.safetensors")), load_file(str(tmp_path / "kd" / "model.safetensors"))
     assert any(not torch.equal(a[k], b[k]) for k in a)  # the loss changed the weights
     assert json.loads((tmp_path / "plain" / "summary.json").read_text())["distill"] is None
+
+
+def test_a_short_run_warns_in_one_line_and_still_ramps(tmp_path, capsys):
+    out = tmp_path / "s"
+    assert main(["sparsify", "--model", "mlp", "--sparsity", "0.9", "--epochs", "1", *COMMON, "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if "update_every" in line]
+    assert len(lines) == 1 and lines[0].startswith("secateurs sparsify: warning: update_every=50")
+    assert "UserWarning" not in err
+    history = json.loads((out / "history.json").read_text())
+    assert sum(0 < h["planned"] < 0.9 for h in history) >= 2  # intermediate sparsities inside the ramps

@@ -102,8 +102,23 @@ def main(argv: list[str] | None = None) -> int:
     with handle_errors(parser, args.command, _interrupted_hint(args)) as status, contextlib.ExitStack() as stack:
         args._resources = stack  # write locks held until the command ends
         stack.enter_context(_import_path(args))
+        stack.enter_context(_one_line_warnings(args.command))
         status.code = args.run(args)
     return status.code
+
+
+@contextlib.contextmanager
+def _one_line_warnings(command: str):
+    """Library warnings (e.g. a sparsity ramp shorter than --update-every) as one line each, like our errors,
+    instead of Python's two-line file:line form."""
+    import warnings
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        print(f"secateurs {command}: warning: {message}", file=file or sys.stderr)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        yield
 
 
 def _import_path(args):

@@ -159,7 +159,7 @@ def run(args: argparse.Namespace) -> int:
     from .. import distributed
     from ..flops import count_model
     from ..io import save, write_json_atomic
-    from ..unstructured import CyclicalSparsifier
+    from ..unstructured import CyclicalSparsifier, select_prunable
     from ..unstructured.callback import SparsifierCallback
 
     if args.out is None and not args.plan_only:
@@ -199,6 +199,9 @@ def run(args: argparse.Namespace) -> int:
     if args.plan_only:
         print(schedule.table(21))
         return 0
+    _check_reachable(args, select_prunable(model, include=args.include, exclude=args.exclude,
+                                           keep_first_dense=args.keep_first_dense,
+                                           keep_last_dense=args.keep_last_dense))
     try:
         sparsifier = CyclicalSparsifier(
             model, schedule, update_every=args.update_every, scope=args.scope, variant=args.variant,
@@ -209,7 +212,6 @@ def run(args: argparse.Namespace) -> int:
         flag = ("--min-density" if str(e).startswith("min_density") else
                 "--pattern" if str(e).startswith("pattern") else "--include/--exclude")
         raise c.UsageError(f"{flag}: {e}") from None
-    _check_reachable(args, sparsifier.targets)
     callback = SparsifierCallback(sparsifier, bn_batches=args.bn_batches, lr_restart=args.lr_restart)
     trainer.add_callback(callback)
     result = c.run_trainer(args, trainer)

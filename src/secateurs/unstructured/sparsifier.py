@@ -108,8 +108,6 @@ class CyclicalSparsifier:
             raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
         self.model = unwrap(model)
         self.schedule = schedule
-        self.requested_update_every = int(update_every)
-        self.update_every = _fit_update_every(int(update_every), schedule)
         self.scope, self.variant, self.cumulative = scope, variant, bool(cumulative)
         self.freeze_final, self.sync_masks = bool(freeze_final), bool(sync_masks)
         self.targets: list[Target] = select_prunable(
@@ -120,6 +118,9 @@ class CyclicalSparsifier:
         self.min_density = _check_min_density(min_density, self.targets, schedule, scope)
         self.pattern = None if pattern is None else _check_pattern(Pattern.parse(pattern), schedule, scope,
                                                                    self.min_density)
+        # after every check that can refuse the set-up: a refused one warns about nothing
+        self.requested_update_every = int(update_every)
+        self.update_every = _fit_update_every(int(update_every), schedule)
         self.min_kept = ({t.name: math.ceil(self.min_density * t.param.numel()) for t in self.targets}
                          if self.min_density > 0 else None)
         self.step_count = 0
