@@ -72,7 +72,8 @@ def test_margin_decides():
     assert not any(c.replaced for c in to_sparse_kernels(none, [64], margin=0.0, rounds=1))
     assert all(isinstance(m, (nn.Linear, nn.ReLU)) for m in none)
     every = fresh()
-    assert all(c.replaced for c in to_sparse_kernels(every, [64], margin=float("inf"), rounds=1))
+    assert all(c.replaced for c in to_sparse_kernels(every, [64], margin=float("inf"), rounds=1,
+                                                     whole_model_check=False))
     x = torch.randn(5, 64)
     with torch.no_grad():
         assert _rel(every(x), fresh()(x)) <= 1e-5
@@ -95,3 +96,24 @@ def test_load_with_sparse_kernels(tmp_path):
         to_sparse_kernels(model, [1, 28, 28], batch_size=0)
     with pytest.raises(ValueError, match="input_shape"):
         to_sparse_kernels(model, [])
+
+
+@pytest.mark.parametrize("whole_ratio, kept", [(2.0, False), (0.5, True)])
+def test_swaps_are_undone_when_the_whole_model_is_not_faster(monkeypatch, whole_ratio, kept):
+    """Layer-by-layer wins that make the whole model slower are reverted (timings replaced by fixed ratios)."""
+    import secateurs.sparse.kernels as k
+
+    monkeypatch.setattr(k, "_interleaved", lambda a, b, x, rounds, min_time_s: (10.0, 10.0 * whole_ratio,
+                                                                                 whole_ratio))
+    torch.manual_seed(0)
+    model = nn.Sequential(_sparsify_(nn.Linear(64, 64), 0.05), nn.ReLU(), _sparsify_(nn.Linear(64, 8), 0.05))
+    x = torch.randn(5, 64)
+    with torch.no_grad():
+        ref = model(x)
+    choices = to_sparse_kernels(model, [64], margin=float("inf"), rounds=1)
+    assert all(c.replaced == kept for c in choices)
+    assert all(isinstance(m, (SparseLinear if kept else nn.Linear, nn.ReLU)) for m in model)
+    if not kept:
+        assert all("whole model ran 2.00x dense" in c.reason for c in choices)
+    with torch.no_grad():
+        assert _rel(model(x), ref) <= 1e-5

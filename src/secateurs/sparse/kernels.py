@@ -131,7 +131,8 @@ class KernelChoice:
 @torch.no_grad()
 def to_sparse_kernels(model: nn.Module, input_shape: Sequence[int] | None = None, *, batch_size: int = 1,
                       example: torch.Tensor | None = None, max_density: float = 0.5, margin: float = 0.9,
-                      rounds: int = 11, min_time_s: float = 0.001) -> list[KernelChoice]:
+                      rounds: int = 11, min_time_s: float = 0.001, whole_model_check: bool = True
+                      ) -> list[KernelChoice]:
     """Replace, in place, each sparse ``Linear`` / ``Conv2d`` of ``model`` by a sparse-kernel layer where that is
     measured faster; returns one :class:`KernelChoice` per candidate layer (replaced or not, and why).
 
@@ -139,8 +140,9 @@ def to_sparse_kernels(model: nn.Module, input_shape: Sequence[int] | None = None
     current ``torch.get_num_threads()``, and ``rounds`` interleaved dense/sparse rounds of at least
     ``min_time_s`` each; a layer is swapped when the ratio sparse / dense (the larger of the median per-round ratio
     and the ratio of the best rounds) is ≤ ``margin`` and its output
-    matches the dense output to 1e-5 relative. Layers denser than ``max_density`` are not tried. CPU only: on
-    another device nothing is replaced.
+    matches the dense output to 1e-5 relative. Layers denser than ``max_density`` are not tried. With
+    ``whole_model_check`` the swapped model is then timed against the dense one the same way, and every swap is
+    undone unless the whole model is faster. CPU only: on another device nothing is replaced.
     """
     if example is None:
         if not input_shape:
@@ -161,6 +163,7 @@ def to_sparse_kernels(model: nn.Module, input_shape: Sequence[int] | None = None
         for h in hooks:
             h.remove()
     choices = []
+    originals: dict[str, nn.Module] = {}
     for name, module in candidates:
         w = module.weight
         density = float(torch.count_nonzero(w)) / max(w.numel(), 1)
@@ -188,11 +191,47 @@ def to_sparse_kernels(model: nn.Module, input_shape: Sequence[int] | None = None
         else:
             replaced, reason = False, f"sparse {ratio:.2f}x dense (needs <= {margin:g}x)"
         if replaced:
+            originals[name] = module
             _set_module(model, name, sparse)
         choices.append(KernelChoice(**base, dense_us=dense_us, sparse_us=sparse_us, ratio=ratio, replaced=replaced,
                                     reason=reason))
+    if originals and whole_model_check:
+        choices = _keep_if_whole_model_faster(model, originals, choices, example, rounds, min_time_s)
     model.train(was_training)
     return choices
+
+
+def _keep_if_whole_model_faster(model, originals: dict, choices: list[KernelChoice], example: torch.Tensor,
+                                rounds: int, min_time_s: float) -> list[KernelChoice]:
+    """Layers measured faster one by one can still make the whole model slower (a layout change between layers,
+    cache effects of the chain): time the swapped model against the dense one on ``example`` and undo every swap
+    if it is not faster — the promise is "never slower than dense", for the model the user runs."""
+    import dataclasses
+
+    swapped = {name: model.get_submodule(name) for name in originals}  # CSR layers cannot be deep-copied
+
+    def run_with(layers):
+        def forward(x):
+            for name, module in layers.items():  # a few setattr calls, the same cost on both sides
+                _set_module(model, name, module)
+            return model(x)
+        return forward
+
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    try:
+        with torch.no_grad():
+            _, _, ratio = _interleaved(run_with(originals), run_with(swapped), example.to(device), rounds,
+                                       min_time_s)
+    finally:
+        for name, module in swapped.items():
+            _set_module(model, name, module)
+    if ratio <= 1.0:
+        return choices
+    for name, module in originals.items():
+        _set_module(model, name, module)
+    return [dataclasses.replace(c, replaced=False, reason=f"{c.reason}, but the whole model ran {ratio:.2f}x dense "
+                                                          "with the swaps: kept dense") if c.replaced else c
+            for c in choices]
 
 
 def _capture(store: dict, name: str):
