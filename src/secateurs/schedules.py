@@ -75,6 +75,12 @@ class Schedule:
         """From this step on the schedule is at ``final_sparsity`` for good and the mask is frozen."""
         raise NotImplementedError
 
+    def peak_sparsity(self) -> float:
+        """The highest sparsity the schedule reaches. Ramps are monotone between boundaries, so step 0, the
+        boundaries and the freeze step cover it (a higher initial or restart sparsity included)."""
+        steps = {0, int(self.freeze_step), *(int(b) for b in self.boundaries())}
+        return max(float(self.sparsity_at(t)) for t in steps)
+
     def ramps(self) -> list[tuple[int, int]]:  # pragma: no cover - abstract
         """``(first step, hold start)`` of every ramp, in order (empty for a one-shot schedule)."""
         raise NotImplementedError

@@ -129,3 +129,9 @@ def test_default_cycles_is_the_measured_choice():
 
     assert Cyclical(0.9, 100).cycles == DEFAULT_CYCLES == 2
     assert Cyclical(0.9, 100).boundaries() == [0, 38, 50, 88]
+
+
+def test_peak_sparsity_covers_restarts_above_the_final_sparsity():
+    assert Cyclical(0.9, 100, cycles=3).peak_sparsity() == 0.9
+    assert Cyclical(0.5, 100, cycles=3, restart_sparsity=0.7).peak_sparsity() == 0.7
+    assert OneShot(0.8, 10, prune_step=3).peak_sparsity() == 0.8

@@ -220,8 +220,27 @@ def add_distill_args(g, teacher_flag: str | None) -> None:
                    help="distillation temperature (default 4)")
 
 
+def check_compatible(ckpt, data, flag: str = "--checkpoint") -> None:
+    """The checkpoint ``ckpt`` (given by ``flag``) takes --data's input shape and classes."""
+    if list(ckpt.spec.input_shape) != list(data.input_shape) or ckpt.spec.num_classes != data.num_classes:
+        raise UsageError(f"{flag} {str(ckpt.path)!r} expects input {ckpt.spec.input_shape} with "
+                         f"{ckpt.spec.num_classes} classes; --data {data.name} has {list(data.input_shape)} "
+                         f"and {data.num_classes}")
+
+
+def distill_from_arg(args, data, device):
+    """``--distill-from DIR``: (the distillation loss from that teacher, its summary.json record), or
+    (None, None) without the flag."""
+    if args.distill_from is None:
+        return None, None
+    teacher = load_checkpoint_arg(args.distill_from, flag="--distill-from", trust=args.trust_model_code)
+    check_compatible(teacher, data, flag="--distill-from")
+    criterion = distill_criterion(args, teacher.model, device)
+    return criterion, {"teacher": str(args.distill_from), **criterion.to_dict()}
+
+
 def distill_criterion(args, teacher, device):
-    """The distillation loss for the trainer (None when distillation is off), with its summary record."""
+    """The distillation loss for the trainer from the ``teacher`` model, with --distill-weight / --temperature."""
     from ..distill import DistillationLoss, DistillConfig
 
     try:

@@ -78,14 +78,13 @@ def run(args: argparse.Namespace) -> int:
     from ..flops import count_model
     from ..io import save
     from ..train import evaluate
-    from .prune import check_compatible
 
     c.check_out(args)
     c.setup_threads(args)
     distributed.init_from_env()
     data = c.load_data(args)
     ckpt = c.load_checkpoint_arg(args.checkpoint, trust=args.trust_model_code)
-    check_compatible(ckpt, data)
+    c.check_compatible(ckpt, data)
     model, spec = ckpt.model, ckpt.spec
     torch.manual_seed(args.seed)
     before = evaluate(model, data.test_x, data.test_y)
@@ -94,11 +93,7 @@ def run(args: argparse.Namespace) -> int:
     except AttributeError as e:
         raise c.UsageError(f"--checkpoint {str(args.checkpoint)!r}: its sparsity record names a tensor the model "
                            f"does not have: {e}") from None
-    criterion = None
-    if args.distill_from is not None:
-        teacher = c.load_checkpoint_arg(args.distill_from, flag="--distill-from", trust=args.trust_model_code)
-        check_compatible(teacher, data, flag="--distill-from")
-        criterion = c.distill_criterion(args, teacher.model, next(model.parameters()).device)
+    criterion, distill = c.distill_from_arg(args, data, next(model.parameters()).device)
     model.train()
     trainer = c.make_trainer(args, model, data, c.train_config(args), criterion=criterion)
     if masks:
@@ -110,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
         "accuracy": result.accuracy, "test_loss": result.loss, "accuracy_before": before["accuracy"],
         "params": cost.params, "macs": cost.macs, "flops": cost.flops,
         "pruned": spec.plan is not None, "sparse": bool(masks),
-        "distill": None if criterion is None else {"teacher": str(args.distill_from), **criterion.to_dict()},
+        "distill": distill,
         "epochs": result.epochs, "steps": result.steps, "elapsed_s": result.elapsed_s,
         "config": {k: getattr(trainer.config, k) for k in trainer.config.__dataclass_fields__},
         "history": result.history, "versions": c.versions(), "world_size": distributed.world_size(),

@@ -52,13 +52,6 @@ def add_parser(sub) -> None:
     p.set_defaults(run=run)
 
 
-def check_compatible(ckpt, data, flag: str = "--checkpoint") -> None:
-    if list(ckpt.spec.input_shape) != list(data.input_shape) or ckpt.spec.num_classes != data.num_classes:
-        raise c.UsageError(f"{flag} {str(ckpt.path)!r} expects input {ckpt.spec.input_shape} with "
-                           f"{ckpt.spec.num_classes} classes; --data {data.name} has {list(data.input_shape)} "
-                           f"and {data.num_classes}")
-
-
 def calibration_batches(data, n: int, batch_size: int, seed: int):
     from ..data import seeded_batches
 
@@ -80,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     data = c.load_data(args)
     ckpt = c.load_checkpoint_arg(args.checkpoint, trust=args.trust_model_code)
-    check_compatible(ckpt, data)
+    c.check_compatible(ckpt, data)
     model, spec = ckpt.model.eval(), ckpt.spec
     dense = count_model(model, data.input_shape)
     example = data.train_x[:2]

@@ -178,21 +178,13 @@ def run(args: argparse.Namespace) -> int:
     dense_summary: dict = {}
     if args.checkpoint is not None:
         ckpt = c.load_checkpoint_arg(args.checkpoint, trust=args.trust_model_code)
-        if list(ckpt.spec.input_shape) != list(data.input_shape) or ckpt.spec.num_classes != data.num_classes:
-            raise c.UsageError(f"--checkpoint {str(args.checkpoint)!r} expects input {ckpt.spec.input_shape} with "
-                               f"{ckpt.spec.num_classes} classes; --data {args.data} has {list(data.input_shape)} "
-                               f"and {data.num_classes}")
+        c.check_compatible(ckpt, data)
         model, spec, dense_summary = ckpt.model, ckpt.spec, ckpt.summary
         model.train()
     else:
         model, spec = c.make_model(args.model, data)
-    criterion = None
-    if args.distill_from is not None:  # e.g. the dense checkpoint being sparsified
-        from .prune import check_compatible
-
-        teacher = c.load_checkpoint_arg(args.distill_from, flag="--distill-from", trust=args.trust_model_code)
-        check_compatible(teacher, data, flag="--distill-from")
-        criterion = c.distill_criterion(args, teacher.model, next(model.parameters()).device)
+    # e.g. the dense checkpoint being sparsified as the teacher
+    criterion, distill = c.distill_from_arg(args, data, next(model.parameters()).device)
     config = c.train_config(args)
     trainer = c.make_trainer(args, model, data, config, criterion=criterion)
     schedule = _schedule(args, trainer.total_steps, trainer.steps_per_epoch)
@@ -226,7 +218,7 @@ def run(args: argparse.Namespace) -> int:
         "source": str(args.checkpoint) if args.checkpoint is not None else None,
         "dense_accuracy": dense_summary.get("accuracy"),
         "accuracy": result.accuracy, "test_loss": result.loss,
-        "distill": None if criterion is None else {"teacher": str(args.distill_from), **criterion.to_dict()},
+        "distill": distill,
         "sparsity": sp["sparsity"], "target_sparsity": args.sparsity,
         "sparsity_per_layer": sp["sparsity_per_layer"], "recovered_fraction": sp["recovered_fraction"],
         "mean_churn": sp["mean_churn"], "mask_updates": sp["mask_updates"],

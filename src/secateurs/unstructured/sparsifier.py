@@ -366,9 +366,7 @@ def _check_min_density(value: float, targets: list[Target], schedule: Schedule, 
         raise ValueError(f"min_density must be in [0, 1), got {value!r}")
     if value == 0.0:
         return value
-    # the schedule's peak: ramps are monotone between boundaries, so the endpoints cover it (restarts included)
-    steps = {0, int(schedule.freeze_step), *(int(b) for b in schedule.boundaries())}
-    top = max(float(schedule.sparsity_at(t)) for t in steps)
+    top = schedule.peak_sparsity()
     sizes = {t.name: t.param.numel() for t in targets}
 
     def need(d: float) -> dict[str, int]:
@@ -423,8 +421,7 @@ def _check_pattern(pattern: Pattern, schedule: Schedule, scope: str, min_density
     if abs(schedule.final_sparsity - pattern.sparsity) > 1e-9:
         raise ValueError(f"pattern {pattern} keeps {pattern.n} of every {pattern.m} weights, so its sparsity is "
                          f"{pattern.sparsity:g}; final_sparsity {schedule.final_sparsity:g} cannot be reached with it")
-    steps = {0, int(schedule.freeze_step), *(int(b) for b in schedule.boundaries())}
-    top = max(float(schedule.sparsity_at(t)) for t in steps)
+    top = schedule.peak_sparsity()
     if top > pattern.sparsity + 1e-9:
         raise ValueError(f"pattern {pattern} gives sparsity {pattern.sparsity:g}, but the schedule reaches {top:g} "
                          "(check the initial / restart sparsity)")
