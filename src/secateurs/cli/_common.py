@@ -251,19 +251,6 @@ def distill_criterion(args, teacher, device):
     return DistillationLoss(teacher.to(device), config, label_smoothing=getattr(args, "label_smoothing", 0.0))
 
 
-def recalibrate_bn(model, data, batches: int, seed: int, quiet: bool = False) -> int:
-    """Re-estimate ``model``'s BatchNorm statistics on ``batches`` seeded, un-augmented training batches of 64."""
-    from .._progress import progress_iter, progress_mode
-    from ..data import seeded_batches
-    from ..unstructured import reestimate_batchnorm
-
-    if batches <= 0:
-        return 0
-    passes = seeded_batches(data.train_x, batch_size=64, seed=seed, batches=batches)
-    return reestimate_batchnorm(model, progress_iter(passes, batches, "batchnorm statistics",
-                                                     progress_mode(False if quiet else None)))
-
-
 def add_run_args(p: argparse.ArgumentParser, out_required: bool = True) -> None:
     g = p.add_argument_group("run")
     g.add_argument("--seed", type=nonneg_int("--seed", MAX_SEED), default=0, metavar="S",

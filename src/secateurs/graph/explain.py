@@ -1,6 +1,6 @@
 """``explain(model, example_inputs)``: what can be pruned, how much each group is worth, what cannot and why.
 
-The MACs columns come from the same differentiable model AutoBot optimises (``secateurs.soft_flops``), so the
+The MACs columns come from the same differentiable model AutoBot optimises (``secateurs.cost.macs``), so the
 numbers a user reads are the numbers the search uses: ``macs_all`` is what removing the whole group would save
 (every other group at full width), ``macs_per_channel`` the average saving of one channel (dF/dλ at full width).
 """
@@ -55,18 +55,18 @@ def explain(model: nn.Module, example_inputs: Any, *, graph: ChannelGraph | None
     """Describe the channel groups of ``model`` (see module docstring). ``build_kw`` go to ``build_channel_graph``."""
     import torch
 
-    from ..soft_flops import SoftMacsModel
+    from ..cost.macs import MacsModel
 
     graph = graph if graph is not None else build_channel_graph(model, example_inputs, **build_kw)
-    soft = SoftMacsModel(graph)
+    soft = MacsModel(graph)
     per_channel = soft.per_channel()
     infos = []
     for g in graph.groups:
         saved = 0
         if g.prunable:
-            saved = soft.total - int(round(float(soft({g.id: torch.zeros(g.width, dtype=torch.float64)}))))
+            saved = soft.dense - int(round(float(soft({g.id: torch.zeros(g.width, dtype=torch.float64)}))))
         infos.append(GroupInfo(
-            g.id, g.width, len(g.modules()), saved, saved / max(soft.total, 1), per_channel.get(g.id, 0.0),
+            g.id, g.width, len(g.modules()), saved, saved / max(soft.dense, 1), per_channel.get(g.id, 0.0),
             g.prunable, g.reason,
         ))
-    return Explanation(graph, soft.total, infos, list(graph.unprunable))
+    return Explanation(graph, soft.dense, infos, list(graph.unprunable))
