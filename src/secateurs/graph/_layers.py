@@ -1,6 +1,6 @@
 """Per-call records of the conv/linear layers of one forward pass, and the exact MACs total of that pass.
 
-The differentiable MACs model (``secateurs.cost.macs``) and ``explain`` need, for every *call* of a conv or linear
+The differentiable MACs model (``secateurs.soft_flops``) and ``explain`` need, for every *call* of a conv or linear
 layer (a module used twice is two calls), the shapes that fix its cost: MACs = rows · k · c_out · c_in / groups,
 where rows = output elements per output channel (batch · spatial positions) and k = kernel elements. Everything else
 the exact counter sees (matmuls of attention, functional linears) is a constant that no channel group controls.
