@@ -394,7 +394,8 @@ def load_data(args):
 def make_trainer(args, model, data, config, flag: str = "--batch-size", **kwargs):
     """A Trainer whose construction errors (batch larger than the data, not divisible by the world size) name
     --batch-size instead of ending in a traceback."""
-    from ..train import Trainer, read_train_state
+    from ..train import Trainer
+    from ..train_state import read_train_state
 
     state_path, resume = getattr(args, "save_state", None), getattr(args, "resume", None)
     check_state_paths(args, state_path, resume)
@@ -434,7 +435,7 @@ def run_trainer(args, trainer):
     """``trainer.run()``, with a saved state that turns out not to fit (checked by the callbacks at the start of the
     run) reported against --resume."""
     from ..errors import DivergedError
-    from ..train import ResumeError
+    from ..train_state import ResumeError
 
     try:
         return trainer.run()
