@@ -44,16 +44,15 @@ def bn_recalibrated_accuracy(model, data, test, seed: int, batches: int = 20, ba
     """Accuracy of a copy of ``model`` after re-estimating its BatchNorm statistics on ``batches`` seeded training
     batches (no augmentation, no gradient step): how much of a pruned network's "accuracy before fine-tuning" is
     only stale BN statistics. The model itself is not changed."""
-    from secateurs.data import seeded_batches
-    from secateurs.unstructured import reestimate_batchnorm
+    from secateurs.structured.workflow import recalibrate_batchnorm
 
     m = copy.deepcopy(model)
-    reestimate_batchnorm(m, seeded_batches(data.train_x, batch_size=batch_size, seed=10_000 + seed, batches=batches))
+    recalibrate_batchnorm(m, data, batches, 10_000 + seed, progress=False, batch_size=batch_size)
     return accuracy(m, test)
 
 
 def finetune(model, ft_data, epochs: float, seed: int, batch_size: int, test) -> tuple[float, float]:
-    """The same short fine-tune for every method (papers.md CIFAR recipe, shortened); returns (accuracy, seconds)."""
+    """The same short fine-tune for every method (the paper's CIFAR recipe, docs/autobot.md, shortened); returns (accuracy, seconds)."""
     from secateurs.structured.autobot import finetune_config
     from secateurs.train import fit
 
