@@ -23,7 +23,7 @@ from typing import Callable, Mapping, Union
 import torch
 import torch.nn as nn
 
-from .groups import ChannelGraph
+from .types import ChannelGraph
 
 GateSource = Union[Mapping[str, torch.Tensor], Callable[[], Mapping[str, torch.Tensor]]]
 

@@ -26,77 +26,19 @@ from per-architecture tables. What the tracer cannot express safely is kept in t
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
 import torch.nn as nn
 
 from . import _tp_adapter
 from ._tp_adapter import GraphLimits
-from ._layers import LayerCall, LayerRecorder, is_depthwise, record_layers
+from ._layers import LayerRecorder, is_depthwise, record_layers
+from ._verify import verify_graph
+from .types import (CROSS_CHANNEL_NORMS, KINDS, PER_CHANNEL_NORMS, ChannelGraph, ChannelGroup, Member,
+                    block as _block)
 
-#: member kinds. 'out'/'in': output/input channels of a conv or linear; 'dw': depthwise conv (input and output
-#: channel removed together); 'norm': per-channel norm; 'prelu'; 'param': a bare nn.Parameter; 'other': any other
-#: module Torch-Pruning would touch.
-KINDS = ("out", "in", "dw", "norm", "prelu", "param", "other")
-_PER_CHANNEL_NORMS = (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm)
-_CROSS_CHANNEL_NORMS = (nn.LayerNorm, nn.GroupNorm)
-
-
-@dataclass(frozen=True)
-class Member:
-    module: str
-    kind: str
-    indices: tuple[int, ...]  # channel indices in the member's own coordinates
-    channels: tuple[int, ...]  # group channel of each index (same length)
-
-    @property
-    def side(self) -> str:
-        """Which pruning function removes these indices: 'in' for consumers, 'out' for everything else."""
-        return "in" if self.kind == "in" else "out"
-
-
-@dataclass
-class ChannelGroup:
-    id: str  # "<root module>:out": stable for an architecture, so plans apply to fresh copies
-    width: int
-    members: list[Member]
-    prunable: bool = True
-    reason: str | None = None
-
-    def consumers(self) -> list[Member]:
-        """Members that *read* the group's channels: where removing a channel equals zeroing it (gate points)."""
-        return [m for m in self.members if m.kind in ("in", "dw")]
-
-    def producers(self) -> list[Member]:
-        return [m for m in self.members if m.kind in ("out", "dw")]
-
-    def modules(self) -> list[str]:
-        return list(dict.fromkeys(m.module for m in self.members))
-
-
-@dataclass
-class ChannelGraph:
-    groups: list[ChannelGroup]
-    unprunable: list[tuple[str, str]]  # (layer or op, why it cannot be pruned)
-    layers: list[LayerCall] = field(default_factory=list)  # conv/linear calls of the example forward
-    total_macs: int = 0  # exact MACs of the example forward (all ops the counter knows)
-    output_layers: list[str] = field(default_factory=list)  # layers whose output is a model output (probe points)
-
-    def __getitem__(self, group_id: str) -> ChannelGroup:
-        for g in self.groups:
-            if g.id == group_id:
-                return g
-        raise KeyError(f"no channel group {group_id!r}; known: {', '.join(g.id for g in self.groups)}")
-
-    def __contains__(self, group_id: str) -> bool:
-        return any(g.id == group_id for g in self.groups)
-
-    def prunable_groups(self) -> list[ChannelGroup]:
-        return [g for g in self.groups if g.prunable]
-
-    def widths(self) -> dict[str, int]:
-        return {g.id: g.width for g in self.groups}
+__all__ = ["ChannelGraph", "ChannelGroup", "GraphLimits", "Member", "build_channel_graph"]  # types re-exported
 
 
 def build_channel_graph(
@@ -135,8 +77,6 @@ def build_channel_graph(
     _mark_overlaps(groups)
     graph = ChannelGraph(groups, [], layers, total, sorted(outputs, key=lambda n: order.get(n, len(order))))
     if verify:
-        from ._verify import verify_graph  # local: verification uses gates and surgery, which use this module
-
         verify_graph(model, graph, example_inputs)
     graph.unprunable = _unprunable_layers(graph, raw.notes)
     return graph
@@ -246,7 +186,7 @@ def _kind(module: nn.Module, side: str) -> str:
         return "dw" if is_depthwise(module) else side
     if isinstance(module, nn.Linear):
         return side
-    if isinstance(module, _PER_CHANNEL_NORMS + _CROSS_CHANNEL_NORMS):
+    if isinstance(module, PER_CHANNEL_NORMS + CROSS_CHANNEL_NORMS):
         return "norm"
     if isinstance(module, nn.PReLU):
         return "prelu"
@@ -264,7 +204,7 @@ def _member_reasons(model, name: str, kind: str, outputs: set[str], ignored: set
         out.append(f"{name} is in ignored_layers")
     if getattr(module, "transposed", False):
         out.append(f"{name} is a transposed conv (not in the MACs model)")
-    if isinstance(module, _CROSS_CHANNEL_NORMS):
+    if isinstance(module, CROSS_CHANNEL_NORMS):
         out.append(f"{name} ({type(module).__name__}) normalises across channels, so removing one is not zeroing it")
     if kind == "other":
         out.append(f"{name} ({type(module).__name__}) is not supported")
@@ -285,12 +225,6 @@ def _mark_overlaps(groups: list[ChannelGroup]) -> None:
                         _block(h, f"channel {i} of {m.module} ({m.side}) also belongs to group "
                                   f"{(other if h is g else g).id}")
             owner.update(dict.fromkeys(set(m.indices) - clash, g))
-
-
-def _block(group: ChannelGroup, reason: str) -> None:
-    if reason not in (group.reason or ""):
-        group.reason = f"{group.reason}; {reason}" if group.reason else reason
-    group.prunable = False
 
 
 def _unprunable_layers(graph: ChannelGraph, notes: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:

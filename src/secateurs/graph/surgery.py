@@ -12,7 +12,7 @@ import torch.nn as nn
 
 from . import _tp_adapter
 from ._layers import is_depthwise
-from .groups import ChannelGraph
+from .types import ChannelGraph
 
 
 def removal_indices(graph: ChannelGraph, removed: Mapping[str, Iterable[int]]) -> dict[tuple[str, str], list[int]]:
