@@ -33,7 +33,8 @@ import torch.nn as nn
 
 from . import _tp_adapter
 from ._tp_adapter import GraphLimits
-from ._layers import LayerRecorder, is_depthwise, record_layers
+from ._attention import head_groups
+from ._layers import LayerRecorder, is_depthwise, recorded
 from ._verify import verify_graph
 from .types import (CROSS_CHANNEL_NORMS, KINDS, PER_CHANNEL_NORMS, ChannelGraph, ChannelGroup, Member,
                     block as _block)
@@ -70,12 +71,16 @@ def build_channel_graph(
     outputs = set(raw.output_modules)
     if output_layers is not None:
         outputs |= {names.get(x, x) if isinstance(x, nn.Module) else x for x in output_layers}
-    layers, total = (recorder.calls, recorder.macs) if recorder.done else record_layers(work, example_inputs)
+    if not recorder.done:
+        recorder = recorded(work, example_inputs)
+    layers, total = recorder.calls, recorder.macs
 
     order = {n: i for i, (n, _) in enumerate(model.named_modules())}
     groups = [_tie_channels(work, *_to_group(work, g, outputs, ignored, order)) for g in raw.groups]
+    groups, attention = head_groups(work, groups, layers, recorder.module_macs)
     _mark_overlaps(groups)
-    graph = ChannelGraph(groups, [], layers, total, sorted(outputs, key=lambda n: order.get(n, len(order))))
+    graph = ChannelGraph(groups, [], layers, total, sorted(outputs, key=lambda n: order.get(n, len(order))),
+                         attention)
     if verify:
         verify_graph(model, graph, example_inputs)
     graph.unprunable = _unprunable_layers(graph, raw.notes)

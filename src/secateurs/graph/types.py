@@ -14,8 +14,10 @@ from ._layers import LayerCall
 
 #: member kinds. 'out'/'in': output/input channels of a conv or linear; 'dw': depthwise conv (input and output
 #: channel removed together); 'norm': per-channel norm; 'prelu'; 'param': a bare nn.Parameter; 'other': any other
-#: module Torch-Pruning would touch.
-KINDS = ("out", "in", "dw", "norm", "prelu", "param", "other")
+#: module Torch-Pruning would touch; 'mha': the heads of an ``nn.MultiheadAttention`` (indices: its in-projection
+#: rows; removed inside the module, which both produces and reads them); 'heads': the ``num_heads`` bookkeeping of
+#: attention written with Linears (indices: head numbers; see ``_attention.py``).
+KINDS = ("out", "in", "dw", "norm", "prelu", "param", "other", "mha", "heads")
 PER_CHANNEL_NORMS = (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm)
 CROSS_CHANNEL_NORMS = (nn.LayerNorm, nn.GroupNorm)
 
@@ -29,8 +31,9 @@ class Member:
 
     @property
     def side(self) -> str:
-        """Which pruning function removes these indices: 'in' for consumers, 'out' for everything else."""
-        return "in" if self.kind == "in" else "out"
+        """Which pruning function removes these indices: 'in' for consumers, 'heads' for attention heads, 'out' for
+        everything else."""
+        return "in" if self.kind == "in" else "heads" if self.kind in ("mha", "heads") else "out"
 
 
 @dataclass
@@ -43,13 +46,25 @@ class ChannelGroup:
 
     def consumers(self) -> list[Member]:
         """Members that *read* the group's channels: where removing a channel equals zeroing it (gate points)."""
-        return [m for m in self.members if m.kind in ("in", "dw")]
+        return [m for m in self.members if m.kind in ("in", "dw", "mha")]
 
     def producers(self) -> list[Member]:
-        return [m for m in self.members if m.kind in ("out", "dw")]
+        return [m for m in self.members if m.kind in ("out", "dw", "mha")]
 
     def modules(self) -> list[str]:
         return list(dict.fromkeys(m.module for m in self.members))
+
+
+@dataclass(frozen=True)
+class AttentionCall:
+    """The MACs of an attention module that scale with its heads and no Linear layer call covers (QKᵀ and AV;
+    for ``nn.MultiheadAttention`` its functional projections too), per example, at full width."""
+
+    module: str
+    group: str  # id of its head group
+    heads: int
+    head_dim: int
+    macs: int
 
 
 @dataclass
@@ -59,6 +74,7 @@ class ChannelGraph:
     layers: list[LayerCall] = field(default_factory=list)  # conv/linear calls of the example forward
     total_macs: int = 0  # exact MACs of the example forward (all ops the counter knows)
     output_layers: list[str] = field(default_factory=list)  # layers whose output is a model output (probe points)
+    attention: list[AttentionCall] = field(default_factory=list)  # attention modules with a head group
 
     def __getitem__(self, group_id: str) -> ChannelGroup:
         for g in self.groups:
