@@ -172,3 +172,29 @@ def test_head_pruned_vit_exports_to_onnx(tmp_path):
         out = ReferenceEvaluator(onnx.load(str(path))).run(None, {"input": x3.numpy()})[0]
     with torch.no_grad():
         assert torch.allclose(torch.from_numpy(out), model.eval()(x3), atol=1e-4)
+
+
+def test_zoo_vit_heads_prune_and_the_checkpoint_replays(tmp_path):
+    """The zoo's ViT (timm-style attention): head groups beside the MLP groups, and a head-pruned checkpoint is
+    rebuilt by replaying its plan (the file holds no code)."""
+    from secateurs.io import ModelSpec, load, save
+    from secateurs.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("vit_tiny", num_classes=10, in_channels=1, input_size=28).eval()
+    x = torch.randn(2, 1, 28, 28)
+    graph = build_channel_graph(model, x[:1])
+    # the class-token concatenation is along tokens, not channels: no stray one-channel group of the residual stream
+    assert sorted(g.id for g in graph.prunable_groups()) == sorted(
+        [f"blocks.{i}.attn:heads" for i in range(4)] + [f"blocks.{i}.fc1:out" for i in range(4)])
+    plan = PruningPlan.from_kept(graph, {"blocks.0.attn:heads": [0, 3], "blocks.2.attn:heads": [1],
+                                         "blocks.1.fc1:out": list(range(0, 128, 2))})
+    apply_plan(model, plan, x[:1], graph=graph)
+    assert [b.attn.num_heads for b in model.blocks] == [2, 4, 1, 4]
+    assert model.blocks[0].attn.attn_dim == 32 and model.blocks[0].attn.qkv.out_features == 96
+    spec = ModelSpec(name="vit_tiny", kwargs={"num_classes": 10, "in_channels": 1, "input_size": 28},
+                     input_shape=[1, 28, 28], num_classes=10, plan=plan.to_dict())
+    save(tmp_path / "ckpt", model, spec)
+    loaded = load(tmp_path / "ckpt")
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))

@@ -201,7 +201,9 @@ class _CatSizes(TorchFunctionMode):
         if func in (torch.cat, torch.concat) and isinstance(out, torch.Tensor) and out.grad_fn is not None:
             tensors = args[0] if args else kwargs.get("tensors", ())
             dim = args[1] if len(args) > 1 else kwargs.get("dim", 0)
-            if out.dim() > 1 and dim % out.dim() == 1:
+            # channels are dim 1 of (N, C), (N, C, H, W), (N, C, D, H, W); dim 1 of a 3-D tensor is ambiguous
+            # (tokens of a (N, L, D) transformer, channels of a conv1d): left to Torch-Pruning's inference
+            if out.dim() in (2, 4, 5) and dim % out.dim() == 1:
                 self.sizes[out.grad_fn] = [int(t.shape[1]) for t in tensors if t.numel() or t.dim() > 1]
         return out
 
