@@ -427,7 +427,7 @@ def markdown(payload: dict) -> str:
             gs = f"stopped at {a['seconds']:.0f}" if "seconds" in a else "-"
         onnx = o.get("onnx") or {}
         onnx_cell = (f"ok ({onnx['model']}, rel {onnx['max_rel_diff']:.1e})" if onnx.get("status") == "ok"
-                     else f"{onnx.get('status', 'not run')}: {onnx.get('reason', '')[:60]}")
+                     else f"{onnx['status']}: {onnx.get('reason', '')[:60]}" if onnx else "not run")
         tpr = r.get("tp", {}).get("result")
         if tpr is None:
             part = r.get("tp", {}).get("partial")
@@ -472,6 +472,7 @@ def main() -> None:
     p.add_argument("--autobot-batch-size", type=int, default=2)
     p.add_argument("--tp-steps", type=int, default=18)
     p.add_argument("--no-tp", action="store_true", help="skip Torch-Pruning")
+    p.add_argument("--rewrite", action="store_true", help="only regenerate <out>.md from the committed <out>.json")
     p.add_argument("--child", choices=("ours", "tp"), help=argparse.SUPPRESS)
     p.add_argument("--result", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -480,6 +481,11 @@ def main() -> None:
         return
 
     sys.path.insert(0, str(ROOT))
+    if args.rewrite:
+        from _common import rewrite_markdown
+
+        rewrite_markdown(args.out, markdown)
+        return
     import onnxruntime
     import timm
     import torch
