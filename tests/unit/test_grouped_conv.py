@@ -47,16 +47,19 @@ def test_resnext_masked_equals_pruned_and_groups_stay_valid(seed):
 
 
 class _ConcatIntoGrouped(nn.Module):
-    """Two producers concatenated into a groups=4 conv: each covers only two of its conv groups."""
+    """Two producers concatenated into a groups=4 conv: each covers only two of its conv groups, together all four.
+    ``with_input``: the model input takes the first three channels instead (no group can tie those)."""
 
-    def __init__(self):
+    def __init__(self, with_input: bool = False):
         super().__init__()
-        self.a, self.b = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(3, 4, 3, padding=1)
+        self.with_input = with_input
+        self.a, self.b = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(3, 5 if with_input else 4, 3, padding=1)
         self.g = nn.Conv2d(8, 8, 3, padding=1, groups=4)
         self.fc = nn.Linear(8, 3)
 
     def forward(self, x):
-        return self.fc(self.g(torch.relu(torch.cat([self.a(x), self.b(x)], 1))).mean((2, 3)))
+        cat = torch.cat([x, self.b(x)] if self.with_input else [self.a(x), self.b(x)], 1)
+        return self.fc(self.g(torch.relu(cat)).mean((2, 3)))
 
 
 class _TwoGroupings(nn.Module):
@@ -73,11 +76,23 @@ class _TwoGroupings(nn.Module):
         return self.fc(torch.cat([self.g2(x), self.g4(x)], 1).mean((2, 3)))
 
 
-def test_partial_coverage_of_a_grouped_conv_is_refused_with_the_reason():
+def test_producers_that_cover_a_grouped_conv_together_are_merged_and_prunable():
+    torch.manual_seed(0)
     model, x = _ConcatIntoGrouped().eval(), torch.randn(2, 3, 8, 8)
     graph = build_channel_graph(model, x)
-    for gid in ("a:out", "b:out"):
-        assert not graph[gid].prunable and "covers only part of its conv groups" in graph[gid].reason
+    merged = graph["a:out"]
+    assert "b:out" not in graph and merged.prunable and merged.width == 2  # positions mod 2 of both producers
+    assert {m.module for m in merged.members} >= {"a", "b", "g"}
+    plan = PruningPlan.from_kept(graph, {merged.id: [1]})
+    pruned = copy.deepcopy(model)
+    apply_plan(pruned, plan, x, graph=graph)  # verified: masked == pruned
+    assert (pruned.a.out_channels, pruned.b.out_channels, pruned.g.in_channels, pruned.g.groups) == (2, 2, 4, 4)
+
+
+def test_partial_coverage_of_a_grouped_conv_is_refused_with_the_reason():
+    model, x = _ConcatIntoGrouped(with_input=True).eval(), torch.randn(2, 3, 8, 8)
+    graph = build_channel_graph(model, x)
+    assert not graph["b:out"].prunable and "covers only part of its conv groups" in graph["b:out"].reason
     assert graph["g:out"].prunable
 
 

@@ -14,7 +14,7 @@ from secateurs.models import ModelName, _factory, create_model, list_models, reg
 
 TESTS_DIR = Path(__file__).resolve().parents[1]
 ZOO = ["cnn1d", "densenet40", "googlenet", "lenet5", "mlp", "mobilenetv2",
-       "resnet110", "resnet20", "resnet32", "resnet56", "vgg16"]
+       "resnet110", "resnet20", "resnet32", "resnet56", "vgg16", "vit_tiny"]
 IMAGE_MODELS = [n for n in ZOO if n != "cnn1d"]
 IMAGE_SHAPES = [(1, 28, 28), (3, 32, 32)]  # MNIST-like and CIFAR-like
 

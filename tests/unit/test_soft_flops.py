@@ -77,3 +77,22 @@ def test_zoo_soft_macs_match_counter(name):
     gates, removed = hard_gates(graph, seed=1)
     pruned = remove_channels(copy.deepcopy(model), graph, removed)
     assert float(soft(gates)) == count_model(pruned, shape).macs
+
+
+@pytest.mark.parametrize("name", ["vit", "timm_vit", "timm_vit_qkv_separate", "shufflenet", "resnext", "csp"])
+def test_real_world_blocks_full_and_hard_selection_match_exact(name):
+    """With head groups the soft model covers the attention matmuls, and merged (shuffle/chunk/grouped) groups are
+    counted through every member: F(1) == count, F(hard) == count of the cut model (secateurs' counter, which sees
+    the attention whatever the mode)."""
+    from fixtures import real_world
+
+    model, x = real_world.make(name)
+    graph = build_channel_graph(model, x[:1])
+    soft = MacsModel(graph)
+    assert graph.prunable_groups() and (name not in ("vit", "timm_vit", "timm_vit_qkv_separate")
+                                        or any(g.id.endswith(":heads") for g in graph.prunable_groups()))
+    assert float(soft()) == count_model(model, (3, 8, 8)).macs == soft.dense
+    for seed in range(3):
+        gates, removed = hard_gates(graph, seed)
+        pruned = remove_channels(copy.deepcopy(model), graph, removed)
+        assert float(soft(gates)) == count_model(pruned, (3, 8, 8)).macs

@@ -12,6 +12,10 @@ and output are both pruned is bilinear in two score vectors. MACs of anything no
 layers, matmuls of the exact counter) are a constant, so F(λ = 1) equals the exact count by construction and
 F(hard 0/1 selection) equals the exact count of the physically pruned network (tested).
 
+Attention heads (``graph.attention``): the MACs of an attention module that no layer call covers (QKᵀ and AV, and
+for ``nn.MultiheadAttention`` its functional projections) are one term ``coef · ĥ`` in the soft count ĥ of kept
+heads (coef = MACs per head at full width), so heads trade against every other group's channels.
+
 Gates may be per-channel vectors (length = group width; ĉ = a·λ) or 0-d soft counts ĉ = Σλ; a scalar is only
 accepted for groups that every layer reads uniformly (not through a split), where a·λ = m·Σλ.
 MACs (not FLOPs = 2·MACs) for the example batch the graph was built with (docs/design.md). ``MacsModel`` is the
@@ -61,6 +65,9 @@ class MacsModel(CostModel):
                 inp = _side(counts, call.module, "in", call.in_channels)
                 term = _Term(call.module, call.rows * call.kernel / call.groups, inp, out, call.macs)
             self.terms.append(term)
+        for att in graph.attention:  # heads: linear in the kept count (module docstring)
+            self.terms.append(_Term(att.module, att.macs / att.heads, None,
+                                    _side(counts, att.module, "heads", att.heads), att.macs))
         self.dense = int(graph.total_macs)
         self.constant = self.dense - sum(t.macs for t in self.terms)
 
@@ -126,6 +133,10 @@ def _member_counts(graph: ChannelGraph) -> dict[tuple[str, str], list[tuple[str,
     for g in graph.prunable_groups():
         for m in g.members:
             sides: Iterable[str] = ("in", "out") if m.kind == "dw" else (m.kind,) if m.kind in ("in", "out") else ()
+            if m.side == "heads":  # one count per kept head, whatever the member's indices are
+                a = torch.zeros(g.width, dtype=torch.float64)
+                a[sorted(set(m.channels))] = 1.0
+                out.setdefault((m.module, "heads"), []).append((g.id, a, 1.0 if bool((a == 1).all()) else None))
             for side in sides:
                 a = torch.zeros(g.width, dtype=torch.float64)
                 a.index_add_(0, torch.tensor(m.channels, dtype=torch.long), torch.ones(len(m.channels), dtype=torch.float64))

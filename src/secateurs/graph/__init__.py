@@ -14,7 +14,8 @@ from ._layers import LayerCall
 from ._tp_adapter import GraphLimits
 from .explain import Explanation, GroupInfo, explain
 from .gates import ChannelGate, GatePoint, gate_points
-from .groups import ChannelGraph, ChannelGroup, Member, build_channel_graph
+from .groups import build_channel_graph
+from .types import ChannelGraph, ChannelGroup, Member
 from .surgery import remove_channels, removal_indices
 
 __all__ = [

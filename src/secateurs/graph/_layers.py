@@ -1,6 +1,6 @@
 """Per-call records of the conv/linear layers of one forward pass, and the exact MACs total of that pass.
 
-The differentiable MACs model (``secateurs.soft_flops``) and ``explain`` need, for every *call* of a conv or linear
+The differentiable MACs model (``secateurs.cost.macs``) and ``explain`` need, for every *call* of a conv or linear
 layer (a module used twice is two calls), the shapes that fix its cost: MACs = rows · k · c_out · c_in / groups,
 where rows = output elements per output channel (batch · spatial positions) and k = kernel elements. Everything else
 the exact counter sees (matmuls of attention, functional linears) is a constant that no channel group controls.
@@ -59,6 +59,7 @@ class LayerRecorder:
         inputs = as_tuple(example_inputs)
         self.batch = inputs[0].shape[0] if isinstance(inputs[0], torch.Tensor) and inputs[0].dim() > 0 else 1
         self.model, self.calls, self.macs, self.done = model, [], 0, False
+        self.module_macs: dict[str, int] = {}  # module name -> MACs run inside it (children included), per example
         self._stack: contextlib.ExitStack | None = None
 
     def _hook(self, names: dict):
@@ -94,12 +95,22 @@ class LayerRecorder:
         stack.close()
         if not self.done:
             self.macs = int(self._counter.get_total_flops()) // 2 // self.batch
+            root = type(self.model).__name__
+            for key, per_op in self._counter.get_flop_counts().items():
+                if key == root or key.startswith(f"{root}."):
+                    self.module_macs[key[len(root) + 1:]] = int(sum(per_op.values())) // 2 // self.batch
             self.done = True
 
 
 def record_layers(model: nn.Module, example_inputs: Any) -> tuple[list[LayerCall], int]:
     """Run one forward (no grad) and return the conv/linear calls in execution order and the exact MACs total,
     both per example."""
+    rec = recorded(model, example_inputs)
+    return rec.calls, rec.macs
+
+
+def recorded(model: nn.Module, example_inputs: Any) -> LayerRecorder:
+    """A ``LayerRecorder`` that has recorded one forward (no grad) of ``model``."""
     with torch.no_grad(), LayerRecorder(model, example_inputs) as rec:
         model(*as_tuple(example_inputs))
-    return rec.calls, rec.macs
+    return rec

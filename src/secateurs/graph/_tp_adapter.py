@@ -19,6 +19,13 @@ Fixes applied here (the split order is pinned by ``test_graph.py::test_split_ord
   (a concatenation added to a wider tensor), leaving the rest in no group; we root a group at every still-uncovered
   channel instead.
 
+* **channel shuffles** (``view(b, g, c/g, h, w)`` → ``transpose(1, 2)`` → ``view(b, c, h, w)``, ShuffleNetV2):
+  Torch-Pruning cannot size the first view (ZeroDivisionError, below). We recognise the three autograd nodes and
+  map indices through the shuffle ourselves: identity into the first view, the permutation ``p → (p mod c/g)·g +
+  ⌊p / (c/g)⌋`` out of the last. The shuffle's items carry ``shuffle = (c/g, g)``: the caller ties the channels at
+  equal positions of the g blocks, which is what keeps the shuffle of the pruned tensor the shuffle of the kept
+  channels (``groups.py``).
+
 Guards (Torch-Pruning can crash or explode on real models; neither may reach the user as a traceback):
 
 * **index mapping node by node.** Torch-Pruning derives the index mappings of every concat/split/reshape node in one
@@ -46,6 +53,8 @@ from typing import Any, Iterator, Sequence
 import torch
 import torch.nn as nn
 import torch_pruning as tp
+from torch.overrides import TorchFunctionMode
+from torch_pruning import _helpers as tp_helpers
 from torch_pruning import ops as tp_ops
 from torch_pruning.dependency import index_mapping as tp_index_mapping
 
@@ -67,6 +76,7 @@ class RawItem:
     channel_op: bool = False  # a split/slice/unbind that Torch-Pruning maps channel indices through
     error: str = ""  # Torch-Pruning failed to derive this op's index mapping (the channels through it are unknown)
     split_sizes: tuple[int, ...] = ()  # piece sizes of a channel split (dim 1), as traced
+    shuffle: tuple[int, int] = ()  # a channel shuffle's (block size c/g, blocks g); idxs are its input positions
 
 
 @dataclass
@@ -134,8 +144,10 @@ def trace(model: nn.Module, example_inputs: Any, limits: GraphLimits | None = No
     budget = _Budget(limits or GraphLimits())
     broken: dict[Any, str] = {}
 
+    cat_sizes = _CatSizes()
+
     def forward_fn(m, inputs):
-        with observe if observe is not None else contextlib.nullcontext():
+        with observe if observe is not None else contextlib.nullcontext(), cat_sizes:
             out = m(*inputs)
         outputs.extend(tp.utils.flatten_as_list(out))
         return out
@@ -155,9 +167,12 @@ def trace(model: nn.Module, example_inputs: Any, limits: GraphLimits | None = No
                              f"{_failing_op(e)}") from e
         budget.charge()
         notes = _fix_split_order(dg)
-        for node in dg.module2node.values():  # concat sizes were inferred from the wrong split sizes: again
+        for node in dg.module2node.values():  # concat sizes were inferred from the wrong split sizes: as traced
             if node.type == tp_ops.OPTYPE.CONCAT:
-                node.module.concat_sizes = None
+                sizes = cat_sizes.sizes.get(node.grad_fn)
+                known = sizes is not None and len(sizes) == len(node.inputs) == len(node.grad_fn.next_functions)
+                node.module._secateurs_sizes = sizes if known else None
+                node.module.concat_sizes = sizes if known else None
         dg._secateurs_mapped = False  # split order and sizes changed: derive the mappings once more
         out_fns = {o.grad_fn for o in outputs if isinstance(o, torch.Tensor) and o.grad_fn is not None}
         names = dg._module2name
@@ -168,6 +183,29 @@ def trace(model: nn.Module, example_inputs: Any, limits: GraphLimits | None = No
     notes += [(str(node.module), f"Torch-Pruning cannot map channels through it ({why})")
               for node, why in broken.items()]
     return RawTrace(groups, output_modules, notes)
+
+
+class _CatSizes(TorchFunctionMode):
+    """Records the channel sizes of every ``torch.cat`` along dim 1 of the traced forward, by the output's
+    ``grad_fn`` (autograd keeps only the dim). Torch-Pruning infers them from the neighbouring layers instead, which
+    fails when a piece comes from a split behind a reshape (the ShuffleNetV2 trunk): the concat then maps every index
+    to both inputs."""
+
+    def __init__(self):
+        super().__init__()
+        self.sizes: dict[Any, list[int]] = {}
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        if func in (torch.cat, torch.concat) and isinstance(out, torch.Tensor) and out.grad_fn is not None:
+            tensors = args[0] if args else kwargs.get("tensors", ())
+            dim = args[1] if len(args) > 1 else kwargs.get("dim", 0)
+            # channels are dim 1 of (N, C), (N, C, H, W), (N, C, D, H, W); dim 1 of a 3-D tensor is ambiguous
+            # (tokens of a (N, L, D) transformer, channels of a conv1d): left to Torch-Pruning's inference
+            if out.dim() in (2, 4, 5) and dim % out.dim() == 1:
+                self.sizes[out.grad_fn] = [int(t.shape[1]) for t in tensors if t.numel() or t.dim() > 1]
+        return out
 
 
 def _one_line(e: BaseException) -> str:
@@ -219,7 +257,12 @@ def _guarded_index_mapping(broken: dict, budget: _Budget) -> Iterator[None]:
     def update(dg) -> None:
         if getattr(dg, "_secateurs_mapped", False):  # called again for every root: nothing changed since
             return
+        dg._secateurs_shuffles, skip = _find_shuffles(dg)
+        for node, (size, blocks) in dg._secateurs_shuffles.items():
+            _map_shuffle(node, size, blocks)
         for module, node in list(dg.module2node.items()):
+            if node in skip or node.type == tp_ops.OPTYPE.CONCAT and _map_concat(node):
+                continue
             try:
                 real(_OneNode(dg, module, node))
             except Exception as e:  # noqa: BLE001 — the node is reported and its groups blocked
@@ -239,6 +282,94 @@ def _guarded_index_mapping(broken: dict, budget: _Budget) -> Iterator[None]:
         yield
     finally:
         tp_index_mapping.update_index_mapping = real
+
+
+class _Permutation:
+    """Index mapping of a channel shuffle of ``blocks`` blocks of ``size`` (``inverse``: output → input)."""
+
+    def __init__(self, size: int, blocks: int, inverse: bool):
+        self.size, self.blocks, self.inverse = size, blocks, inverse
+
+    def __call__(self, idxs):
+        s, g = self.size, self.blocks
+        move = (lambda q: (q % g) * s + q // g) if self.inverse else (lambda p: (p % s) * g + p // s)
+        return [tp_helpers._HybridIndex(idx=move(int(i.idx)), root_idx=i.root_idx) if hasattr(i, "idx")
+                else move(int(i)) for i in idxs]
+
+
+def _saved(fn, name: str):
+    return getattr(fn, f"_saved_{name}", None)
+
+
+def _find_shuffles(dg) -> tuple[dict, set]:
+    """Channel shuffles: {last view node: (c/g, g)} and the nodes between (whose mapping stays the identity)."""
+    by_fn = {node.grad_fn: node for node in dg.module2node.values() if node.grad_fn is not None}
+    found, skip = {}, set()
+    for node in dg.module2node.values():
+        fn = node.grad_fn
+        if node.type != tp_ops.OPTYPE.RESHAPE or fn is None or "View" not in fn.name() and "Reshape" not in fn.name():
+            continue
+        shape = _saved(fn, "self_sym_sizes") or _saved(fn, "self_sizes")
+        if shape is None or len(shape) < 4:
+            continue  # the last view reads a (b, c/g, g, ...) tensor
+        chain, prev = [], fn.next_functions[0][0] if fn.next_functions else None
+        while prev is not None and prev.name().startswith("CloneBackward"):
+            chain.append(prev)
+            prev = prev.next_functions[0][0]
+        if prev is None or not prev.name().startswith(("TransposeBackward", "PermuteBackward")):
+            continue
+        dims = _saved(prev, "dims")
+        swapped = {_saved(prev, "dim0"), _saved(prev, "dim1")} if dims is None else \
+            {d for d, want in zip(range(len(dims)), dims) if d != want}
+        if swapped != {1, 2}:
+            continue
+        chain.append(prev)
+        first = prev.next_functions[0][0]
+        src = _saved(first, "self_sym_sizes") or _saved(first, "self_sizes") if first is not None else None
+        if first is None or by_fn.get(first) is None or src is None or len(src) != len(shape) - 1:
+            continue
+        size, blocks = int(shape[1]), int(shape[2])
+        if int(src[1]) != size * blocks or size < 1 or blocks < 2 or list(src[2:]) != list(shape[3:]):
+            continue
+        found[node] = (size, blocks)
+        skip.update({node, by_fn[first]} | {by_fn[f] for f in chain if f in by_fn})
+    return found, skip
+
+
+def _map_concat(node) -> bool:
+    """Offsets of a concatenation from its traced sizes (``_CatSizes``) instead of Torch-Pruning's inference; False
+    (nothing done) when the sizes are unknown or an input cannot be matched to its piece."""
+    sizes = getattr(node.module, "_secateurs_sizes", None)
+    if sizes is None or not node.enable_index_mapping:
+        return False
+    fns = [fn for fn, _ in node.grad_fn.next_functions]
+    pieces = []
+    for inp in node.inputs:
+        at = [i for i, fn in enumerate(fns) if fn is inp.grad_fn]
+        if len(at) != 1:
+            return False
+        pieces.append(at[0])
+    offsets = [sum(sizes[:i]) for i in range(len(sizes) + 1)]
+    node.module.concat_sizes, node.module.offsets = list(sizes), offsets
+    mapping = tp_index_mapping._ConcatIndexMapping
+    for inp, i in zip(node.inputs, pieces):
+        for dep in node.dependencies:
+            if dep.target is inp:
+                dep.index_mapping[1] = mapping(offset=offsets[i: i + 2], reverse=True)
+        for dep in inp.dependencies:
+            if dep.target is node:
+                dep.index_mapping[1] = mapping(offset=offsets[i: i + 2], reverse=False)
+    return True
+
+
+def _map_shuffle(node, size: int, blocks: int) -> None:
+    for dep in node.dependencies:
+        if dep.target in node.outputs:
+            dep.index_mapping = [_Permutation(size, blocks, False), None]
+    for out in node.outputs:
+        for dep in out.dependencies:
+            if dep.target is node:
+                dep.index_mapping = [_Permutation(size, blocks, True), None]
 
 
 def _fix_split_order(dg) -> list[tuple[str, str]]:
@@ -331,6 +462,7 @@ def _translate(dg, names, item) -> RawItem:
     return RawItem(
         "op", str(target), side, idxs, roots, op_type=node.type.name,
         channel_op=node.type in _CHANNEL_OPS and mapped, split_sizes=tuple(int(x) for x in sizes or ()),
+        shuffle=getattr(dg, "_secateurs_shuffles", {}).get(node, ()),
     )
 
 

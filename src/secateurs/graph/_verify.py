@@ -18,7 +18,7 @@ import torch.nn as nn
 
 from ._tp_adapter import as_tuple
 from .gates import ChannelGate
-from .groups import ChannelGraph, _block
+from .types import ChannelGraph, block as _block
 from .surgery import removal_indices, remove_channels
 
 REL_TOL = 1e-9  # float64: exact up to round-off

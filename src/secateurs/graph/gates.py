@@ -12,6 +12,10 @@ consumer input *is* "after the producer's norm and activation"; after a residual
 sum is read, which is the same for hard 0/1 masks. A concatenation needs no gate of its own: its consumer sees
 several groups at offsets and multiplies each slice by that group's vector (``GatePoint.positions``).
 
+Attention heads (``_attention.py``) are gated where their result is read: the head's columns of the output
+projection, which ``nn.MultiheadAttention`` applies functionally, so there the gate scales those weight columns for
+the duration of the call instead of an input.
+
 A consumer's gate vector is assembled per call from the current group vectors, so gates can be live tensors
 (``sigmoid(alpha)``) that receive gradients.
 """
@@ -23,7 +27,8 @@ from typing import Callable, Mapping, Union
 import torch
 import torch.nn as nn
 
-from .groups import ChannelGraph
+from . import _attention
+from .types import ChannelGraph
 
 GateSource = Union[Mapping[str, torch.Tensor], Callable[[], Mapping[str, torch.Tensor]]]
 
@@ -69,7 +74,10 @@ class ChannelGate:
         self._handles = []
         for name, points in self._points.items():
             module = model.get_submodule(name)
-            self._handles.append(module.register_forward_pre_hook(self._hook(points)))
+            if _attention.is_packed(module):
+                self._handles += _attention.gate_hooks(module, points, self._gates)
+            else:
+                self._handles.append(module.register_forward_pre_hook(self._hook(points)))
 
     def _gates(self) -> Mapping[str, torch.Tensor]:
         return self._source() if callable(self._source) else self._source

@@ -15,9 +15,15 @@ keep/remove decision), exactly as a flattened map ties its H·W features to one 
 removes position ``p`` in all G blocks, and the conv stays grouped with width ``G·(size − k)``. A chunk is the same
 with pieces for blocks: each piece loses the same positions, so ``chunk(n)`` of the narrower tensor cuts at the new
 boundaries by itself. (A split whose equal sizes are literals in code, ``x.split(4, 1)``, looks the same to the
-tracer; the verification then finds the broken forward and blocks the group.) Where the group does not cover every
-block (a concatenation feeding a grouped conv, say), no tying can keep the blocks equal and the group is kept whole
-with the reason.
+tracer; the verification then finds the broken forward and blocks the group.) A channel shuffle (``view(b, g, c/g,
+h, w)``, transpose, view back; ShuffleNetV2) is a third kind of block structure: it stays the shuffle of the kept
+channels exactly when each of its g blocks loses the same positions.
+
+Ties cross groups: the blocks of a shuffle or a chunk usually hold channels of different producers (the two
+branches of a ShuffleNetV2 unit, concatenated), so tying position ``p`` of every block unites channels of several
+groups, and groups so united are merged into one (its id: the first one's). Tying is a union-find over (group,
+channel) pairs; every resulting channel must meet every block of each tie equally often, or the groups involved are
+kept whole with the reason (a concatenation of unequal parts feeding a grouped conv, say).
 
 Coupling is derived from the traced autograd graph (Torch-Pruning's dependency graph, behind ``_tp_adapter``), never
 from per-architecture tables. What the tracer cannot express safely is kept in the graph but marked
@@ -26,77 +32,20 @@ from per-architecture tables. What the tracer cannot express safely is kept in t
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
 import torch.nn as nn
 
 from . import _tp_adapter
 from ._tp_adapter import GraphLimits
-from ._layers import LayerCall, LayerRecorder, is_depthwise, record_layers
+from ._attention import head_groups
+from ._layers import LayerRecorder, is_depthwise, recorded
+from ._verify import verify_graph
+from .types import (CROSS_CHANNEL_NORMS, KINDS, PER_CHANNEL_NORMS, ChannelGraph, ChannelGroup, Member,
+                    block as _block)
 
-#: member kinds. 'out'/'in': output/input channels of a conv or linear; 'dw': depthwise conv (input and output
-#: channel removed together); 'norm': per-channel norm; 'prelu'; 'param': a bare nn.Parameter; 'other': any other
-#: module Torch-Pruning would touch.
-KINDS = ("out", "in", "dw", "norm", "prelu", "param", "other")
-_PER_CHANNEL_NORMS = (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm)
-_CROSS_CHANNEL_NORMS = (nn.LayerNorm, nn.GroupNorm)
-
-
-@dataclass(frozen=True)
-class Member:
-    module: str
-    kind: str
-    indices: tuple[int, ...]  # channel indices in the member's own coordinates
-    channels: tuple[int, ...]  # group channel of each index (same length)
-
-    @property
-    def side(self) -> str:
-        """Which pruning function removes these indices: 'in' for consumers, 'out' for everything else."""
-        return "in" if self.kind == "in" else "out"
-
-
-@dataclass
-class ChannelGroup:
-    id: str  # "<root module>:out": stable for an architecture, so plans apply to fresh copies
-    width: int
-    members: list[Member]
-    prunable: bool = True
-    reason: str | None = None
-
-    def consumers(self) -> list[Member]:
-        """Members that *read* the group's channels: where removing a channel equals zeroing it (gate points)."""
-        return [m for m in self.members if m.kind in ("in", "dw")]
-
-    def producers(self) -> list[Member]:
-        return [m for m in self.members if m.kind in ("out", "dw")]
-
-    def modules(self) -> list[str]:
-        return list(dict.fromkeys(m.module for m in self.members))
-
-
-@dataclass
-class ChannelGraph:
-    groups: list[ChannelGroup]
-    unprunable: list[tuple[str, str]]  # (layer or op, why it cannot be pruned)
-    layers: list[LayerCall] = field(default_factory=list)  # conv/linear calls of the example forward
-    total_macs: int = 0  # exact MACs of the example forward (all ops the counter knows)
-    output_layers: list[str] = field(default_factory=list)  # layers whose output is a model output (probe points)
-
-    def __getitem__(self, group_id: str) -> ChannelGroup:
-        for g in self.groups:
-            if g.id == group_id:
-                return g
-        raise KeyError(f"no channel group {group_id!r}; known: {', '.join(g.id for g in self.groups)}")
-
-    def __contains__(self, group_id: str) -> bool:
-        return any(g.id == group_id for g in self.groups)
-
-    def prunable_groups(self) -> list[ChannelGroup]:
-        return [g for g in self.groups if g.prunable]
-
-    def widths(self) -> dict[str, int]:
-        return {g.id: g.width for g in self.groups}
+__all__ = ["ChannelGraph", "ChannelGroup", "GraphLimits", "Member", "build_channel_graph"]  # types re-exported
 
 
 def build_channel_graph(
@@ -128,15 +77,17 @@ def build_channel_graph(
     outputs = set(raw.output_modules)
     if output_layers is not None:
         outputs |= {names.get(x, x) if isinstance(x, nn.Module) else x for x in output_layers}
-    layers, total = (recorder.calls, recorder.macs) if recorder.done else record_layers(work, example_inputs)
+    if not recorder.done:
+        recorder = recorded(work, example_inputs)
+    layers, total = recorder.calls, recorder.macs
 
     order = {n: i for i, (n, _) in enumerate(model.named_modules())}
-    groups = [_tie_channels(work, *_to_group(work, g, outputs, ignored, order)) for g in raw.groups]
+    groups = _tie_groups(work, [_to_group(work, g, outputs, ignored, order) for g in raw.groups])
+    groups, attention = head_groups(work, groups, layers, recorder.module_macs)
     _mark_overlaps(groups)
-    graph = ChannelGraph(groups, [], layers, total, sorted(outputs, key=lambda n: order.get(n, len(order))))
+    graph = ChannelGraph(groups, [], layers, total, sorted(outputs, key=lambda n: order.get(n, len(order))),
+                         attention)
     if verify:
-        from ._verify import verify_graph  # local: verification uses gates and surgery, which use this module
-
         verify_graph(model, graph, example_inputs)
     graph.unprunable = _unprunable_layers(graph, raw.notes)
     return graph
@@ -145,8 +96,10 @@ def build_channel_graph(
 @dataclass(frozen=True)
 class _Tie:
     """Indices (in ``what``'s coordinates, with the group channel of each) split into ``blocks`` equal blocks of
-    ``size``: every block must lose the same positions."""
+    ``size``: every block must lose the same positions. ``key`` names the op or layer side (ties of one key in
+    different groups are one tie)."""
 
+    key: str
     what: str
     indices: tuple[int, ...]
     channels: tuple[int, ...]
@@ -176,11 +129,14 @@ def _to_group(model: nn.Module, raw, outputs: set[str], ignored: set[str],
         if item.kind == "op":
             sizes = item.split_sizes
             if item.channel_op and len(sizes) > 1 and len(set(sizes)) == 1:  # x.chunk(n, 1): sizes follow width
-                ties.append(_Tie(f"split {item.name}", tuple(item.idxs), tuple(pos[r] for r in item.root_idxs),
-                                 sizes[0], len(sizes)))
+                ties.append(_Tie(item.name, f"split {item.name}", tuple(item.idxs),
+                                 tuple(pos[r] for r in item.root_idxs), sizes[0], len(sizes)))
             elif item.channel_op:
                 reasons.append(f"its channels pass through a channel split/slice ({item.name}) whose sizes are "
                                "fixed in forward code")
+            if item.shuffle:
+                ties.append(_Tie(item.name, f"channel shuffle {item.name}", tuple(item.idxs),
+                                 tuple(pos[r] for r in item.root_idxs), *item.shuffle))
             continue
         kind = "param" if item.kind == "param" else _kind(model.get_submodule(item.name), item.side)
         pairs = sorted(zip(item.idxs, (pos[r] for r in item.root_idxs)))
@@ -199,46 +155,104 @@ def _is_grouped(module: nn.Module) -> bool:
     return isinstance(module, nn.modules.conv._ConvNd) and module.groups > 1 and not is_depthwise(module)
 
 
-def _tie_channels(model: nn.Module, group: ChannelGroup, split_ties: Sequence[_Tie]) -> ChannelGroup:
-    """Tie the channels at equal positions of every block of each grouped conv member and each equal-size split
-    (module docstring); returns the group with one channel per tie."""
-    ties = list(split_ties)
-    for m in group.members:
-        if m.kind in ("in", "out") and _is_grouped(conv := model.get_submodule(m.module)):
-            width = conv.in_channels if m.kind == "in" else conv.out_channels
-            ties.append(_Tie(f"{m.module} is a grouped conv (groups={conv.groups}) and", m.indices, m.channels,
-                             width // conv.groups, conv.groups))
-    if not ties or not group.prunable:
-        return group
-    parent = list(range(group.width))
+def _tie_groups(model: nn.Module, made: Sequence[tuple[ChannelGroup, list[_Tie]]]) -> list[ChannelGroup]:
+    """Tie the channels at equal positions of every block of each grouped conv member, equal-size split and channel
+    shuffle, across groups (module docstring); groups united by a tie are merged. Returns the new group list."""
+    groups = [g for g, _ in made]
+    ties = [list(t) for _, t in made]
+    for gi, g in enumerate(groups):
+        for m in g.members:
+            if m.kind in ("in", "out") and _is_grouped(conv := model.get_submodule(m.module)):
+                width = conv.in_channels if m.kind == "in" else conv.out_channels
+                ties[gi].append(_Tie(f"{m.module} ({m.kind})",
+                                     f"{m.module} is a grouped conv (groups={conv.groups}) and",
+                                     m.indices, m.channels, width // conv.groups, conv.groups))
+    if not any(ties):
+        return groups
+    parent: dict[tuple[int, int], tuple[int, int]] = {}
 
-    def find(a: int) -> int:
+    def find(a):
+        parent.setdefault(a, a)
         while parent[a] != a:
             parent[a] = parent[parent[a]]
             a = parent[a]
         return a
 
-    for t in ties:
-        first: dict[int, int] = {}
-        for i, c in zip(t.indices, t.channels):
-            parent[find(c)] = find(first.setdefault(i % t.size, c))
-    roots = sorted({find(c) for c in range(group.width)})
+    first: dict[tuple[str, int], tuple[int, int]] = {}
+    by_key: dict[str, list[tuple[int, _Tie]]] = {}
+    for gi, group_ties in enumerate(ties):
+        for t in group_ties:
+            by_key.setdefault(t.key, []).append((gi, t))
+            for i, c in zip(t.indices, t.channels):
+                parent[find((gi, c))] = find(first.setdefault((t.key, i % t.size), (gi, c)))
+    comp: dict[tuple[int, int], list[int]] = {}  # root pair -> groups it reaches
+    for gi, g in enumerate(groups):
+        if ties[gi] or any((gi, c) in parent for c in range(g.width)):
+            for c in range(g.width):
+                comp.setdefault(find((gi, c)), []).append(gi)
+    gparent = list(range(len(groups)))
+
+    def gfind(a: int) -> int:
+        while gparent[a] != a:
+            gparent[a] = gparent[gparent[a]]
+            a = gparent[a]
+        return a
+
+    for members in comp.values():
+        for gi in members[1:]:
+            gparent[gfind(gi)] = gfind(members[0])
+    merged: dict[int, list[int]] = {}
+    for gi in range(len(groups)):
+        merged.setdefault(gfind(gi), []).append(gi)
+    out: dict[int, ChannelGroup] = {}
+    for part in merged.values():
+        if not any(ties[gi] for gi in part) and len(part) == 1:
+            out[part[0]] = groups[part[0]]
+            continue
+        out[min(part)] = _merge(groups, part, find, [(gi, t) for gi in part for t in ties[gi]])
+    return [out[k] for k in sorted(out)]
+
+
+def _merge(groups: list[ChannelGroup], part: list[int], find, part_ties: list[tuple[int, _Tie]]) -> ChannelGroup:
+    """One group of the groups ``part`` (indices into ``groups``) with a channel per tied class, or the first of
+    them blocked with the reason when the ties cannot be kept (every other group of ``part`` then blocked too)."""
+    part = sorted(part)
+    roots = list(dict.fromkeys(find((gi, c)) for gi in part for c in range(groups[gi].width)))
     new = {r: k for k, r in enumerate(roots)}
-    for t in ties:  # every tied channel must meet every block equally often
-        per: dict[int, list[int]] = {}
+    why = None
+    by_key: dict[str, dict[int, list[int]]] = {}
+    for gi, t in part_ties:  # every tied channel must meet every block equally often
+        per = by_key.setdefault(t.key, {})
         for i, c in zip(t.indices, t.channels):
-            per.setdefault(new[find(c)], [0] * t.blocks)[i // t.size] += 1
+            per.setdefault(new[find((gi, c))], [0] * t.blocks)[i // t.size] += 1
+    for key, per in by_key.items():
         if any(len(set(counts)) > 1 for counts in per.values()):
+            t = next(t for _, t in part_ties if t.key == key)
             what = t.what if t.what.endswith(" and") else f"{t.what} splits them in {t.blocks} equal pieces and"
-            _block(group, f"{what} this group covers only part of its conv groups/pieces, so they cannot stay "
-                          "equal in width")
-            return group
-    if len(roots) == 1:
-        _block(group, f"its channels are tied into a single one ({ties[0].what.removesuffix(' and')}: one channel "
-                      "per conv group or piece)")
-        return group
-    members = [Member(m.module, m.kind, m.indices, tuple(new[find(c)] for c in m.channels)) for m in group.members]
-    return ChannelGroup(group.id, len(roots), members, group.prunable, group.reason)
+            why = (f"{what} this group covers only part of its conv groups/pieces, so they cannot stay equal in "
+                   "width")
+            break
+    if why is None and len(roots) == 1:
+        why = (f"its channels are tied into a single one ({part_ties[0][1].what.removesuffix(' and')}: one channel "
+               "per conv group or piece)")
+    ids = [groups[gi].id for gi in part]
+    if why is None and not all(groups[gi].prunable for gi in part):
+        bad = next(groups[gi] for gi in part if not groups[gi].prunable)
+        why = f"tied by a split, shuffle or grouped conv to group {bad.id}, which is not prunable"
+    if why is not None:
+        for gi in part:
+            _block(groups[gi], why if len(part) == 1 else f"{why} (tied groups: {', '.join(ids)})")
+        return groups[part[0]]
+    members: dict[tuple[str, str], list[tuple[int, int]]] = {}
+    for gi in part:
+        for m in groups[gi].members:
+            members.setdefault((m.module, m.kind), []).extend(
+                (i, new[find((gi, c))]) for i, c in zip(m.indices, m.channels))
+    out = []
+    for (module, kind), pairs in members.items():
+        pairs = sorted(set(pairs))
+        out.append(Member(module, kind, tuple(p[0] for p in pairs), tuple(p[1] for p in pairs)))
+    return ChannelGroup(ids[0], len(roots), out)
 
 
 def _kind(module: nn.Module, side: str) -> str:
@@ -246,7 +260,7 @@ def _kind(module: nn.Module, side: str) -> str:
         return "dw" if is_depthwise(module) else side
     if isinstance(module, nn.Linear):
         return side
-    if isinstance(module, _PER_CHANNEL_NORMS + _CROSS_CHANNEL_NORMS):
+    if isinstance(module, PER_CHANNEL_NORMS + CROSS_CHANNEL_NORMS):
         return "norm"
     if isinstance(module, nn.PReLU):
         return "prelu"
@@ -264,7 +278,7 @@ def _member_reasons(model, name: str, kind: str, outputs: set[str], ignored: set
         out.append(f"{name} is in ignored_layers")
     if getattr(module, "transposed", False):
         out.append(f"{name} is a transposed conv (not in the MACs model)")
-    if isinstance(module, _CROSS_CHANNEL_NORMS):
+    if isinstance(module, CROSS_CHANNEL_NORMS):
         out.append(f"{name} ({type(module).__name__}) normalises across channels, so removing one is not zeroing it")
     if kind == "other":
         out.append(f"{name} ({type(module).__name__}) is not supported")
@@ -285,12 +299,6 @@ def _mark_overlaps(groups: list[ChannelGroup]) -> None:
                         _block(h, f"channel {i} of {m.module} ({m.side}) also belongs to group "
                                   f"{(other if h is g else g).id}")
             owner.update(dict.fromkeys(set(m.indices) - clash, g))
-
-
-def _block(group: ChannelGroup, reason: str) -> None:
-    if reason not in (group.reason or ""):
-        group.reason = f"{group.reason}; {reason}" if group.reason else reason
-    group.prunable = False
 
 
 def _unprunable_layers(graph: ChannelGraph, notes: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:

@@ -10,9 +10,9 @@ from typing import Iterable, Mapping, Sequence
 import torch
 import torch.nn as nn
 
-from . import _tp_adapter
+from . import _attention, _tp_adapter
 from ._layers import is_depthwise
-from .groups import ChannelGraph
+from .types import ChannelGraph
 
 
 def removal_indices(graph: ChannelGraph, removed: Mapping[str, Iterable[int]]) -> dict[tuple[str, str], list[int]]:
@@ -38,13 +38,19 @@ def removal_indices(graph: ChannelGraph, removed: Mapping[str, Iterable[int]]) -
 
 def remove_channels(model: nn.Module, graph: ChannelGraph, removed: Mapping[str, Iterable[int]]) -> nn.Module:
     """Cut the channels ``removed`` (group id -> group channels) out of ``model`` in place; returns ``model``."""
-    for (name, side), idxs in removal_indices(graph, removed).items():
+    cuts = removal_indices(graph, removed)
+    for (name, side), idxs in cuts.items():
+        if side == "heads":
+            continue  # after the projections: replacing a module must not hide its Linears from the cuts above
         module = model.get_submodule(name)
         if side == "in" and isinstance(module, nn.modules.conv._ConvNd) and module.groups > 1 \
                 and not is_depthwise(module):
             _prune_grouped_conv_inputs(module, idxs)
         else:
             _tp_adapter.prune_module(module, side, idxs)
+    for (name, side), idxs in cuts.items():
+        if side == "heads":
+            _attention.remove_heads(model, name, idxs)
     return model
 
 

@@ -14,7 +14,7 @@ from ._factory import (ModelName, create_model, import_path_without, list_models
                        resolve_model_name, untrusted_reason)
 
 # Importing the model files registers them (decorators only; nothing is built at import time).
-from . import cnn1d, densenet, googlenet, lenet, mlp, mobilenetv2, resnet, vgg  # noqa: E402,F401  isort: skip
+from . import cnn1d, densenet, googlenet, lenet, mlp, mobilenetv2, resnet, vgg, vit  # noqa: E402,F401  isort: skip
 
 __all__ = ["ModelName", "create_model", "list_models", "register_model", "resolve_model_name", "untrusted_reason",
            "import_path_without"]

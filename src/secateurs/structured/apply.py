@@ -18,6 +18,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from ..graph._attention import params_delta
 from ..graph._layers import is_depthwise, record_layers
 from ..graph._verify import equivalence
 from ..graph.gates import ChannelGate
@@ -79,10 +80,13 @@ def predict_params(model: nn.Module, graph: ChannelGraph, plan: PruningPlan) -> 
     """Parameter count after ``plan``, from layer shapes alone (independent of the surgery code)."""
     cut: dict[str, dict[str, int]] = {}
     for (name, side), idxs in removal_indices(graph, plan.removed()).items():
-        cut.setdefault(name, {"in": 0, "out": 0})[side] += len(idxs)
+        cut.setdefault(name, {"in": 0, "out": 0, "heads": 0})[side] += len(idxs)
     total = count_params(model)
     for name, k in cut.items():
         m = model.get_submodule(name)
+        if k["heads"]:  # attention heads: the packed projections of nn.MultiheadAttention (rows of 3 per feature)
+            total += params_delta(m, k["heads"])
+            continue
         before = sum(p.numel() for p in m.parameters(recurse=False))
         total += _params_after(m, k["out"], k["in"]) - before
     return total

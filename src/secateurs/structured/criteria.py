@@ -48,7 +48,8 @@ def _filter_norms(model: nn.Module, graph: ChannelGraph, p: int) -> Scores:
         total = torch.zeros(g.width, dtype=torch.float64)
         found = False
         for m in g.producers():
-            w = getattr(model.get_submodule(m.module), "weight", None)
+            module = model.get_submodule(m.module)
+            w = getattr(module, "in_proj_weight" if m.kind == "mha" else "weight", None)  # mha: q/k/v rows per head
             if w is None:
                 continue
             # one row per output channel: conv (out, in/groups, *k), depthwise (C, 1, *k), linear (out, in)
