@@ -277,26 +277,36 @@ def main() -> None:
                     rows.append(r)
                     print(json.dumps({k: r[k] for k in ("setting", "method", "sparsity", "seed", "accuracy",
                                                         "recovered", "seconds")}), flush=True)
+                    save(args, stem, settings, datasets, rows, env, t0, partial=True)
     if args.study == "factors" and not args.no_reference:
         ref = reference_runs(args.sparsities, args.seeds, args.data_dir)
         for r in ref:
             r["loadavg"] = os.getloadavg()
         rows += ref
+    print(save(args, stem, settings, datasets, rows, env, t0))
+
+
+def save(args, stem, settings, datasets, rows, env, t0, partial: bool = False) -> str:
+    """Write the results file (also after every run, so a run cut short keeps what it measured); returns the
+    markdown."""
     names = [s.name for s in settings] + (["reference script"] if any(r["setting"] == "reference script"
                                                                        for r in rows) else [])
-    dense = {s.name: dense_model(s, datasets[s.val_size])[1] for s in settings}
+    trained = {s.name: _DENSE_CACHE.get((RECIPE.model, s.nesterov, s.val_size)) for s in settings}
+    dense = {name: v[1] for name, v in trained.items() if v is not None}  # only dense models trained so far
     md = "\n".join([
         f"# Cyclical vs GMP, efficacy protocol ({args.study})", "",
         RECIPE.text + " Test accuracy (%), mean ± std over seeds; the difference is paired by seed.", "",
+        *(["**Partial**: the run was still going when this file was written; rows so far."] if partial else []),
         table(rows, args.sparsities, names), "",
         "Dense accuracy per setting: " + ", ".join(f"{k}: {100 * v:.2f}" for k, v in dense.items()), "",
         f"Seeds {args.seeds}; {args.threads} thread(s); load average at the end {os.getloadavg()}; "
         f"{time.perf_counter() - t0:.0f} s; torch {env['torch']}; {env['cpu']}.", ""])
     write_results(stem, {"environment": env, "study": args.study, "setup": args.setup,
                          "recipe": {"model": RECIPE.model, "data": RECIPE.data, "dense": RECIPE.dense,
-                                    "sparse": RECIPE.sparse, "update_every": RECIPE.update_every}, "sparsities": args.sparsities,
-                         "seeds": args.seeds, "dense_accuracy": dense, "rows": rows}, md)
-    print(md)
+                                    "sparse": RECIPE.sparse, "update_every": RECIPE.update_every},
+                         "sparsities": args.sparsities, "seeds": args.seeds, "dense_accuracy": dense,
+                         "partial": partial, "rows": rows}, md)
+    return md
 
 
 if __name__ == "__main__":
