@@ -51,8 +51,9 @@ def bn_recalibrated_accuracy(model, data, test, seed: int, batches: int = 20, ba
     return accuracy(m, test)
 
 
-def finetune(model, ft_data, epochs: float, seed: int, batch_size: int, test) -> tuple[float, float]:
-    """The same short fine-tune for every method (the paper's CIFAR recipe, docs/autobot.md, shortened); returns (accuracy, seconds)."""
+def finetune(model, ft_data, epochs: float, seed: int, batch_size: int, test, teacher=None) -> tuple[float, float]:
+    """The same short fine-tune for every method (the paper's CIFAR recipe, docs/autobot.md, shortened); returns
+    (accuracy, seconds). ``teacher``: distil from it (``secateurs.distill.DistillationLoss``, library defaults)."""
     from secateurs.structured.autobot import finetune_config
     from secateurs.train import fit
 
@@ -63,7 +64,12 @@ def finetune(model, ft_data, epochs: float, seed: int, batch_size: int, test) ->
     # fit() evaluates on the full test split at the end; evaluate on the benchmark's subset instead
     small = copy.copy(ft_data)
     small.test_x, small.test_y = test[0][:1], test[1][:1]
-    fit(model, small, cfg, progress=False)
+    criterion = None
+    if teacher is not None:
+        from secateurs.distill import DistillationLoss
+
+        criterion = DistillationLoss(copy.deepcopy(teacher))
+    fit(model, small, cfg, progress=False, criterion=criterion)
     return accuracy(model, test), time.perf_counter() - t0
 
 

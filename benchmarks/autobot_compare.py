@@ -56,7 +56,8 @@ def run_one(args, model_name, R, seed, ckpt, full, ft, test, graph, epoch_s, log
     res = autoprune(m, full, R, config=cfg, example_inputs=example, graph=graph, progress=False)
     before = accuracy(m, test)
     before_bn = bn_recalibrated_accuracy(m, full, test, seed)
-    after, ft_s = finetune(m, ft, args.finetune_epochs, seed, args.finetune_batch_size, test)
+    after, ft_s = finetune(m, ft, args.finetune_epochs, seed, args.finetune_batch_size, test,
+                         teacher=ckpt.model if args.distill else None)
     achieved = res.report.macs_reduction
     rows.append({"model": model_name, "target": R, "seed": seed, "method": "autobot", "scope": "global",
                  "reduction": achieved, "macs": res.report.macs_after, "params": res.report.params_after,
@@ -77,7 +78,8 @@ def run_one(args, model_name, R, seed, ckpt, full, ft, test, graph, epoch_s, log
         else:
             before = accuracy(pm, test)
             before_bn = bn_recalibrated_accuracy(pm, full, test, seed)
-            after, ft_s = finetune(pm, ft, args.finetune_epochs, seed, args.finetune_batch_size, test)
+            after, ft_s = finetune(pm, ft, args.finetune_epochs, seed, args.finetune_batch_size, test,
+                                  teacher=ckpt.model if args.distill else None)
             row.update(reduction=report.macs_reduction, macs=report.macs_after, params=report.params_after,
                        acc_before_ft=before, acc_before_ft_bn=before_bn, acc_after_ft=after, finetune_s=ft_s)
         rows.append(row)
@@ -200,6 +202,8 @@ def main() -> None:
     p.add_argument("--taylor-batches", type=int, default=10, help="batches of 64 for the taylor criterion")
     p.add_argument("--finetune-epochs", type=float, default=1.0)
     p.add_argument("--finetune-batch-size", type=int, default=128)
+    p.add_argument("--distill", action="store_true",
+                   help="fine-tune every method by distillation from the dense checkpoint (library defaults A, T)")
     p.add_argument("--train-subset", type=int, default=None, help="fine-tune on N training images (default all)")
     p.add_argument("--test-subset", type=int, default=None, help="evaluate on N test images (default all)")
     p.add_argument("--threads", type=int, default=1)
