@@ -1,14 +1,13 @@
 """Comparison tables across checkpoints: accuracy, parameters (total and non-zero), MACs, weight-file size and CPU
 latency, dense and with sparse kernels (:func:`secateurs.sparse.to_sparse_kernels`, swapped where measured faster).
 
-Latency is the median wall time of a forward pass in eval mode after warm-up, with the thread count pinned
+Latency is the median wall time of a forward pass in eval mode after warm-up, the models timed interleaved with
+:mod:`secateurs.timing` (the one timing utility: blocks, alternating order, medians), with the thread count pinned
 (and recorded) because a shared CPU otherwise makes numbers meaningless.
 """
 from __future__ import annotations
 
 import os
-import statistics
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
@@ -20,67 +19,49 @@ from ._device import device_of
 from .flops import count_model
 from .io import load_checkpoint
 from .sparse.format import weight_bytes
+from .timing import Timing, loadavg, time_models
 
-__all__ = ["latency_ms", "interleaved_latency_ms", "latency_setting", "nonzero_params", "CheckpointRow", "compare_checkpoints", "markdown_table"]
+__all__ = ["latency_ms", "interleaved_latency_ms", "time_latency", "latency_setting", "nonzero_params", "CheckpointRow", "compare_checkpoints", "markdown_table"]
 
 
-@torch.no_grad()
+def time_latency(models: Sequence[nn.Module], input_shape: Sequence[int], batch_size: int = 1, warmup: int = 5,
+                 repeats: int = 20, threads: int | None = None, budget_s: float = 1.0,
+                 progress: bool | None = False, desc: str = "latency") -> Timing:
+    """Forward latency of each model for one random batch of ``batch_size``, timed interleaved by
+    :func:`secateurs.timing.time_models` (blocks of calls, order alternating, at least ``repeats`` rounds and
+    ``budget_s`` seconds): medians, paired ratios to the first model, threads and load average recorded."""
+    from ._progress import Progress, progress_mode
+
+    x = torch.randn(batch_size, *input_shape, device=device_of(models[0]))
+    with Progress(repeats, f"{desc} (batch {batch_size})", progress_mode(progress), log_done=False) as bar:
+        return time_models(models, x, warmup=warmup, min_rounds=repeats, max_rounds=max(repeats, 200),
+                           budget_s=budget_s, threads=threads,
+                           on_round=lambda r: bar.update(1) if r <= repeats else None)
+
+
 def interleaved_latency_ms(models: Sequence[nn.Module], input_shape: Sequence[int], batch_size: int = 1,
                            warmup: int = 5, repeats: int = 20, threads: int | None = None,
                            progress: bool | None = False, desc: str = "latency") -> list[float]:
-    """Median forward latency in milliseconds of each model for one batch of ``batch_size``, timed round-robin.
-
-    Each of the ``repeats`` rounds runs every model once in turn (after ``warmup`` rounds), so a shared CPU's drift
-    (other jobs, clock frequency, thread start-up) affects every model alike and their ratio is meaningful. The
-    same random batch feeds every model; modes and the thread count are restored afterwards.
-    """
-    from ._progress import Progress, progress_mode
-
-    old_threads = torch.get_num_threads()
-    modes = [m.training for m in models]
-    x = torch.randn(batch_size, *input_shape, device=device_of(models[0]))
-    sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)
-    times: list[list[float]] = [[] for _ in models]
-    try:
-        if threads is not None:
-            torch.set_num_threads(threads)
-        for m in models:
-            m.eval()
-        for _ in range(warmup):
-            for m in models:
-                m(x)
-        with Progress(repeats, f"{desc} (batch {batch_size})", progress_mode(progress), log_done=False) as bar:
-            for _ in range(repeats):
-                for m, t in zip(models, times):
-                    sync()
-                    t0 = time.perf_counter()
-                    m(x)
-                    sync()
-                    t.append(time.perf_counter() - t0)
-                bar.update(1)
-    finally:
-        torch.set_num_threads(old_threads)
-        for m, mode in zip(models, modes):
-            m.train(mode)
-    return [1000 * statistics.median(t) for t in times]
+    """Median forward latency in milliseconds of each model for one batch of ``batch_size``, timed interleaved
+    (see :func:`time_latency`, which also returns the ratios and the setting)."""
+    return time_latency(models, input_shape, batch_size, warmup, repeats, threads, progress=progress, desc=desc).ms
 
 
 def latency_ms(model: nn.Module, input_shape: Sequence[int], batch_size: int = 1, warmup: int = 5,
                repeats: int = 20, threads: int | None = None) -> float:
     """Median forward latency in milliseconds for one batch of ``batch_size`` (one model; see
-    :func:`interleaved_latency_ms` to compare models)."""
+    :func:`time_latency` to compare models)."""
     return interleaved_latency_ms([model], input_shape, batch_size, warmup, repeats, threads)[0]
 
 
-def latency_setting(batch_size: int, threads: int, repeats: int, warmup: int = 5) -> dict:
-    """What a latency figure was measured under (recorded next to it): batch, threads, rounds, load average."""
-    try:
-        load = [round(v, 2) for v in os.getloadavg()]
-    except OSError:  # not available on every platform
-        load = None
-    return {"batch_size": batch_size, "threads": threads, "repeats": repeats, "warmup": warmup,
-            "statistic": "median of interleaved forward passes", "loadavg_1_5_15min": load,
+def latency_setting(batch_size: int, threads: int, repeats: int, warmup: int = 5,
+                    timing: Timing | None = None) -> dict:
+    """What a latency figure was measured under (recorded next to it): batch, threads, rounds, load average
+    (before and after the measurement when its ``timing`` is given)."""
+    base = {"batch_size": batch_size, "threads": threads, "repeats": repeats, "warmup": warmup,
+            "statistic": "median of interleaved forward passes", "loadavg_1_5_15min": loadavg(),
             "cpus": os.cpu_count()}
+    return base if timing is None else {**base, **timing.setting()}
 
 
 def nonzero_params(model: nn.Module) -> int:
