@@ -21,7 +21,7 @@ from .io import load_checkpoint
 from .sparse.format import weight_bytes
 from .timing import Timing, loadavg, time_models
 
-__all__ = ["latency_ms", "interleaved_latency_ms", "time_latency", "latency_setting", "nonzero_params", "CheckpointRow", "compare_checkpoints", "markdown_table"]
+__all__ = ["latency_ms", "interleaved_latency_ms", "time_latency", "latency_setting", "latency_record", "nonzero_params", "CheckpointRow", "compare_checkpoints", "markdown_table"]
 
 
 def time_latency(models: Sequence[nn.Module], input_shape: Sequence[int], batch_size: int = 1, warmup: int = 5,
@@ -82,6 +82,7 @@ class CheckpointRow:
     file_bytes: int | None = None  # model.safetensors, or the compressed sparse weight files
     sparse_latency_ms_b1: float | None = None  # after to_sparse_kernels at that batch size
     sparse_latency_ms_b64: float | None = None
+    latency_target: dict | None = None  # a latency-targeted run's record from summary.json (see latency_record)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -112,7 +113,7 @@ def compare_checkpoints(paths: Sequence[str | Path], names: Sequence[str] | None
         name = names[i] if names else Path(path).name
         rows.append(CheckpointRow(name, str(path), ckpt.summary.get("accuracy"), cost.params,
                                   nonzero_params(ckpt.model), cost.macs, b1[i], b64[i], weight_bytes(path),
-                                  s1[i], s64[i]))
+                                  s1[i], s64[i], latency_record(ckpt.summary)))
     return rows
 
 
@@ -133,6 +134,48 @@ def _sparse_copy(model: nn.Module, shape, batch: int, threads: int | None) -> nn
     return fast
 
 
+LATENCY_FIELDS = ("latency_ms_dense", "latency_ms_predicted", "latency_ms_measured")
+
+
+def latency_record(summary: dict) -> dict | None:
+    """The latency-target fields of a ``summary.json`` (dense / predicted / measured ms, the setting and the load
+    during timing), or ``None`` for a run without a latency target. Values of the wrong type are dropped."""
+    from ._schema import is_number
+
+    if not isinstance(summary, dict) or not any(k in summary for k in LATENCY_FIELDS):
+        return None
+    rec = {k: summary[k] for k in LATENCY_FIELDS if is_number(summary.get(k))}
+    setting = summary.get("latency_setting")
+    if isinstance(setting, dict):
+        rec["setting"] = {k: setting[k] for k in ("batch_size", "threads", "runtime", "dtype", "loadavg_before",
+                                                  "loadavg_after") if k in setting}
+    return rec
+
+
+def latency_target_table(rows: Sequence[CheckpointRow]) -> str | None:
+    """Markdown table of the rows that were pruned to a latency target (``None`` if none was): the numbers their
+    summary.json recorded at pruning time, next to the setting they hold for."""
+    rows = [r for r in rows if r.latency_target]
+    if not rows:
+        return None
+    lines = ["| model | batch | threads | runtime | dense (ms) | predicted (ms) | measured (ms) | measured ratio | "
+             "load during timing |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        t, s = r.latency_target, r.latency_target.get("setting", {})
+
+        def ms(k):
+            return f"{t[k]:.3f}" if k in t else "-"
+
+        ratio = (f"{t['latency_ms_measured'] / t['latency_ms_dense']:.3f}"
+                 if "latency_ms_measured" in t and t.get("latency_ms_dense") else "-")
+        load = s.get("loadavg_before"), s.get("loadavg_after")
+        load_s = " -> ".join(f"{v[0]:.2f}" for v in load if isinstance(v, list) and v) or "-"
+        lines.append(f"| {r.name} | {s.get('batch_size', '-')} | {s.get('threads', '-')} | {s.get('runtime', '-')} | "
+                     f"{ms('latency_ms_dense')} | {ms('latency_ms_predicted')} | {ms('latency_ms_measured')} | "
+                     f"{ratio} | {load_s} |")
+    return "\n".join(lines)
+
+
 def markdown_table(rows: Sequence[CheckpointRow]) -> str:
     lines = ["| model | accuracy (%) | params | non-zero params | MACs (M) | weights (KiB) | latency b=1 (ms) | "
              "sparse-kernel b=1 (ms) | latency b=64 (ms) | sparse-kernel b=64 (ms) |",
@@ -146,4 +189,7 @@ def markdown_table(rows: Sequence[CheckpointRow]) -> str:
         kib = f"{r.file_bytes / 1024:,.1f}" if r.file_bytes is not None else "-"
         lines.append(f"| {r.name} | {acc} | {r.params:,} | {r.nonzero_params:,} | {r.macs / 1e6:.2f} | {kib} | {b1} | "
                      f"{s1} | {b64} | {s64} |")
+    target = latency_target_table(rows)
+    if target:
+        lines += ["", "Latency targets (as measured when pruned, dense and pruned timed interleaved):", "", target]
     return "\n".join(lines)
