@@ -79,6 +79,9 @@ def test_macs_tables_reproduce_the_macs_counter(name):
     for seed in range(3):
         kept = _random_kept(graph, seed)
         assert lm.exact(kept) == pytest.approx(1e-6 * (macs.macs_at(kept) - macs.constant), rel=1e-9)
+        hard = {g: torch.zeros(lm.widths[g], dtype=torch.float64).index_fill_(0, torch.tensor(idx), 1.0)
+                for g, idx in kept.items()}
+        assert lm.exact(kept) == pytest.approx(float(lm.soft(hard)), rel=1e-12)  # float path == torch path
 
 
 def test_profile_structure(tiny):

@@ -44,6 +44,11 @@ class LatencyModel:
         self._tables: list[LayerTable] = [profile.tables[c["table"]] for c in profile.calls]
         self._rows = [float(c["rows"]) for c in profile.calls]
         self._depthwise = [t.inp is None for t in self._counts.terms]
+        self._lists, self._full = {}, {}  # per (group, count vector): the vector as floats, and its sum
+        for term in self._counts.terms:
+            for side in (term.out, term.inp):
+                for gid, a, _ in (side.groups if side is not None else ()):
+                    self._lists[(gid, id(a))], self._full[(gid, id(a))] = a.tolist(), float(a.sum())
         self.beta, self.alpha = profile.beta, profile.alpha
         self.constant = float(profile.constant_ms)
         self.dense = float(self.soft({}))
@@ -58,8 +63,35 @@ class LatencyModel:
     __call__ = soft
 
     def exact(self, kept: Mapping[str, Sequence[int]]) -> float:
-        """Predicted ms after keeping channels ``kept[group]`` (groups not listed keep all)."""
-        return float(self.soft(self._hard(kept)))
+        """Predicted ms after keeping channels ``kept[group]`` (groups not listed keep all). The same function as
+        ``soft`` at 0/1 gates, evaluated in plain floats: selection strategies call it hundreds of times."""
+        unknown = set(kept) - set(self.widths)
+        if unknown:
+            raise KeyError(f"not prunable groups: {sorted(unknown)}")
+        cache: dict = {}
+
+        def count(side) -> float:
+            c = float(side.const)
+            for gid, a, m in side.groups:
+                key = (gid, id(a))
+                if key not in cache:
+                    if gid not in kept:
+                        cache[key] = self._full[key]
+                    elif m is not None:
+                        cache[key] = m * len(kept[gid])
+                    else:
+                        lst = self._lists[key]
+                        cache[key] = sum(lst[i] for i in kept[gid])
+                c += cache[key]
+            return c
+
+        s = e = 0.0
+        for i, term in enumerate(self._counts.terms):
+            c_out = count(term.out)
+            c_in = c_out if term.inp is None else count(term.inp)
+            s += _interp2(self._tables[i], c_in, c_out, self._depthwise[i])
+            e += self._rows[i] * c_out
+        return self.constant + self.beta * s + self.alpha * e
 
     def per_channel(self) -> dict[str, float]:
         """Predicted ms one channel of each group is worth at full width (mean over its channels of the gradient)."""
