@@ -242,3 +242,15 @@ def test_fit_recovers_exact_coefficients_and_chooses_by_cross_validation():
     ms = [5 + 1.0 * s + 0.5 * e for s, e in zip(sums, elems)]
     assert lp._fit(sums, elems, ms)[:2] == pytest.approx((1.0, 0.5))
     assert lp._fit([1.0], [1.0], [2.0]) == (1.0, 0.0, "beta")  # dense only: tables at face value
+
+
+def test_onnxruntime_profile_structure():
+    pytest.importorskip("onnxruntime")
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3)).eval()
+    graph = build_channel_graph(model, torch.randn(1, 4))
+    prof = profile_latency(model, graph, (4,), batch_size=1, runtime="onnxruntime", **QUICK)
+    assert prof.key["runtime"] == "onnxruntime" and "onnxruntime" in prof.key
+    assert [len(t.in_grid) * len(t.out_grid) for t in prof.tables] == [6, 6]
+    lm = LatencyModel(graph, prof)
+    assert lm.exact({}) == pytest.approx(prof.dense_ms) and lm.exact({"0:out": [0]}) <= lm.dense + 1e-12
