@@ -112,6 +112,13 @@ def markdown(env, args, rows) -> str:
                   f"(β {r['beta']:.2f}) | {e['error_model']:.1f} | {e['error_macs']:.1f} | "
                   f"{e['error_tables_only']:.1f} | {noise} | {r['loadavg_before'][0]:.2f} / "
                   f"{r['loadavg_after'][0]:.2f} |")
+    if args.runtime == "onnxruntime":
+        md += ["", "**onnxruntime: the per-layer model does not transfer.** A layer timed alone in its own session "
+               "pays layout reorders (NCHW to the blocked NCHWc layout and back) and a session's overhead that a "
+               "whole fused graph does not, and in the fused graph widths count in blocks of the vector length "
+               "(a 16-to-12-channel cut saves little): the isolated tables overstate what pruning saves "
+               "(tables-only error above 100%), and the fit cannot repair that. With `--runtime onnxruntime` a "
+               "latency target therefore rests on the measured correction rounds, not on the prediction."]
     md += ["", "Per held-out copy (channels kept, MACs ratio, measured ms, model / MACs / tables-only error %, "
            "second measurement):", ""]
     for r in rows:
@@ -121,6 +128,15 @@ def markdown(env, args, rows) -> str:
                       f"{h['macs_ratio']:.2f}, {h['measured_ms']:.2f} ms; errors {100 * h['error_model']:+.1f} / "
                       f"{100 * h['error_macs']:+.1f} / {100 * h['error_tables_only']:+.1f}{again}")
     return "\n".join(md) + "\n"
+
+
+def rewrite(stem: str) -> None:
+    """Regenerate results/<stem>.md from the committed JSON (no run)."""
+    from argparse import Namespace
+
+    from _common import rewrite_markdown
+
+    rewrite_markdown(stem, lambda d: markdown(d["environment"], Namespace(**d["args"]), d["rows"]))
 
 
 if __name__ == "__main__":
