@@ -246,9 +246,9 @@ def _layer_calls(model: nn.Module, graph: ChannelGraph, example: torch.Tensor) -
 def _grid(full: int, varied: bool, multiple: int = 1) -> list[int]:
     """Widths to time: 1 (or ``multiple``), ``GRID`` x full, and one below every point that is a multiple of 8.
 
-    Convolution libraries switch algorithms at vector-friendly widths: on one CPU a 3x3 conv over 32x32 at batch 64
-    takes 4.2 ms with 15 channels and 13.7 ms with 16. A point just below each multiple of 8 lets the table
-    carry such a step instead of smearing it over a whole segment."""
+    Convolution libraries switch algorithms (and blocked layouts) at vector-friendly widths, so the time of a
+    layer can step between 15 and 16 channels. A point just below each multiple of 8 lets the table carry such a
+    step instead of smearing it over a whole segment."""
     if not varied or full <= 1:
         return [full]
     pts = {max(multiple, int(round(f * full / multiple)) * multiple) for f in GRID} | {multiple}
