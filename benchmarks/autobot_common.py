@@ -44,11 +44,10 @@ def bn_recalibrated_accuracy(model, data, test, seed: int, batches: int = 20, ba
     """Accuracy of a copy of ``model`` after re-estimating its BatchNorm statistics on ``batches`` seeded training
     batches (no augmentation, no gradient step): how much of a pruned network's "accuracy before fine-tuning" is
     only stale BN statistics. The model itself is not changed."""
-    from secateurs.data import seeded_batches
-    from secateurs.unstructured import reestimate_batchnorm
+    from secateurs.structured.workflow import recalibrate_batchnorm
 
     m = copy.deepcopy(model)
-    reestimate_batchnorm(m, seeded_batches(data.train_x, batch_size=batch_size, seed=10_000 + seed, batches=batches))
+    recalibrate_batchnorm(m, data, batches, 10_000 + seed, progress=False, batch_size=batch_size)
     return accuracy(m, test)
 
 

@@ -1,9 +1,9 @@
 """AutoBot vs the structured core's criteria (l1, bn, taylor, random; local and global) at the same achieved MACs.
 
-For every model, MACs reduction R and seed: AutoBot prunes the cached dense checkpoint to R (±0.5 point); every
-baseline is then selected at AutoBot's *achieved* reduction (window ±0.25 point around it) with
-``secateurs.structured.select_channels``, physically pruned with ``apply_plan`` (verified), and every method gets the
-same short fine-tune. Reported: accuracy before and after fine-tuning, achieved reduction, params, and AutoBot's
+For every model, MACs reduction R and seed: AutoBot prunes the cached dense checkpoint to R (achieved reduction in
+[R, R + 1 point]); every baseline is then pruned to AutoBot's *achieved* reduction (window ±0.25 point around it,
+widened to ±0.5 and ±1 point when no selection lands there) with ``secateurs.structured.prune`` (verified surgery),
+and every method gets the same short fine-tune. Reported: accuracy before and after fine-tuning, achieved reduction, params, and AutoBot's
 bottleneck time as a fraction of one dense training epoch (measured on the same machine and threads).
 
     python benchmarks/autobot_compare.py --models resnet20 --targets 0.5 0.65 --seeds 0 1 2 \\
@@ -24,31 +24,29 @@ from _common import environment, fmt, mean_std, write_results
 from autobot_common import accuracy, bn_recalibrated_accuracy, epoch_seconds, finetune, setup
 
 
-def baseline(model, graph, example, criterion, scope, reduction, seed, taylor_batches):
-    from secateurs.structured import SelectionError, apply_plan, channel_scores, select_channels
+def baseline(model, data, graph, example, criterion, scope, reduction, seed, taylor_batches):
+    """A copy of ``model`` pruned by ``criterion`` / ``scope`` to within ``tol / 2`` of AutoBot's achieved
+    ``reduction`` (the budget ``[reduction - tol/2, reduction + tol/2]``, tol = 0.5, 1, then 2 points), with the
+    front door; (model, report or error text, seconds)."""
+    from secateurs.errors import ArgumentError
+    from secateurs.structured import TargetError, prune
 
-    m = copy.deepcopy(model)
+    m = copy.deepcopy(model)  # pruned only when a selection lands (the target is checked before the surgery)
     t0 = time.perf_counter()
-    try:
-        scores = channel_scores(m, graph, criterion, data=taylor_batches if criterion == "taylor" else None, seed=seed)
-    except ValueError as e:  # e.g. bn on a network without BatchNorm
-        return m, str(e).splitlines()[0], time.perf_counter() - t0
-    sel = None
-    for tol in (0.005, 0.01, 0.02):  # window [R - tol/2, R + tol/2] around AutoBot's achieved reduction
+    for tol in (0.005, 0.01, 0.02):
         try:
-            sel = select_channels(graph, scores, max(0.0, reduction - tol / 2), scope=scope, tolerance=tol,
-                                  meta={"criterion": criterion, "scope": scope})
-            break
-        except SelectionError:
+            res = prune(m, data, flops_reduction=max(0.0, reduction - tol / 2), tolerance=tol, method=criterion,
+                        scope=scope, calib_batches=taylor_batches, batch_size=64, seed=seed, example_inputs=example,
+                        graph=graph, evaluate_test=False, progress=False)
+            return m, res.report, time.perf_counter() - t0
+        except TargetError:
             continue
-    if sel is None:
-        return m, "no selection within 1 point of AutoBot's reduction", time.perf_counter() - t0
-    report = apply_plan(m, sel.plan, example, graph=graph)
-    return m, report, time.perf_counter() - t0
+        except ArgumentError as e:  # e.g. bn on a network without BatchNorm
+            return m, e.reason.splitlines()[0], time.perf_counter() - t0
+    return m, "no selection within 1 point of AutoBot's reduction", time.perf_counter() - t0
 
 
 def run_one(args, model_name, R, seed, ckpt, full, ft, test, graph, epoch_s, log):
-    from secateurs.data import seeded_batches
     from secateurs.structured.autobot import AutoBotConfig, autoprune
 
     rows = []
@@ -67,11 +65,11 @@ def run_one(args, model_name, R, seed, ckpt, full, ft, test, graph, epoch_s, log
                  "bottleneck_epoch_fraction": res.bottleneck_seconds / epoch_s,
                  "selection": res.selection.method, "widths": {g: len(k) for g, k in res.plan.groups.items()}})
     log(rows[-1])
-    taylor = list(seeded_batches(full.train_x, full.train_y, batch_size=64, seed=seed, batches=args.taylor_batches))
     pairs = ([tuple(b.split(":")) for b in args.baselines] if args.baselines
              else [(c, s) for c in args.criteria for s in args.scopes])
     for crit, scope in pairs:
-        pm, report, select_s = baseline(ckpt.model, graph, example, crit, scope, achieved, seed, taylor)
+        pm, report, select_s = baseline(ckpt.model, full, graph, example, crit, scope, achieved, seed,
+                                        args.taylor_batches)
         row = {"model": model_name, "target": R, "seed": seed, "method": crit, "scope": scope,
                "select_s": select_s}
         if isinstance(report, str):

@@ -20,7 +20,7 @@ _LAZY = {
     "TrainConfig": "train", "fit": "train", "evaluate": "train", "Callback": "train",
     "OneShot": "schedules", "GMP": "schedules", "Cyclical": "schedules", "make_schedule": "schedules",
     "CyclicalSparsifier": "unstructured", "SparsifierCallback": "unstructured",
-    "build_channel_graph": "graph", "explain": "graph",
+    "build_channel_graph": "graph", "explain": "explanation",
     "PruningPlan": "structured", "apply_plan": "structured", "channel_scores": "structured",
     "select_channels": "structured", "export_onnx": "structured", "export_torchscript": "structured",
     "AutoBotConfig": "structured", "autoprune": "structured",

@@ -9,6 +9,8 @@ type and its attributes, never to the wording of a message. The CLI prints ``str
   not opted into (``trust_model_code=True`` / ``--trust-model-code``);
 * :class:`NonFiniteError` — NaN or infinity where numbers must be finite (weights, a training loss);
 * :class:`OutputError` — an output path that would destroy an input, or is being written by another run;
+* :class:`ArgumentError` — a library call's argument (``argument``, ``value``) that cannot be honoured, e.g. a
+  pruning target no selection reaches (``structured.target.TargetError``); the CLI names its flag instead;
 * :class:`GraphError` — the channel graph of a model cannot be built (a named layer or op, or a bound passed).
 
 Importing this module imports nothing heavy.
@@ -19,7 +21,7 @@ import os
 from pathlib import Path
 
 __all__ = ["InputError", "CheckpointError", "CheckpointNotFoundError", "UntrustedCodeError", "NonFiniteError",
-           "DivergedError", "OutputError", "UnreachableTargetError", "GraphError"]
+           "DivergedError", "OutputError", "UnreachableTargetError", "ArgumentError", "GraphError"]
 
 
 class InputError(ValueError):
@@ -97,6 +99,23 @@ class OutputError(InputError):
 class UnreachableTargetError(InputError):
     """A pruning target (a MACs reduction) that no selection can reach in this network; the message says what
     is reachable."""
+
+
+class ArgumentError(InputError):
+    """The value ``value`` of the library argument ``argument`` (e.g. ``flops_reduction``) cannot be honoured:
+    ``reason`` says why. A command line maps ``argument`` to its flag (``flag_for``) and prints the same reason."""
+
+    def __init__(self, argument: str, value, reason: str):
+        self.argument, self.value, self.reason = argument, value, reason
+        super().__init__(self.describe(argument))
+
+    def describe(self, name: str) -> str:
+        """The one-line message with ``name`` (an argument or a flag) in front."""
+        value = f"{self.value:g}" if isinstance(self.value, float) else str(self.value)
+        return f"{name} {value}: {self.reason}"
+
+    def __reduce__(self):
+        return _rebuild, (type(self), self.__dict__, str(self))
 
 
 def _rebuild(cls, state, text):

@@ -141,7 +141,7 @@ class Schedule:
         # the legend goes below the axes: inside, it covers a cycle whatever corner it takes
         ax.legend(fontsize=9, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3, frameon=False)
         fig.tight_layout()
-        from .io import atomic_path
+        from ._atomic import atomic_path
 
         try:
             with atomic_path(path) as tmp:

@@ -8,7 +8,8 @@ and only rank 0 prints.
 Resume: with ``state_path`` the trainer writes its whole state (weights, optimizer, LR schedule, step, epoch,
 history, RNG, every callback's ``state_dict()``) atomically after every epoch; :meth:`Trainer.load_state_dict` on a
 fresh trainer with the same configuration continues from the last finished epoch, and on CPU the result is bit for
-bit the uninterrupted run's. The file is read with ``torch.load(weights_only=True)``: no arbitrary pickle.
+bit the uninterrupted run's. The file format (what is written, how it is read without arbitrary pickle, when a
+saved state fits a run) is ``secateurs.train_state``.
 
 Divergence: the first non-finite training loss stops the run with :class:`~secateurs.errors.DivergedError` (the
 step and the learning rate), before that step updates the weights; no state or checkpoint is written from it.
@@ -31,18 +32,14 @@ from . import distributed as dist_utils
 from ._device import device_of
 from ._progress import Progress, progress_mode
 from .data import BatchLoader, DataSplits
-from .errors import DivergedError, InputError
+from .errors import DivergedError
+from .train_state import (  # noqa: F401  (ResumeError and read_train_state are part of this module's surface)
+    TRAIN_STATE_FORMAT, TRAIN_STATE_VERSION, ResumeError, check_resumable, cpu_copy, read_train_state,
+    write_train_state,
+)
 
 __all__ = ["TrainConfig", "Callback", "Trainer", "TrainResult", "fit", "evaluate", "lr_factor", "read_train_state",
            "ResumeError"]
-
-TRAIN_STATE_FORMAT = "secateurs-train-state"
-TRAIN_STATE_VERSION = 1
-
-
-class ResumeError(InputError):
-    """A saved training state does not fit this run (configuration, model, callbacks); nothing was trained."""
-
 
 @dataclass
 class TrainConfig:
@@ -220,12 +217,12 @@ class Trainer:
             "format": TRAIN_STATE_FORMAT, "version": TRAIN_STATE_VERSION,
             "config": asdict(self.config), "total_steps": self.total_steps, "world_size": self.world_size,
             "epoch": self.epoch, "global_step": self.global_step,
-            "model": _cpu_copy(self.model.state_dict()),
-            "optimizer": _cpu_copy(self.optimizer.state_dict()), "scheduler": self.scheduler.state_dict(),
+            "model": cpu_copy(self.model.state_dict()),
+            "optimizer": cpu_copy(self.optimizer.state_dict()), "scheduler": self.scheduler.state_dict(),
             "history": [dict(h) for h in self.history], "train_time": self._train_time, "images": self._images,
             "rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
-            "callbacks": [_cpu_copy(cb.state_dict()) for cb in self.callbacks],
+            "callbacks": [cpu_copy(cb.state_dict()) for cb in self.callbacks],
             "criterion": self._criterion_record(),
         }
 
@@ -242,36 +239,15 @@ class Trainer:
         """
         if self.global_step:
             raise RuntimeError("load_state_dict must be called before run()")
-        if not isinstance(state, dict) or state.get("format") != TRAIN_STATE_FORMAT:
-            raise ResumeError("not a secateurs training state")
-        if int(state.get("version", 0)) > TRAIN_STATE_VERSION:
-            raise ResumeError(f"training state version {state['version']} is newer than this secateurs supports "
-                              f"({TRAIN_STATE_VERSION})")
-        mine = asdict(self.config)
-        diff = [f"{k}: saved {state['config'].get(k)!r}, now {v!r}" for k, v in mine.items()
-                if state["config"].get(k) != v]
-        if diff:
-            raise ResumeError("the training configuration differs from the saved run (" + "; ".join(diff) + ")")
-        if state.get("criterion") != self._criterion_record():
-            raise ResumeError(f"the training loss differs from the saved run (saved {state.get('criterion')}, "
-                              f"now {self._criterion_record()})")
-        for key, now in (("total_steps", self.total_steps), ("world_size", self.world_size)):
-            if state[key] != now:
-                raise ResumeError(f"{key}: saved {state[key]}, now {now} (different data or launch)")
-        saved, mine = _weight_shapes(state["model"]), _weight_shapes(self.model.state_dict())
-        if saved != mine:
-            odd = sorted(set(saved) ^ set(mine)) or [k for k in saved if saved[k] != mine[k]]
-            raise ResumeError(f"the saved weights do not fit this model (first difference: {odd[0]})")
+        check_resumable(state, config=asdict(self.config), criterion=self._criterion_record(),
+                        total_steps=self.total_steps, world_size=self.world_size, model=self.model.state_dict())
         self._resume = state
 
     def save_state(self, path: str | os.PathLike) -> None:
         """Write :meth:`state_dict` to ``path`` atomically (rank 0 only under DDP)."""
         if not dist_utils.is_main():
             return
-        from .io import atomic_path
-
-        with atomic_path(path) as tmp:
-            torch.save(self.state_dict(), tmp)
+        write_train_state(path, self.state_dict())
 
     def _restore(self, state: dict[str, Any]) -> None:
         try:
@@ -398,63 +374,6 @@ class Trainer:
         result.train_images_per_s = images / max(train_time, 1e-9)
         result.seconds_per_epoch = train_time / max(result.epochs, 1e-9)
         return result
-
-
-def _cpu_copy(obj: Any) -> Any:
-    """A snapshot of nested dicts/lists/tuples whose tensors are detached CPU copies (live buffers keep changing)."""
-    if isinstance(obj, torch.Tensor):
-        return obj.detach().cpu().clone()
-    if isinstance(obj, dict):
-        return {k: _cpu_copy(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_cpu_copy(v) for v in obj)
-    return obj
-
-
-def _weight_shapes(state: dict[str, torch.Tensor]) -> dict[str, tuple[int, ...]]:
-    """Names and shapes of a state dict with parametrisations looked through (``m.parametrizations.weight.original``
-    is ``m.weight``; the parametrisations' own buffers are ignored), so a sparsifier's forward masks, installed only
-    once training begins, do not make a saved run look like another model."""
-    out = {}
-    for k, v in state.items():
-        if ".parametrizations." in f".{k}":
-            head, _, rest = f".{k}".partition(".parametrizations.")
-            name, _, leaf = rest.partition(".")
-            if leaf != "original":
-                continue
-            k = f"{head}.{name}".lstrip(".")
-        out[k] = tuple(v.shape)
-    return out
-
-
-def read_train_state(path: str | os.PathLike) -> dict[str, Any]:
-    """Load a state written by ``Trainer(state_path=...)`` (restricted unpickler: tensors and plain data only)."""
-    import pickle
-
-    from . import _schema
-    from .errors import CheckpointError
-
-    import warnings
-
-    try:
-        with warnings.catch_warnings():  # torch warns about legacy formats on stderr; our error says it all
-            warnings.simplefilter("ignore")
-            state = torch.load(Path(path), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        # corrupt, or holding objects other than tensors and plain data (torch's message then advises
-        # weights_only=False, i.e. running the file's code: not advice to pass on)
-        raise ResumeError(f"{str(path)!r} is not a readable training state: not a torch file of tensors and plain "
-                          "data (objects that could run code are refused)") from None
-    except (RuntimeError, EOFError, ValueError, OSError, AttributeError, TypeError,
-            IndexError, KeyError, MemoryError) as e:
-        lines = str(e).strip().splitlines()
-        raise ResumeError(f"{str(path)!r} is not a readable training state: "
-                          f"{lines[0] if lines else type(e).__name__}") from None
-    try:
-        return _schema.validate_train_state(state, path, format_name=TRAIN_STATE_FORMAT,
-                                            format_version=TRAIN_STATE_VERSION)
-    except CheckpointError as e:
-        raise ResumeError(str(e)) from None
 
 
 def fit(model: nn.Module, data: DataSplits, config: TrainConfig | None = None,

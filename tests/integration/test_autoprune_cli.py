@@ -32,7 +32,7 @@ def test_autoprune_end_to_end(dense, tmp_path, capsys):
     need = {"accuracy_before_finetune", "accuracy", "macs", "macs_dense", "flops_reduction", "params", "widths",
             "bottleneck_seconds", "bottleneck_images"}
     assert need <= set(s)
-    assert abs(s["flops_reduction"] - 0.5) <= 0.005 and s["bottleneck_images"] == 10 * 32
+    assert 0.5 <= s["flops_reduction"] <= 0.51 and s["bottleneck_images"] == 10 * 32  # the budget [R, R + tol]
     assert s["finetune"] is not None and len(s["bottleneck_history"]) == 10
     model = secateurs.load(out)  # the plan in model.json rebuilds the pruned architecture
     data = get_dataset("digits")

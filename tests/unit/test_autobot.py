@@ -8,7 +8,7 @@ import torch
 from fixtures.topologies import make, zoo_case
 from secateurs.flops import count_macs
 from secateurs.graph import build_channel_graph
-from secateurs.soft_flops import SoftMacsModel
+from secateurs.cost.macs import MacsModel
 from secateurs.structured.autobot import (
     AutoBotConfig, Bottlenecks, best_window_start, binarization_loss, flops_loss, search_threshold,
     train_bottlenecks, training_batches,
@@ -43,16 +43,16 @@ def test_binarization_loss_values_and_direction():
 def test_soft_macs_at_full_scores_equals_exact_counter(name):
     model, x = make(name)
     graph = build_channel_graph(model, x[:1])
-    soft = SoftMacsModel(graph)
+    soft = MacsModel(graph)
     bn = Bottlenecks(graph, init=0.9)
     ones = {g: torch.ones_like(s) for g, s in bn.scores().items()}
-    assert round(float(soft(ones))) == count_macs(model, x.shape[1:]) == soft.total
-    assert float(soft(bn.scores()).detach()) < soft.total  # λ = 0.9 < 1: the soft count is below the dense count
+    assert round(float(soft(ones))) == count_macs(model, x.shape[1:]) == soft.dense
+    assert float(soft(bn.scores()).detach()) < soft.dense  # λ = 0.9 < 1: the soft count is below the dense count
 
 
 def test_soft_macs_full_scores_zoo_resnet20():
     model, x, graph, shape = zoo_case("resnet20")
-    soft = SoftMacsModel(graph)
+    soft = MacsModel(graph)
     ones = {g: torch.ones(w, dtype=torch.float64) for g, w in soft.widths.items()}
     assert round(float(soft(ones))) == count_macs(model, shape)
 
@@ -71,10 +71,10 @@ def _tiny_data(x, n=8, classes=5, seed=0):
 
 
 def _train(model, graph, data, steps, **kw):
-    soft = SoftMacsModel(graph)
+    soft = MacsModel(graph)
     bn = Bottlenecks(graph)
     run = train_bottlenecks(model, bn, soft, training_batches(data, 8, 0), steps=steps,
-                            target_macs=0.5 * soft.total, beta=6.0, gamma=0.2, lr=0.5, progress=False, **kw)
+                            target_macs=0.5 * soft.dense, beta=6.0, gamma=0.2, lr=0.5, progress=False, **kw)
     return run, bn
 
 
@@ -101,9 +101,9 @@ def test_frozen_eval_mode_and_clean_removal():
 def test_progress_bar_shows_loss_terms_and_soft_macs(capsys):
     model, x = make("concat")
     graph = build_channel_graph(model, x[:1])
-    soft = SoftMacsModel(graph)
+    soft = MacsModel(graph)
     train_bottlenecks(model, Bottlenecks(graph), soft, training_batches(_tiny_data(x), 8, 0), steps=3,
-                      target_macs=0.5 * soft.total, beta=6.0, gamma=0.2, lr=0.5, progress=True)
+                      target_macs=0.5 * soft.dense, beta=6.0, gamma=0.2, lr=0.5, progress=True)
     err = capsys.readouterr().err
     assert all(k in err for k in ("bottlenecks", "ce=", "l_f=", "l_b=", "macs="))  # the bar's postfix
     assert "best step" in err and "soft MACs" in err  # the closing line
@@ -131,11 +131,11 @@ def _scores(graph, seed=0):
 @pytest.mark.parametrize("reduction", [0.3, 0.5, 0.65])
 def test_threshold_search_meets_exact_target(reduction):
     model, x, graph, shape = zoo_case("resnet20")
-    soft = SoftMacsModel(graph)
+    soft = MacsModel(graph)
     scores = _scores(graph)
     scores["layer1.0.conv1:out"] = torch.full((16,), 1e-6, dtype=torch.float64)  # below any θ: keeps one channel
     sel = search_threshold(scores, soft, reduction, tolerance=0.005)
-    assert abs(sel.reduction - reduction) <= 0.005 and sel.macs == soft.macs_at(sel.kept)
+    assert abs(sel.reduction - reduction) <= 0.005 and sel.macs == soft.exact(sel.kept)
     assert all(len(k) >= 1 for k in sel.kept.values()) and set(sel.kept) == set(scores)
     assert len(sel.kept["layer1.0.conv1:out"]) == 1
     if sel.method == "threshold":  # a global threshold: every kept score beats every removed one (bar the minimum)
@@ -147,7 +147,7 @@ def test_threshold_search_meets_exact_target(reduction):
 
 def test_threshold_search_ties_fall_back_to_ranked_sweep():
     model, x, graph, shape = zoo_case("resnet20")
-    soft = SoftMacsModel(graph)
+    soft = MacsModel(graph)
     scores = {g: torch.full((w,), 0.9, dtype=torch.float64) for g, w in soft.widths.items()}  # θ cannot split
     sel = search_threshold(scores, soft, 0.5, tolerance=0.005)
     assert sel.method in ("ranked", "greedy") and abs(sel.reduction - 0.5) <= 0.005
@@ -156,13 +156,13 @@ def test_threshold_search_ties_fall_back_to_ranked_sweep():
 def test_threshold_search_errors_explain():
     model, x = make("residual")
     graph = build_channel_graph(model, x[:1])
-    soft = SoftMacsModel(graph)
+    soft = MacsModel(graph)
     with pytest.raises(ValueError, match="out of reach"):
         search_threshold(_scores(graph), soft, 0.999)
     model, x = make("conv1d")  # one group of 8 channels: reachable reductions are 0.21, 0.40, 0.57, ...
     graph = build_channel_graph(model, x[:1])
     with pytest.raises(ValueError, match=r"no selection reaches .* nearest reachable reductions are 0.4035 and 0.2146"):
-        search_threshold(_scores(graph), SoftMacsModel(graph), 0.3)
+        search_threshold(_scores(graph), MacsModel(graph), 0.3)
 
 
 def test_config_validates_with_field_names():

@@ -118,10 +118,10 @@ def test_flooring_widths_afterwards_would_overshoot():
     # what round_to in the search avoids: rounding each group's width down after the selection (Torch-Pruning)
     model, x, graph, _ = zoo_case("resnet56")
     sel = select_channels(graph, _scores("resnet56", "l1"), 0.3, scope="local")
-    from secateurs.soft_flops import SoftMacsModel
+    from secateurs.cost.macs import MacsModel
 
     floored = {g: kept[len(kept) % 8:] if len(kept) >= 8 else kept for g, kept in sel.plan.groups.items()}
-    overshoot = 1 - SoftMacsModel(graph).macs_at(floored) / sel.macs_dense
+    overshoot = 1 - MacsModel(graph).exact(floored) / sel.macs_dense
     assert overshoot > 0.3 + 0.05
     rounded = select_channels(graph, _scores("resnet56", "l1"), 0.3, scope="local", round_to=8)
     assert 0.3 <= rounded.reduction <= 0.31

@@ -9,7 +9,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from fixtures.topologies import TOPOLOGIES, ZOO_FAST, ZOO_SLOW, make, zoo_case
 from secateurs.flops import count_model
 from secateurs.graph import build_channel_graph, remove_channels
-from secateurs.soft_flops import SoftMacsModel
+from secateurs.cost.macs import MacsModel
 
 
 def exact_macs(model, x):
@@ -34,10 +34,10 @@ def hard_gates(graph, seed):
 def test_full_and_hard_selection_match_exact(name):
     model, x = make(name)
     graph = build_channel_graph(model, x)
-    soft = SoftMacsModel(graph)
-    assert float(soft()) == exact_macs(model, x) == soft.total
+    soft = MacsModel(graph)
+    assert float(soft()) == exact_macs(model, x) == soft.dense
     ones = {g.id: torch.ones(g.width, dtype=torch.float64) for g in graph.prunable_groups()}
-    assert float(soft(ones)) == soft.total
+    assert float(soft(ones)) == soft.dense
     for seed in range(3):
         gates, removed = hard_gates(graph, seed)
         pruned = remove_channels(copy.deepcopy(model), graph, removed)
@@ -46,7 +46,7 @@ def test_full_and_hard_selection_match_exact(name):
 
 def test_gradients_bilinear_depthwise_and_scalars():
     model, x = make("depthwise")
-    soft = SoftMacsModel(build_channel_graph(model, x))
+    soft = MacsModel(build_channel_graph(model, x))
     lam = {g: torch.full((w,), 0.5, dtype=torch.float64, requires_grad=True) for g, w in soft.widths.items()}
     soft(lam).backward()
     assert all(v.grad is not None and (v.grad > 0).all() for v in lam.values())
@@ -60,7 +60,7 @@ def test_gradients_bilinear_depthwise_and_scalars():
     assert F(8, 16) - F(4, 16) != pytest.approx(F(8, 8) - F(4, 8))
     # scalar soft count == per-channel vector with the same sum, for uniformly read groups (flatten: 16 per channel)
     m2, x2 = make("flatten_linear")
-    s2 = SoftMacsModel(build_channel_graph(m2, x2))
+    s2 = MacsModel(build_channel_graph(m2, x2))
     v = torch.tensor([1.0, 0.2, 0.7, 0.0, 0.5], dtype=torch.float64)
     assert float(s2({"c2:out": v})) == pytest.approx(float(s2({"c2:out": v.sum()})))
     with pytest.raises(ValueError, match="shape"):
@@ -72,7 +72,7 @@ def test_gradients_bilinear_depthwise_and_scalars():
 @pytest.mark.parametrize("name", ZOO_FAST + [pytest.param(n, marks=pytest.mark.slow) for n in ZOO_SLOW])
 def test_zoo_soft_macs_match_counter(name):
     model, x, graph, shape = zoo_case(name)
-    soft = SoftMacsModel(graph)
+    soft = MacsModel(graph)
     assert float(soft()) == count_model(model, shape).macs
     gates, removed = hard_gates(graph, seed=1)
     pruned = remove_channels(copy.deepcopy(model), graph, removed)

@@ -251,19 +251,6 @@ def distill_criterion(args, teacher, device):
     return DistillationLoss(teacher.to(device), config, label_smoothing=getattr(args, "label_smoothing", 0.0))
 
 
-def recalibrate_bn(model, data, batches: int, seed: int, quiet: bool = False) -> int:
-    """Re-estimate ``model``'s BatchNorm statistics on ``batches`` seeded, un-augmented training batches of 64."""
-    from .._progress import progress_iter, progress_mode
-    from ..data import seeded_batches
-    from ..unstructured import reestimate_batchnorm
-
-    if batches <= 0:
-        return 0
-    passes = seeded_batches(data.train_x, batch_size=64, seed=seed, batches=batches)
-    return reestimate_batchnorm(model, progress_iter(passes, batches, "batchnorm statistics",
-                                                     progress_mode(False if quiet else None)))
-
-
 def add_run_args(p: argparse.ArgumentParser, out_required: bool = True) -> None:
     g = p.add_argument_group("run")
     g.add_argument("--seed", type=nonneg_int("--seed", MAX_SEED), default=0, metavar="S",
@@ -407,7 +394,8 @@ def load_data(args):
 def make_trainer(args, model, data, config, flag: str = "--batch-size", **kwargs):
     """A Trainer whose construction errors (batch larger than the data, not divisible by the world size) name
     --batch-size instead of ending in a traceback."""
-    from ..train import Trainer, read_train_state
+    from ..train import Trainer
+    from ..train_state import read_train_state
 
     state_path, resume = getattr(args, "save_state", None), getattr(args, "resume", None)
     check_state_paths(args, state_path, resume)
@@ -447,7 +435,7 @@ def run_trainer(args, trainer):
     """``trainer.run()``, with a saved state that turns out not to fit (checked by the callbacks at the start of the
     run) reported against --resume."""
     from ..errors import DivergedError
-    from ..train import ResumeError
+    from ..train_state import ResumeError
 
     try:
         return trainer.run()

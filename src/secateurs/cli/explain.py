@@ -24,7 +24,7 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from ..graph import explain
+    from ..explanation import explain
 
     model, shape, name = c.resolve_model_source(args)
     model.eval()

@@ -28,49 +28,6 @@ def add_parser(sub) -> None:
     p.set_defaults(run=run)
 
 
-def keep_zeros(masks: dict):
-    """A training callback that multiplies each parameter by its mask after every optimizer step (and once at
-    the start). ``masks``: {name: (parameter, bool mask of the entries to keep)}."""
-    import torch
-
-    from ..train import Callback  # deferred: the CLI table imports every command module at start-up
-
-    class KeepZeros(Callback):
-        def __init__(self):
-            self.masks, self._handle = masks, None
-
-        def _project(self, *_):
-            with torch.no_grad():
-                for param, mask in self.masks.values():
-                    param.mul_(mask)
-
-        def on_train_begin(self, trainer) -> None:
-            self._project()
-            self._handle = trainer.optimizer.register_step_post_hook(self._project)
-
-        def on_train_end(self, trainer) -> None:
-            if self._handle is not None:
-                self._handle.remove()
-                self._handle = None
-
-    return KeepZeros()
-
-
-def zero_masks(model, sparsity: dict | None) -> dict:
-    """{name: (parameter, mask)} of the sparsified tensors (``sparsity['tensors']``, else every conv/linear
-    weight), masking the entries that are exactly zero now. Empty when the checkpoint is not sparse."""
-    from ..unstructured import select_prunable
-
-    if not sparsity:
-        return {}
-    names = sparsity.get("tensors")
-    if names:
-        params = {n: model.get_parameter(n) for n in names}
-    else:
-        params = {t.name: t.param for t in select_prunable(model)}
-    return {n: (p, p.detach() != 0) for n, p in params.items()}
-
-
 def run(args: argparse.Namespace) -> int:
     import torch
 
@@ -78,6 +35,7 @@ def run(args: argparse.Namespace) -> int:
     from ..flops import count_model
     from ..io import save
     from ..train import evaluate
+    from ..unstructured.keep_zeros import KeepZeros, zero_masks
 
     c.check_out(args)
     c.setup_threads(args)
@@ -97,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     model.train()
     trainer = c.make_trainer(args, model, data, c.train_config(args), criterion=criterion)
     if masks:
-        trainer.callbacks.append(keep_zeros(masks))
+        trainer.callbacks.append(KeepZeros(masks))
     result = c.run_trainer(args, trainer)
     cost = count_model(model, data.input_shape)
     summary = {

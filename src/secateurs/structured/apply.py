@@ -2,7 +2,7 @@
 
 Verification (on by default) checks three independent things, because each catches a different bug: the pruned
 model runs (shapes consistent); its exact MACs and parameter count equal the predictions made *before* surgery
-from the channel graph (``SoftMacsModel`` at the hard selection, and a per-layer shape count); and, in eval mode on
+from the channel graph (``MacsModel.exact`` at the hard selection, and a per-layer shape count); and, in eval mode on
 the example batch, its outputs equal the unpruned model's with the removed channels gated to zero at their
 consumers (``mask_model``), in float64. That last check is scale-aware (``graph._verify.equivalence``): it compares
 the outputs *and* the features the output layers read, each relative to its own magnitude (``rtol``), so tiny or
@@ -24,7 +24,7 @@ from ..graph.gates import ChannelGate
 from ..graph.groups import ChannelGraph, build_channel_graph
 from ..graph.surgery import removal_indices, remove_channels
 from ..flops import count_params
-from ..soft_flops import SoftMacsModel
+from ..cost.macs import MacsModel
 from .plan import PruningPlan
 
 
@@ -113,14 +113,14 @@ def apply_plan(
     """
     graph = graph if graph is not None else build_channel_graph(model, example_inputs)
     check_plan(graph, plan)
-    soft = SoftMacsModel(graph)
+    soft = MacsModel(graph)
     params_before = count_params(model)
-    want_macs = soft.macs_at(plan.groups)
+    want_macs = soft.exact(plan.groups)
     want_params = predict_params(model, graph, plan)
     ref = copy.deepcopy(model) if verify else None
     remove_channels(model, graph, plan.removed())
     if not verify:
-        return PruneReport(soft.total, want_macs, params_before, want_params, None)
+        return PruneReport(soft.dense, want_macs, params_before, want_params, None)
 
     was_training = model.training
     try:
@@ -143,4 +143,4 @@ def apply_plan(
     if eq.max_rel_diff > rtol or eq.max_abs_diff > atol:
         raise RuntimeError(f"pruned outputs differ from the masked model by {eq.max_rel_diff:.3g} relative "
                            f"(rtol={rtol}), {eq.max_abs_diff:.3g} absolute (atol={atol})")
-    return PruneReport(soft.total, macs, params_before, params, eq.max_abs_diff, eq.max_rel_diff)
+    return PruneReport(soft.dense, macs, params_before, params, eq.max_abs_diff, eq.max_rel_diff)

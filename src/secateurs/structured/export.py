@@ -25,7 +25,7 @@ import torch
 import torch.nn as nn
 
 from ..flops import no_attention_fastpath
-from ..io import atomic_path
+from .._atomic import atomic_path
 
 __all__ = ["export_torchscript", "export_onnx"]
 

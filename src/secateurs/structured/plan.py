@@ -93,3 +93,25 @@ def diff(a: PruningPlan, b: PruningPlan) -> dict[str, dict[str, Any]]:
                 "only_b": sorted(kb - ka),
             }
     return out
+
+
+def compose_plans(first: PruningPlan, second: PruningPlan) -> PruningPlan:
+    """The plan equivalent to applying ``first`` and then ``second`` (computed on the model ``first`` produced):
+    indices of ``second`` are positions among ``first``'s kept channels. Used to re-prune a pruned checkpoint,
+    whose ``model.json`` must replay one plan on a fresh dense model."""
+    groups: dict[str, list[int]] = {}
+    widths = dict(first.widths)
+    for g, kept in first.groups.items():
+        groups[g] = list(kept)
+    for g, idx in second.groups.items():
+        base = groups.get(g)
+        if base is None:
+            groups[g] = list(idx)
+            widths[g] = second.widths[g]
+            continue
+        if second.widths[g] != len(base):
+            raise ValueError(f"group {g!r}: the second plan expects width {second.widths[g]}, the first keeps "
+                             f"{len(base)}")
+        groups[g] = [base[i] for i in idx]
+    meta = {**first.meta, **second.meta, "composed_of": [first.meta, second.meta]}
+    return PruningPlan(groups, widths, first.model_spec or second.model_spec, meta)

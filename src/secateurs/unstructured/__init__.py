@@ -6,7 +6,8 @@ Public surface:
 * :class:`SparsifierCallback` — the same inside :func:`secateurs.train.fit`;
 * :func:`select_prunable`, :func:`magnitude_masks`, :func:`num_pruned` — the building blocks;
 * :class:`Pattern`, :func:`nm_masks`, :func:`is_nm` — N:M semi-structured masks (``pattern=`` on the sparsifier);
-* :func:`reestimate_batchnorm`.
+* :func:`reestimate_batchnorm`;
+* :class:`KeepZeros`, :func:`zero_masks` — keep a sparse model's zeros while it trains (``unstructured.keep_zeros``).
 
 Schedules live in :mod:`secateurs.schedules`.
 """
@@ -20,7 +21,7 @@ from .sparsifier import SCOPES, VARIANTS, CyclicalSparsifier
 
 __all__ = ["CyclicalSparsifier", "SparsifierCallback", "select_prunable", "Target", "DEFAULT_LAYER_TYPES",
            "magnitude_mask", "magnitude_masks", "num_pruned", "reestimate_batchnorm", "SCOPES", "VARIANTS",
-           "Pattern", "nm_masks", "nm_keep", "is_nm"]
+           "Pattern", "nm_masks", "nm_keep", "is_nm", "KeepZeros", "zero_masks"]
 
 
 def __getattr__(name: str):
@@ -29,4 +30,8 @@ def __getattr__(name: str):
         from .callback import SparsifierCallback
 
         return SparsifierCallback
+    if name in ("KeepZeros", "zero_masks"):
+        from . import keep_zeros
+
+        return getattr(keep_zeros, name)
     raise AttributeError(f"module 'secateurs.unstructured' has no attribute {name!r}")

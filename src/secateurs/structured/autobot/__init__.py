@@ -6,13 +6,13 @@
 
 Pieces: ``Bottlenecks`` (scores per coupled-channel group, gated at consumer inputs), ``autobot_loss`` /
 ``flops_loss`` / ``binarization_loss``, ``train_bottlenecks`` (frozen weights, eval mode, best-score rule),
-``search_threshold`` (global θ to an exact MACs target), ``plot_scores``. See docs/autobot.md.
+``search_threshold`` (global θ to an exact MACs target, in ``structured.select``), ``plot_scores``. See docs/autobot.md.
 """
 from .api import AutoBotConfig, AutoBotResult, autoprune, finetune_config
 from .bottleneck import Bottlenecks
 from .loss import autobot_loss, binarization_loss, flops_loss
 from .plot import plot_scores
-from .threshold import Selection, search_threshold
+from ..select import Selection, search_threshold
 from .training import BottleneckRun, best_window_start, frozen, train_bottlenecks, training_batches
 
 __all__ = [

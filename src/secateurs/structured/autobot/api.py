@@ -10,15 +10,14 @@ import torch
 import torch.nn as nn
 
 from ..._device import device_of
-from ...errors import UnreachableTargetError
 from ...data import DataSplits
 from ...graph.groups import ChannelGraph, build_channel_graph
-from ...soft_flops import SoftMacsModel
 from ...train import TrainConfig, evaluate
 from ..apply import PruneReport, apply_plan
 from ..plan import PruningPlan
+from ..select import Selection, search_threshold
+from ..target import DEFAULT_TOLERANCE, Target
 from .bottleneck import Bottlenecks
-from .threshold import Selection, search_threshold
 from .training import train_bottlenecks, training_batches
 
 
@@ -33,7 +32,7 @@ class AutoBotConfig:
     batch_size: int = 64
     init: float = 0.9  # initial score λ = sigmoid(α)
     best_fraction: float = 0.4  # best scores are taken from the last 40% of the steps
-    tolerance: float = 0.005  # achieved MACs reduction within ±0.5 point of the requested one
+    tolerance: float = DEFAULT_TOLERANCE  # achieved MACs reduction in [R, R + tolerance] (structured.target)
     max_search_iter: int = 50
     augment: bool = True  # the training split's usual augmentation
     seed: int = 0
@@ -122,7 +121,8 @@ def autoprune(
     example_inputs: Any = None, graph: ChannelGraph | None = None, progress: bool | None = None,
     evaluate_test: bool = True,
 ) -> AutoBotResult:
-    """Prune ``model`` **in place** with AutoBot so that its MACs drop by ``flops_reduction`` (±``tolerance``).
+    """Prune ``model`` **in place** with AutoBot so that its MACs drop by ``flops_reduction`` R: the achieved
+    reduction lies in ``[R, R + config.tolerance]`` (``flops_reduction`` may also be a ``Target``).
 
     ``data``: a ``DataSplits`` (its training split, with augmentation) or a re-iterable of ``(x, y)`` batches.
     ``example_inputs``: a batch for tracing (default: one training image); batch 1 gives per-image MACs.
@@ -132,8 +132,11 @@ def autoprune(
     pruning in the result (``accuracy_source``, ``accuracy``; ``print(result)`` shows them).
     """
     config = config or AutoBotConfig()
-    if not (isinstance(flops_reduction, (int, float)) and 0 < flops_reduction < 1):
-        raise ValueError(f"flops_reduction must be in (0, 1), got {flops_reduction!r}")
+    target = flops_reduction if isinstance(flops_reduction, Target) else None
+    if target is None:
+        if not (isinstance(flops_reduction, (int, float)) and 0 < flops_reduction < 1):
+            raise ValueError(f"flops_reduction must be in (0, 1), got {flops_reduction!r}")
+        target = Target(float(flops_reduction), config.tolerance)
     device = device_of(model)
     if example_inputs is None:
         if not isinstance(data, DataSplits):
@@ -143,30 +146,24 @@ def autoprune(
     graph = graph if graph is not None else build_channel_graph(model, example_inputs)
     if not graph.prunable_groups():
         raise ValueError("the model has no prunable channel group (see `secateurs explain`)")
-    soft = SoftMacsModel(graph)
-    target = (1 - flops_reduction) * soft.total
-    floor = soft.macs_at({g.id: [0] for g in graph.prunable_groups()})
-    if floor > (1 - flops_reduction + config.tolerance) * soft.total:
-        raise UnreachableTargetError(
-            f"flops_reduction {flops_reduction} is out of reach: one channel per prunable group still leaves "
-            f"{floor:,} of {soft.total:,} MACs (at most {1 - floor / soft.total:.4f}); the rest is in layers that "
-            "cannot be pruned (see `secateurs explain`)")
+    cost = target.cost_model(graph)
+    goal = target.budget(cost.dense)  # the loss aims at the budget: at most (1 - R) of the dense cost
+    target.check_reachable(cost, {g.id: [0] for g in graph.prunable_groups()}, "one channel per prunable group")
 
     test = evaluate_test and isinstance(data, DataSplits) and len(data.test_x) > 0
     accuracy_source = evaluate(model, data.test_x, data.test_y)["accuracy"] if test else None
     bottlenecks = Bottlenecks(graph, config.init, device=device)
     batches = training_batches(data, config.batch_size, config.seed, config.augment)
-    run = train_bottlenecks(model, bottlenecks, soft, batches, steps=config.batches, target_macs=target,
+    run = train_bottlenecks(model, bottlenecks, cost, batches, steps=config.batches, target_macs=goal,
                             beta=config.beta, gamma=config.gamma, lr=config.lr,
                             best_fraction=config.best_fraction, progress=progress)
-    selection = search_threshold(run.scores, soft, flops_reduction, tolerance=config.tolerance, alphas=run.alphas,
-                                 max_iter=config.max_search_iter)
+    selection = search_threshold(run.scores, cost, target, alphas=run.alphas, max_iter=config.max_search_iter)
     plan = PruningPlan.from_kept(graph, selection.kept, meta={
-        "method": "autobot", "flops_reduction": flops_reduction, "achieved": selection.reduction,
+        "method": "autobot", "flops_reduction": target.reduction, "achieved": selection.reduction,
         "threshold": selection.threshold, "selection": selection.method, "best_step": run.best_step,
         **{k: v for k, v in asdict(config).items() if k in ("beta", "gamma", "lr", "batches", "batch_size", "seed")},
     })
     report = apply_plan(model, plan, example_inputs, graph=graph, atol=config.atol)
     accuracy = evaluate(model, data.test_x, data.test_y)["accuracy"] if test else None
     return AutoBotResult(plan, run.scores, run.history, run.seconds, run.images, report, selection, run.best_step,
-                         target, config, accuracy_source, accuracy)
+                         goal, config, accuracy_source, accuracy)

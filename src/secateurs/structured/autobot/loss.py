@@ -1,6 +1,6 @@
 """AutoBot's loss: L = CE(f(x; λ), y) + β·L_F(λ) + γ·L_B(λ) (papers.md §2, "Loss").
 
-* L_F is piecewise linear in the soft MACs F(λ) (``secateurs.soft_flops.SoftMacsModel``): 0 at the target T, 1 at
+* L_F is piecewise linear in the soft MACs F(λ) (``secateurs.cost.macs.MacsModel``): 0 at the target T, 1 at
   F = F_max and at F = 0, i.e. ``(F − T)/(F_max − T)`` above the target and ``1 − F/T`` below it.
   Computed with autograd through the (bilinear) MACs model, never by hand.
 * L_B is the mean over score vectors of the mean of |λ − round(λ)|: it pushes every score to the nearer of 0 and 1.

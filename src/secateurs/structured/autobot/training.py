@@ -23,7 +23,7 @@ import torch.nn as nn
 from ..._device import device_of
 from ..._progress import Progress, progress_mode
 from ...data import BatchLoader, DataSplits
-from ...soft_flops import SoftMacsModel
+from ...cost.base import CostModel
 from .bottleneck import Bottlenecks
 from .loss import autobot_loss
 
@@ -86,14 +86,15 @@ def frozen(model: nn.Module):
 
 
 def train_bottlenecks(
-    model: nn.Module, bottlenecks: Bottlenecks, soft: SoftMacsModel, batches: Iterator, *,
+    model: nn.Module, bottlenecks: Bottlenecks, cost: CostModel, batches: Iterator, *,
     steps: int, target_macs: float, beta: float, gamma: float, lr: float, best_fraction: float = 0.4,
     progress: bool | None = None,
 ) -> BottleneckRun:
     """Train ``bottlenecks``' scores for ``steps`` mini-batches from ``batches`` (Adam, no weight decay, no
-    schedule) and return the best scores (see the module docstring)."""
+    schedule) and return the best scores (see the module docstring). ``cost`` prices the soft widths (L_F);
+    ``target_macs`` is the cost the loss aims at, in ``cost.unit``."""
     device = device_of(model)
-    dense = float(soft.total)
+    dense = float(cost.dense)
     optimizer = torch.optim.Adam(bottlenecks.parameters(), lr=lr)
     start = best_window_start(steps, best_fraction)
     best = None
@@ -107,7 +108,7 @@ def train_bottlenecks(
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             scores = bottlenecks.refresh()
             before = {g: a.detach().clone() for g, a in bottlenecks.alphas.items()} if step >= start else None
-            terms = autobot_loss(model(x), y, soft(scores), scores, target=target_macs, dense=dense,
+            terms = autobot_loss(model(x), y, cost.soft(scores), scores, target=target_macs, dense=dense,
                                  beta=beta, gamma=gamma)
             optimizer.zero_grad(set_to_none=True)
             terms.total.backward()

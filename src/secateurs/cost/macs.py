@@ -14,7 +14,8 @@ F(hard 0/1 selection) equals the exact count of the physically pruned network (t
 
 Gates may be per-channel vectors (length = group width; ĉ = a·λ) or 0-d soft counts ĉ = Σλ; a scalar is only
 accepted for groups that every layer reads uniformly (not through a split), where a·λ = m·Σλ.
-MACs (not FLOPs = 2·MACs) for the example batch the graph was built with (docs/design.md).
+MACs (not FLOPs = 2·MACs) for the example batch the graph was built with (docs/design.md). ``MacsModel`` is the
+first implementation of ``cost.base.CostModel``: ``soft`` is F, ``exact`` evaluates F at a hard 0/1 selection.
 """
 from __future__ import annotations
 
@@ -23,7 +24,8 @@ from typing import Iterable, Mapping, Sequence
 
 import torch
 
-from .graph.groups import ChannelGraph
+from ..graph.groups import ChannelGraph
+from .base import CostModel
 
 
 @dataclass
@@ -41,8 +43,11 @@ class _Term:
     macs: int  # at full width
 
 
-class SoftMacsModel:
+class MacsModel(CostModel):
     """``F(gates) -> 0-d tensor`` of MACs; see the module docstring. ``constant`` is the part no group controls."""
+
+    name = "macs"
+    unit = "MACs"
 
     def __init__(self, graph: ChannelGraph):
         self.widths = {g.id: g.width for g in graph.prunable_groups()}
@@ -56,10 +61,10 @@ class SoftMacsModel:
                 inp = _side(counts, call.module, "in", call.in_channels)
                 term = _Term(call.module, call.rows * call.kernel / call.groups, inp, out, call.macs)
             self.terms.append(term)
-        self.total = int(graph.total_macs)
-        self.constant = self.total - sum(t.macs for t in self.terms)
+        self.dense = int(graph.total_macs)
+        self.constant = self.dense - sum(t.macs for t in self.terms)
 
-    def __call__(self, gates: Mapping[str, torch.Tensor] | None = None) -> torch.Tensor:
+    def soft(self, gates: Mapping[str, torch.Tensor] | None = None) -> torch.Tensor:
         gates = gates or {}
         unknown = set(gates) - set(self.widths)
         if unknown:
@@ -94,22 +99,25 @@ class SoftMacsModel:
             raise ValueError(f"gate of group {gid} has shape {tuple(g.shape)}; expected ({self.widths[gid]},)")
         return (a.to(device=g.device, dtype=g.dtype if g.is_floating_point() else torch.float64) * g).sum()
 
-    def macs_at(self, kept: Mapping[str, Sequence[int]]) -> int:
+    def exact(self, kept: Mapping[str, Sequence[int]]) -> int:
         """Exact MACs after keeping only channels ``kept[group]`` (groups not listed keep all)."""
         gates = {}
         for gid, idx in kept.items():
             v = torch.zeros(self.widths[gid], dtype=torch.float64)
             v[list(idx)] = 1.0
             gates[gid] = v
-        return int(round(float(self(gates))))
+        return int(round(float(self.soft(gates))))
 
     def per_channel(self) -> dict[str, float]:
         """MACs one channel of each group is worth at full width (mean over its channels of dF/dλ)."""
         gates = {g: torch.ones(w, dtype=torch.float64, requires_grad=True) for g, w in self.widths.items()}
         if not gates:
             return {}
-        self(gates).backward()
+        self.soft(gates).backward()
         return {g: float(v.grad.mean()) for g, v in gates.items()}
+
+
+SoftMacsModel = MacsModel  # the name before the cost-model interface
 
 
 def _member_counts(graph: ChannelGraph) -> dict[tuple[str, str], list[tuple[str, torch.Tensor, float | None]]]:

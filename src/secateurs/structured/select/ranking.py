@@ -1,14 +1,12 @@
-"""Policy: channel scores + a MACs target -> how many (and which) channels each group keeps.
+"""Ranking strategy: channel scores + a ``Target`` -> how many (and which) channels each group keeps.
 
 A group always keeps its highest-scored channels (ties: the lower index stays), so a selection is a choice of
-one *width* per prunable group, and its MACs are exact: ``SoftMacsModel.macs_at`` at a hard 0/1 selection is the
-exact count of the physically pruned model (phase-1 tests), including groups read through a split or a flatten.
+one *width* per prunable group, and its cost is exact: ``CostModel.exact`` at a hard selection (for MACs, the
+exact count of the physically pruned model, tested), including groups read through a split or a flatten.
 
-Target semantics. ``flops_reduction = R`` is a *budget*: the selected model has at most ``(1 - R)`` of the dense
-MACs (the reduction never falls short of R) and at most ``tolerance`` (1 point) more reduction than asked, i.e.
-the achieved reduction lies in ``[R, R + tolerance]``. When no selection lands there — the request is beyond what
-the minimum widths allow, or the widths are too coarse (``round_to``, tiny layers) — ``SelectionError`` (a
-``ValueError``) says why, with the reachable values.
+Target semantics (``structured.target``): the achieved reduction lies in ``[R, R + tolerance]``. When no
+selection lands there -- the request is beyond what the minimum widths allow, or the widths are too coarse
+(``round_to``, tiny layers) -- ``TargetError`` says why, with the reachable values.
 
 Scopes:
 
@@ -28,42 +26,28 @@ a multiple of K (a group narrower than its smallest allowed multiple is left who
 full width even if that is not a multiple). Unlike Torch-Pruning's ``round_to``, which floors each group's width
 independently after the selection (so the total reduction overshoots the request by up to a whole multiple per
 group), the rounding here is inside the search: only multiples are ever considered, and the total lands in the
-same window ``[R, R + 1 point]`` or the call fails. If no multiple-of-K combination of whole steps reaches the
+same window ``[R, R + tolerance]`` or the call fails. If no multiple-of-K combination of whole steps reaches the
 window from the ranking order, the remaining gap is filled greedily with single width steps (lowest normalised
 score first for ``global``, most-behind fraction first for ``local``) that do not overshoot the window.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 import torch
 
-from ..graph.groups import ChannelGraph
-from ..soft_flops import SoftMacsModel
-from .plan import PruningPlan
+from ...cost.base import CostModel
+from ...cost.macs import MacsModel
+from ...graph.groups import ChannelGraph
+from ..plan import PruningPlan
+from ..target import DEFAULT_TOLERANCE, Target
+from .result import Selection
 
-__all__ = ["SCOPES", "Selection", "SelectionError", "select_channels", "max_reduction", "compose_plans"]
+__all__ = ["SCOPES", "select_channels", "max_reduction"]
 
 SCOPES = ("global", "local")
-
-
-class SelectionError(ValueError):
-    """The MACs target cannot be met under the constraints; the message says why and what is reachable."""
-
-
-@dataclass
-class Selection:
-    plan: PruningPlan
-    macs: int  # exact MACs of the selection (per example)
-    macs_dense: int
-    target: float  # requested reduction
-    widths: dict[str, int] = field(default_factory=dict)  # kept width of every group (prunable or not)
-
-    @property
-    def reduction(self) -> float:
-        return 1 - self.macs / max(self.macs_dense, 1)
 
 
 @dataclass
@@ -131,13 +115,17 @@ def _groups(graph: ChannelGraph, scores: Mapping[str, torch.Tensor], min_channel
 
 
 class _Evaluator:
-    """Exact MACs of a width per group, fast: each group keeps a suffix of its ``order``, so every layer's channel
-    count is a constant plus one prefix-sum lookup per group (the terms of ``SoftMacsModel``). The final selection
-    is re-checked with ``SoftMacsModel.macs_at``."""
+    """Exact cost of a width per group. Each group keeps a suffix of its ``order``; for ``MacsModel`` every
+    layer's channel count is then a constant plus one prefix-sum lookup per group (its terms), which is fast; any
+    other cost model is asked ``exact`` for each candidate. The final selection is re-checked with ``exact``."""
 
-    def __init__(self, graph: ChannelGraph, groups: list[_Group]):
-        self.soft = SoftMacsModel(graph)
+    def __init__(self, cost: CostModel, groups: list[_Group]):
+        self.cost = cost
         self.groups = groups
+        self._cache: dict[tuple[int, ...], float] = {}
+        self.terms = None
+        if not isinstance(cost, MacsModel):
+            return
         index = {g.id: i for i, g in enumerate(groups)}
         suffix: dict[tuple[int, int], list[float]] = {}
 
@@ -155,13 +143,15 @@ class _Evaluator:
                 parts.append((gi, suffix[key]))
             return const, parts
 
-        self.terms = [(t.coef, None if t.inp is None else side(t.inp), side(t.out)) for t in self.soft.terms]
-        self._cache: dict[tuple[int, ...], int] = {}
+        self.terms = [(t.coef, None if t.inp is None else side(t.inp), side(t.out)) for t in cost.terms]
 
-    def macs(self, widths: Sequence[int]) -> int:
+    def macs(self, widths: Sequence[int]) -> float:
         key = tuple(widths)
         if key not in self._cache:
-            total = float(self.soft.constant)
+            if self.terms is None:
+                self._cache[key] = self.exact(widths)
+                return self._cache[key]
+            total = float(self.cost.constant)
             for coef, inp, out in self.terms:
                 c_out = out[0] + sum(s[widths[gi]] for gi, s in out[1])
                 if inp is None:
@@ -171,8 +161,11 @@ class _Evaluator:
             self._cache[key] = int(round(total))
         return self._cache[key]
 
-    def exact(self, widths: Sequence[int]) -> int:
-        return self.soft.macs_at({g.id: g.kept(w) for g, w in zip(self.groups, widths) if w < g.width})
+    def kept(self, widths: Sequence[int]) -> dict[str, list[int]]:
+        return {g.id: g.kept(w) for g, w in zip(self.groups, widths) if w < g.width}
+
+    def exact(self, widths: Sequence[int]) -> float:
+        return self.cost.exact(self.kept(widths))
 
 
 def _bisect(n: int, config, fits) -> int:
@@ -187,52 +180,50 @@ def _bisect(n: int, config, fits) -> int:
     return lo
 
 
-def max_reduction(graph: ChannelGraph, min_channels: int = 1, round_to: int = 1) -> float:
-    """The largest MACs reduction reachable when every prunable group is at its smallest allowed width."""
-    soft = SoftMacsModel(graph)
+def _smallest(graph: ChannelGraph, min_channels: int, round_to: int) -> dict[str, list[int]]:
+    """Every prunable group at its smallest allowed width (its first channels)."""
     kept = {}
     for g in graph.prunable_groups():
         w = _allowed_widths(g.width, min_channels, round_to)[-1]
         if w < g.width:
             kept[g.id] = list(range(w))
-    return 1 - soft.macs_at(kept) / max(soft.total, 1)
+    return kept
+
+
+def max_reduction(graph: ChannelGraph, min_channels: int = 1, round_to: int = 1,
+                  cost: CostModel | None = None) -> float:
+    """The largest reduction of ``cost`` (default: MACs) reachable when every prunable group is at its smallest
+    allowed width."""
+    cost = cost if cost is not None else MacsModel(graph)
+    return cost.reduction(_smallest(graph, min_channels, round_to))
 
 
 def select_channels(
-    graph: ChannelGraph, scores: Mapping[str, torch.Tensor], flops_reduction: float, *, scope: str = "global",
-    min_channels: int = 1, round_to: int = 1, normalize: str | None = "mean", tolerance: float = 0.01,
-    meta: Mapping[str, Any] | None = None,
+    graph: ChannelGraph, scores: Mapping[str, torch.Tensor], flops_reduction: float | Target, *,
+    scope: str = "global", min_channels: int = 1, round_to: int = 1, normalize: str | None = "mean",
+    tolerance: float = DEFAULT_TOLERANCE, meta: Mapping[str, Any] | None = None, cost: CostModel | None = None,
 ) -> Selection:
-    """Choose the kept channels of every scored prunable group so that the MACs reduction lies in
-    ``[flops_reduction, flops_reduction + tolerance]`` (see the module docstring); raise ``SelectionError`` if no
-    selection does. Groups without scores keep all their channels."""
-    if not 0 <= flops_reduction < 1:
-        raise ValueError(f"flops_reduction must be in [0, 1), got {flops_reduction}")
+    """Choose the kept channels of every scored prunable group so that the reduction lies in the target's window
+    ``[R, R + tolerance]`` (see the module docstring); raise ``TargetError`` if no selection does. Groups without
+    scores keep all their channels. ``flops_reduction``: R (a MACs target with ``tolerance``) or a ``Target``;
+    ``cost``: the cost model of ``graph`` that the target reduces (built when not given)."""
+    target = flops_reduction if isinstance(flops_reduction, Target) else Target(flops_reduction, tolerance)
     if scope not in SCOPES:
         raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
     if int(min_channels) != min_channels or min_channels < 1:
         raise ValueError(f"min_channels must be an integer >= 1, got {min_channels!r}")
     if int(round_to) != round_to or round_to < 1:
         raise ValueError(f"round_to must be an integer >= 1, got {round_to!r}")
-    if tolerance < 0:
-        raise ValueError(f"tolerance must be >= 0, got {tolerance}")
+    cost = cost if cost is not None else target.cost_model(graph)
     groups = _groups(graph, scores, int(min_channels), int(round_to), normalize)
-    ev = _Evaluator(graph, groups)
-    dense = ev.soft.total
-    budget = (1 - flops_reduction) * dense
-    floor_macs = (1 - flops_reduction - tolerance) * dense
+    ev = _Evaluator(cost, groups)
+    dense = cost.dense
     eps = 1e-9 * dense
-    fits = lambda w: ev.macs(w) <= budget + eps  # noqa: E731
-    within = lambda w: ev.macs(w) >= floor_macs - eps  # noqa: E731
+    fits = lambda w: ev.macs(w) <= target.budget(dense) + eps  # noqa: E731
+    within = lambda w: ev.macs(w) >= target.floor(dense) - eps  # noqa: E731
     smallest = [g.allowed[-1] for g in groups]
     constraint = f"min_channels={min_channels}" + (f", round_to={round_to}" if round_to > 1 else "")
-
-    if not fits(smallest):
-        best = 1 - ev.macs(smallest) / max(dense, 1)
-        raise SelectionError(
-            f"a {flops_reduction:.1%} MACs reduction is beyond what {constraint} allows: at most {best:.2%} "
-            f"({len(groups)} prunable groups at their minimum widths; the rest of the {dense:,} MACs cannot be "
-            "removed, see `secateurs explain`)")
+    target.check_reachable(cost, ev.kept(smallest), constraint)
 
     if scope == "global":
         config, n = _global_configs(groups)
@@ -248,22 +239,22 @@ def select_channels(
     if not candidates:
         lo_red = 1 - ev.macs(config(k - 1)) / dense if k > 0 else 0.0
         got = 1 - ev.macs(hi) / dense
-        raise SelectionError(
-            f"cannot land within {tolerance:.0%} of a {flops_reduction:.1%} MACs reduction with {constraint} "
-            f"({scope} scope): the nearest selections reach {lo_red:.2%} and {got:.2%}; the width steps are too "
-            "coarse here (lower --round-to or --min-channels, or try the other --scope)")
+        raise target.error(
+            f"cannot land within {target.tolerance:.0%} of a {target.reduction:.1%} {cost.unit} reduction with "
+            f"{constraint} ({scope} scope): the nearest selections reach {lo_red:.2%} and {got:.2%}; the width "
+            "steps are too coarse here (lower --round-to or --min-channels, or try the other --scope)")
     widths = max(candidates, key=ev.macs)  # the one closest to the budget
-    kept = {g.id: g.kept(w) for g, w in zip(groups, widths) if w < g.width}
-    macs = ev.exact(widths)
-    if macs != ev.macs(widths):  # the fast evaluator and SoftMacsModel must agree exactly
-        raise RuntimeError(f"internal error: MACs {ev.macs(widths)} (search) != {macs} (SoftMacsModel)")
-    info = {"target": flops_reduction, "achieved": 1 - macs / max(dense, 1), "scope": scope,
+    kept = ev.kept(widths)
+    exact = ev.exact(widths)
+    if exact != ev.macs(widths):  # the fast evaluator and the cost model must agree exactly
+        raise RuntimeError(f"internal error: cost {ev.macs(widths)} (search) != {exact} ({type(cost).__name__})")
+    info = {"target": target.reduction, "achieved": 1 - exact / max(dense, 1), "scope": scope,
             "min_channels": int(min_channels), "round_to": int(round_to), "normalize": normalize,
             **(dict(meta) if meta else {})}
     plan = PruningPlan.from_kept(graph, kept, meta=info)
     all_widths = {g.id: g.width for g in graph.groups}
     all_widths.update({g.id: w for g, w in zip(groups, widths)})
-    return Selection(plan, macs, dense, flops_reduction, all_widths)
+    return Selection(kept, exact, dense, target, scope, all_widths, plan=plan)
 
 
 def _global_configs(groups: list[_Group]):
@@ -320,25 +311,3 @@ def _fill(groups: list[_Group], ev: _Evaluator, start: list[int], fits, within, 
             return None
         widths = min(options, key=lambda o: o[0])[1]
     return widths
-
-
-def compose_plans(first: PruningPlan, second: PruningPlan) -> PruningPlan:
-    """The plan equivalent to applying ``first`` and then ``second`` (computed on the model ``first`` produced):
-    indices of ``second`` are positions among ``first``'s kept channels. Used to re-prune a pruned checkpoint,
-    whose ``model.json`` must replay one plan on a fresh dense model."""
-    groups: dict[str, list[int]] = {}
-    widths = dict(first.widths)
-    for g, kept in first.groups.items():
-        groups[g] = list(kept)
-    for g, idx in second.groups.items():
-        base = groups.get(g)
-        if base is None:
-            groups[g] = list(idx)
-            widths[g] = second.widths[g]
-            continue
-        if second.widths[g] != len(base):
-            raise ValueError(f"group {g!r}: the second plan expects width {second.widths[g]}, the first keeps "
-                             f"{len(base)}")
-        groups[g] = [base[i] for i in idx]
-    meta = {**first.meta, **second.meta, "composed_of": [first.meta, second.meta]}
-    return PruningPlan(groups, widths, first.model_spec or second.model_spec, meta)

@@ -1,0 +1,87 @@
+"""What ``prune`` and ``autoprune`` share: their common flags, the checkpoint and data they start from, the
+mapping of the library's argument errors to flags, and the pruned checkpoint they write."""
+from __future__ import annotations
+
+import argparse
+import contextlib
+
+from . import _common as c
+from ._graph_args import add_graph_limit_args, graph_limits
+
+FLAGS = {"flops_reduction": "--flops-reduction", "method": "--criterion"}  # library argument -> flag
+
+
+def add_common_args(p: argparse.ArgumentParser, help_checkpoint: str, zero_reduction: bool) -> argparse._ArgumentGroup:
+    """--checkpoint, --flops-reduction, --bn-batches, data, run and graph flags; returns the pruning group."""
+    p.add_argument("--checkpoint", required=True, type=c.existing_dir("--checkpoint"), metavar="DIR",
+                   help=help_checkpoint)
+    g = p.add_argument_group("pruning")
+    g.add_argument("--flops-reduction", required=True, type=c.fraction("--flops-reduction", zero_reduction),
+                   metavar="R", help=f"fraction of the checkpoint's MACs to remove, in {'[' if zero_reduction else '('}"
+                                     "0, 1) (FLOPs = 2*MACs: same ratio)")
+    c.add_bn_batches_arg(g)
+    c.add_data_args(p)
+    c.add_run_args(p)
+    c.add_trust_arg(p)
+    add_graph_limit_args(p)
+    return g
+
+
+def start(args: argparse.Namespace):
+    """(checkpoint, data, graph limits) after the output, flag and thread checks."""
+    if getattr(args, "distill", False) and args.finetune_epochs == 0:
+        raise c.UsageError("--distill: distillation applies to fine-tuning; give --finetune-epochs E > 0")
+    c.check_out(args)
+    c.setup_threads(args)
+    data = c.load_data(args)
+    ckpt = c.load_checkpoint_arg(args.checkpoint, trust=args.trust_model_code)
+    c.check_compatible(ckpt, data)
+    return ckpt, data, graph_limits(args)
+
+
+@contextlib.contextmanager
+def flags_named():
+    """The library names its arguments (``flops_reduction``); say the flag instead (by type, not by text)."""
+    from ..errors import ArgumentError
+
+    try:
+        yield
+    except ArgumentError as e:
+        raise c.UsageError(e.describe(FLAGS.get(e.argument, "--" + e.argument.replace("_", "-")))) from None
+
+
+def add_finetune_args(p: argparse.ArgumentParser) -> None:
+    """``autoprune``'s fine-tuning flags (SGD, cosine: the paper's CIFAR recipe, ``autobot.finetune_config``)."""
+    f = p.add_argument_group("fine-tuning (SGD, cosine; the paper's CIFAR recipe)")
+    f.add_argument("--finetune-epochs", default=0.0,
+                   type=c.positive_float("--finetune-epochs", allow_zero=True, high=c.MAX_EPOCHS),
+                   metavar="E", help="fine-tune the pruned network for E epochs (default 0: no fine-tuning)")
+    f.add_argument("--finetune-lr", type=c.positive_float("--finetune-lr", high=c.MAX_LR), default=0.02, metavar="LR",
+                   help="peak SGD learning rate, cosine to 0 (default 0.02)")
+    f.add_argument("--finetune-weight-decay", type=c.positive_float("--finetune-weight-decay", allow_zero=True,
+                                                                 high=c.MAX_WEIGHT_DECAY),
+                   default=2e-3, metavar="WD", help="weight decay (default 2e-3)")
+    f.add_argument("--finetune-momentum", type=c.fraction("--finetune-momentum"), default=0.9, metavar="M",
+                   help="SGD momentum (default 0.9)")
+    f.add_argument("--finetune-batch-size", type=c.positive_int("--finetune-batch-size", c.MAX_BATCH_SIZE),
+                   default=256, metavar="B", help="fine-tuning batch size (default 256)")
+    c.add_distill_args(f, None)
+
+
+def finetune(args: argparse.Namespace, model, data, teacher):
+    """Fine-tune ``model`` per the --finetune-* flags (distilling from ``teacher`` with --distill): (the test
+    result {accuracy, loss}, its summary record), or ``None`` without --finetune-epochs."""
+    import dataclasses
+
+    from ..structured.autobot import finetune_config
+
+    if args.finetune_epochs <= 0:
+        return None
+    ft = finetune_config(args.finetune_epochs, lr=args.finetune_lr, weight_decay=args.finetune_weight_decay,
+                         momentum=args.finetune_momentum, batch_size=args.finetune_batch_size, seed=args.seed)
+    criterion = None if teacher is None else c.distill_criterion(args, teacher, next(model.parameters()).device)
+    run = c.run_trainer(args, c.make_trainer(args, model, data, ft, flag="--finetune-batch-size",
+                                             criterion=criterion))
+    record = {"config": dataclasses.asdict(ft), **run.to_dict(),
+              "distill": None if criterion is None else {"teacher": "source", **criterion.to_dict()}}
+    return {"accuracy": run.accuracy, "loss": run.loss}, record

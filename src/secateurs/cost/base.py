@@ -1,0 +1,48 @@
+"""The cost-model interface: what selection, AutoBot's loss, ``explain`` and the reports ask of a cost.
+
+A cost model prices a network as a function of how many channels each prunable coupled group keeps. It is built
+from a ``ChannelGraph`` (``graph.prunable_groups()`` gives ``widths``) and answers three questions:
+
+* ``exact(kept)`` -- the cost after keeping these channel indices (groups not listed keep all);
+* ``soft(gates)`` -- a differentiable 0-d tensor of the cost at soft widths (per-channel gate vectors of length
+  ``width``, or 0-d soft counts; groups not given are at full width), so ``soft(all ones) == exact({}) == dense``;
+* ``per_channel()`` -- the marginal cost of one channel of each group at full width.
+
+``constant`` is the part of ``dense`` no prunable group controls. MACs (``cost.macs.MacsModel``) is the first
+implementation. Importing this module imports nothing heavy.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Mapping, Sequence
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["CostModel"]
+
+
+class CostModel:
+    """Abstract base; see the module docstring. Subclasses set ``name``, ``unit``, ``widths``, ``dense`` and
+    ``constant`` and implement ``soft``, ``exact`` and ``per_channel``."""
+
+    name: str  # "macs" | "latency"
+    unit: str  # "MACs" | "ms"
+    widths: dict[str, int]  # prunable group id -> full width
+    dense: float  # cost of the unpruned model
+    constant: float  # the part no prunable group controls
+
+    def soft(self, gates: Mapping[str, "torch.Tensor"] | None = None) -> "torch.Tensor":
+        raise NotImplementedError
+
+    def exact(self, kept: Mapping[str, Sequence[int]]) -> float:
+        raise NotImplementedError
+
+    def per_channel(self) -> dict[str, float]:
+        raise NotImplementedError
+
+    def reduction(self, kept: Mapping[str, Sequence[int]]) -> float:
+        """The fraction of ``dense`` that keeping ``kept`` removes: ``1 - exact(kept) / dense``."""
+        return 1 - self.exact(kept) / self.dense if self.dense > 0 else 0.0
+
+    def __call__(self, gates: Mapping[str, "torch.Tensor"] | None = None) -> "torch.Tensor":
+        return self.soft(gates)

@@ -1,0 +1,131 @@
+"""Threshold strategy (AutoBot's): one global threshold θ on the trained scores such that the *exact* cost of the
+hard selection lands in the target's window ``[R, R + tolerance]``.
+
+Every group keeps its highest-scoring channel whatever θ is (a group cannot vanish). The cost of a hard selection
+is exact from ``CostModel.exact`` (for MACs: the count of the physically pruned network, tested), so no candidate
+network is ever built.
+
+1. Binary search on θ (start 0.5, step 0.25, halving, at most ``max_iter`` iterations) until the exact cost lands
+   in the window.
+2. Binarised scores are often tied or so close that θ cannot separate them, and one channel can move the cost by
+   more than the tolerance. Then: rank every channel globally (score, then α, then group and index:
+   deterministic), and binary-search the longest prefix of that ranking whose cost stays within the budget --
+   the threshold search at one-channel resolution.
+3. If that prefix is still below the window's floor (a big channel just above it jumps past the window), repair
+   greedily: add lower-ranked channels that fit, in rank order; failing that, take the next prefix (over the
+   budget) and drop its lowest-ranked channels whose removal does not undershoot the floor (fine-grained channels,
+   e.g. of a linear layer, absorb the jump of a coarse conv channel).
+If nothing lands in the window, ``TargetError`` says which reductions are reachable around the target.
+"""
+from __future__ import annotations
+
+from typing import Mapping
+
+import torch
+
+from ...cost.base import CostModel
+from ..target import DEFAULT_TOLERANCE, Target
+from .result import Selection
+
+
+def _forced(scores: Mapping[str, torch.Tensor], alphas: Mapping[str, torch.Tensor]) -> dict[str, int]:
+    return {g: int(torch.argmax(alphas[g])) for g in scores}
+
+
+def kept_at(scores: Mapping[str, torch.Tensor], threshold: float, forced: Mapping[str, int]) -> dict[str, list[int]]:
+    """Channels with λ > θ, plus each group's best channel."""
+    out = {}
+    for g, s in scores.items():
+        idx = set(torch.nonzero(s > threshold).flatten().tolist())
+        idx.add(forced[g])
+        out[g] = sorted(idx)
+    return out
+
+
+def search_threshold(
+    scores: Mapping[str, torch.Tensor], cost: CostModel, reduction: float | Target, *,
+    tolerance: float = DEFAULT_TOLERANCE, alphas: Mapping[str, torch.Tensor] | None = None, max_iter: int = 50,
+) -> Selection:
+    """Kept channels per group whose exact reduction of ``cost`` lies in ``[R, R + tolerance]`` (``reduction``
+    is R, or a ``Target``)."""
+    target = reduction if isinstance(reduction, Target) else Target(reduction, tolerance)
+    scores = {g: s.detach().double().cpu() for g, s in scores.items()}
+    alphas = alphas if alphas is not None else {g: torch.logit(s) for g, s in scores.items()}
+    alphas = {g: a.detach().double().cpu() for g, a in alphas.items()}
+    dense = cost.dense
+    lo, hi = target.floor(dense), target.budget(dense)  # the cost window
+    forced = _forced(scores, alphas)
+
+    def measure(kept) -> float:
+        return cost.exact(kept)
+
+    def result(kept, c, method, iterations, theta=None) -> Selection:
+        kept = {g: sorted(v) for g, v in kept.items()}
+        return Selection(kept, c, dense, target, method, {g: len(v) for g, v in kept.items()}, theta, iterations)
+
+    target.check_reachable(cost, {g: [i] for g, i in forced.items()}, "one channel per prunable group")
+
+    # 1. binary search on θ
+    theta, step = 0.5, 0.25
+    for it in range(1, max_iter + 1):
+        kept = kept_at(scores, theta, forced)
+        macs = measure(kept)
+        if lo <= macs <= hi:
+            return result(kept, macs, "threshold", it, theta)
+        theta = theta + step if macs > hi else theta - step
+        step /= 2
+
+    # 2. the same search at one-channel resolution over the global ranking
+    ranked = sorted(((float(scores[g][i]), float(alphas[g][i]), g, i) for g in scores
+                     for i in range(len(scores[g])) if i != forced[g]), key=lambda r: (-r[0], -r[1], r[2], r[3]))
+
+    def prefix(k: int) -> dict[str, list[int]]:
+        kept = {g: [i] for g, i in forced.items()}
+        for _, _, g, i in ranked[:k]:
+            kept[g].append(i)
+        return kept
+
+    a, b = 0, len(ranked)  # invariant: prefix(a) fits under hi; find the largest such a
+    if measure(prefix(b)) <= hi:
+        a = b
+    while b - a > 1:
+        mid = (a + b) // 2
+        if measure(prefix(mid)) <= hi:
+            a = mid
+        else:
+            b = mid
+    kept = prefix(a)
+    macs = measure(kept)
+    iterations = max_iter
+    if macs >= lo:
+        return result(kept, macs, "ranked", iterations)
+
+    # 3. greedy repair: fill up from below with lower-ranked channels that fit, else come down from above by
+    #    dropping the lowest-ranked kept channels whose removal does not undershoot the window
+    below = macs
+    for _, _, g, i in ranked[a + 1:]:
+        kept[g].append(i)
+        m = measure(kept)
+        if m > hi:
+            kept[g].pop()
+            continue
+        if m >= lo:
+            return result(kept, m, "greedy", iterations)
+    if a < len(ranked):
+        kept = prefix(a + 1)
+        above = measure(kept)
+        for _, _, g, i in reversed(ranked[:a + 1]):
+            kept[g].remove(i)
+            m = measure(kept)
+            if m < lo:
+                kept[g].append(i)
+                continue
+            if m <= hi:
+                return result(kept, m, "greedy", iterations)
+    else:
+        above = below
+    raise target.error(
+        f"no selection reaches a reduction in [{target.reduction:.4f}, {target.reduction + target.tolerance:.4f}]: "
+        f"in score order the nearest reachable reductions are {1 - below / dense:.4f} and {1 - above / dense:.4f} "
+        f"(single channels move the {cost.unit} by more than the tolerance in this network); choose a reduction "
+        "near one of them or a larger tolerance")

@@ -1,0 +1,203 @@
+"""The front door of structured pruning: ``prune(model, data, flops_reduction=R, method=...)``.
+
+One call takes a trained model to a smaller one, in place: trace the channel graph, score the channels (a baseline
+criterion) or train AutoBot's bottlenecks, select the kept channels to the ``Target`` (``structured.target``: the
+reduction lands in ``[R, R + tolerance]``), remove them with verified surgery (``apply_plan``), optionally
+re-estimate BatchNorm statistics, and evaluate. The result carries the plan, the surgery's report and
+``summary()``, the numbers the ``prune`` / ``autoprune`` commands write to ``summary.json``.
+
+    result = prune(model, data, flops_reduction=0.5, method="l1", scope="global")
+    print(result.report); json.dump(result.summary(), f)
+
+Target keywords are turned into a ``Target`` by ``target_from_keywords`` alone, so a new kind of target is one
+more keyword there and here, not a new workflow.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Iterable
+
+from ..errors import ArgumentError
+from .target import Target, target_from_keywords
+
+if TYPE_CHECKING:
+    import torch.nn as nn
+
+    from ..data import DataSplits
+    from ..graph.groups import ChannelGraph
+    from .apply import PruneReport
+    from .autobot.api import AutoBotConfig, AutoBotResult
+    from .plan import PruningPlan
+    from .select import Selection
+
+__all__ = ["METHODS", "PruneResult", "prune"]
+
+METHODS = ("autobot", "l1", "l2", "bn", "taylor", "random")
+
+
+@dataclass
+class PruneResult:
+    """What ``prune`` did. ``plan``: this run's selection, relative to the model handed in (compose it with that
+    model's own plan, ``replay_plan``, to replay on a dense model). ``accuracy_dense`` / ``accuracy``: test accuracy
+    before / after pruning (after the BatchNorm pass, if any; ``None`` without a test split)."""
+
+    method: str
+    target: Target
+    plan: "PruningPlan"
+    report: "PruneReport"
+    selection: "Selection"
+    graph: "ChannelGraph"
+    accuracy: float | None = None
+    test_loss: float | None = None
+    accuracy_dense: float | None = None
+    accuracy_before_bn: float | None = None
+    bn_batches: int = 0
+    bn_batches_used: int = 0
+    settings: dict[str, Any] = field(default_factory=dict)  # the method's arguments, as recorded
+    autobot: "AutoBotResult | None" = None
+
+    def replay_plan(self, source_plan: "PruningPlan | dict | None") -> "PruningPlan":
+        """The plan that rebuilds the pruned model from the dense one: ``plan`` composed after ``source_plan``
+        (the handed-in model's own plan, ``None`` for a dense model)."""
+        from .plan import PruningPlan, compose_plans
+
+        if source_plan is None:
+            return self.plan
+        first = source_plan if isinstance(source_plan, PruningPlan) else PruningPlan.from_dict(source_plan)
+        return compose_plans(first, self.plan)
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-ready numbers of this run (docs/summary.md)."""
+        r = self.report
+        if self.autobot is not None:
+            return {
+                "requested_flops_reduction": self.target.reduction, "accuracy_dense": self.accuracy_dense,
+                "bn_batches": self.bn_batches, "bn_batches_used": self.bn_batches_used,
+                "accuracy_before_bn": self.accuracy_before_bn, "accuracy": self.accuracy,
+                "test_loss": self.test_loss, **self.autobot.summary(),
+                "bottleneck_history": self.autobot.history, "seed": self.settings.get("seed"),
+            }
+        widths = {g.id: g.width for g in self.graph.groups}
+        return {
+            **self.settings, "accuracy": self.accuracy, "test_loss": self.test_loss,
+            "bn_batches": self.bn_batches, "bn_batches_used": self.bn_batches_used,
+            "accuracy_before_bn": self.accuracy_before_bn, "accuracy_dense": self.accuracy_dense,
+            "target_flops_reduction": self.target.reduction, "flops_reduction": r.macs_reduction,
+            "macs": r.macs_after, "macs_dense": r.macs_before, "flops": 2 * r.macs_after,
+            "flops_dense": 2 * r.macs_before, "params": r.params_after, "params_dense": r.params_before,
+            "params_reduction": r.params_reduction, "widths": self.selection.widths, "widths_dense": widths,
+            "prunable_groups": len(self.graph.prunable_groups()), "groups": len(self.graph.groups),
+            "verify_max_abs_diff": r.max_abs_diff,
+        }
+
+
+def prune(
+    model: "nn.Module", data: "DataSplits | Iterable", *, flops_reduction: float | None = None,
+    tolerance: float | None = None, method: str = "l1", scope: str = "global", min_channels: int = 1,
+    round_to: int = 1, config: "AutoBotConfig | None" = None, calib_batches: int = 8, batch_size: int = 64,
+    bn_batches: int = 0, seed: int = 0, example_inputs: Any = None, graph: "ChannelGraph | None" = None,
+    graph_limits: Any = None, evaluate_test: bool = True, progress: bool | None = None,
+) -> PruneResult:
+    """Prune ``model`` **in place** to the target given by ``flops_reduction`` (R: the MACs reduction lands in
+    ``[R, R + tolerance]``; default tolerance 1 point) with ``method``:
+
+    * ``"autobot"``: AutoBot's trained bottlenecks and one global threshold (``config``: ``AutoBotConfig``;
+      ``tolerance`` defaults to ``config.tolerance``);
+    * ``"l1" | "l2" | "bn" | "taylor" | "random"``: a criterion's channel scores, ranked ``scope="global"`` (by
+      score / group mean) or ``"local"`` (the same fraction per group), each group keeping at least
+      ``min_channels`` and, when pruned, a multiple of ``round_to``; ``taylor`` accumulates gradients over
+      ``calib_batches`` seeded training batches of ``batch_size``.
+
+    ``data``: a ``DataSplits`` (training batches for AutoBot / Taylor, the test split for the accuracies) or
+    batches of ``(x, y)`` (then ``example_inputs`` is required and nothing is evaluated). ``bn_batches``: re-estimate
+    BatchNorm statistics on that many seeded training batches of 64 after the surgery. ``graph_limits``: bounds for
+    tracing (``graph.GraphLimits``). Raises ``TargetError`` (naming ``flops_reduction``) when no selection reaches
+    the target and ``ArgumentError`` (naming ``method``) when the criterion cannot score this model.
+    """
+    from ..data import DataSplits
+
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    if method == "autobot" and tolerance is None:
+        from .autobot.api import AutoBotConfig
+
+        tolerance = (config or AutoBotConfig()).tolerance
+    target = target_from_keywords(flops_reduction=flops_reduction, tolerance=tolerance)
+    splits = data if isinstance(data, DataSplits) else None
+    if example_inputs is None:
+        if splits is None:
+            raise ValueError("example_inputs is required when data is not a DataSplits")
+        example_inputs = splits.train_x[:1] if method == "autobot" else splits.train_x[:2]
+    if graph is None:
+        from ..graph import build_channel_graph
+
+        graph = build_channel_graph(model, example_inputs, limits=graph_limits)
+    test = evaluate_test and splits is not None and len(splits.test_x) > 0
+    if method == "autobot":
+        result = _autobot(model, data, target, config, example_inputs, graph, progress, evaluate_test, seed)
+    else:
+        result = _criterion(model, data, target, method, scope, min_channels, round_to, calib_batches, batch_size,
+                            seed, example_inputs, graph)
+    result.bn_batches = bn_batches
+    if test and bn_batches:
+        from ..train import evaluate
+
+        result.accuracy_before_bn = result.accuracy if result.accuracy is not None else \
+            evaluate(model, splits.test_x, splits.test_y)["accuracy"]
+    if splits is not None and bn_batches > 0:
+        result.bn_batches_used = recalibrate_batchnorm(model, splits, bn_batches, seed, progress)
+    if test and (result.accuracy is None or result.bn_batches_used):
+        from ..train import evaluate
+
+        ev = evaluate(model, splits.test_x, splits.test_y)
+        result.accuracy, result.test_loss = ev["accuracy"], ev["loss"]
+    return result
+
+
+def recalibrate_batchnorm(model: "nn.Module", data: "DataSplits", batches: int, seed: int,
+                          progress: bool | None = None, batch_size: int = 64) -> int:
+    """Re-estimate ``model``'s BatchNorm statistics on ``batches`` seeded, un-augmented training batches of
+    ``batch_size``; returns the batches used (0: statistics unchanged)."""
+    from .._progress import progress_iter, progress_mode
+    from ..data import seeded_batches
+    from ..unstructured import reestimate_batchnorm
+
+    if batches <= 0:
+        return 0
+    passes = seeded_batches(data.train_x, batch_size=batch_size, seed=seed, batches=batches)
+    return reestimate_batchnorm(model, progress_iter(passes, batches, "batchnorm statistics", progress_mode(progress)))
+
+
+def _autobot(model, data, target, config, example_inputs, graph, progress, evaluate_test, seed) -> PruneResult:
+    from .autobot.api import AutoBotConfig, autoprune
+
+    config = config or AutoBotConfig(seed=seed)
+    res = autoprune(model, data, target, config=config, example_inputs=example_inputs, graph=graph,
+                    progress=progress, evaluate_test=evaluate_test)
+    return PruneResult("autobot", target, res.plan, res.report, res.selection, graph, res.accuracy, None,
+                       res.accuracy_source, settings={"seed": config.seed}, autobot=res)
+
+
+def _criterion(model, data, target, method, scope, min_channels, round_to, calib_batches, batch_size, seed,
+               example_inputs, graph) -> PruneResult:
+    from ..data import DataSplits, seeded_batches
+    from .apply import apply_plan
+    from .criteria import channel_scores
+    from .select import select_channels
+
+    batches = None
+    if method == "taylor":
+        batches = (list(seeded_batches(data.train_x, data.train_y, batch_size=batch_size, seed=seed,
+                                       batches=calib_batches)) if isinstance(data, DataSplits) else data)
+    try:
+        scores = channel_scores(model, graph, method, data=batches, seed=seed)
+    except ValueError as e:  # e.g. bn on a network without BatchNorm: the method does not fit the model
+        raise ArgumentError("method", method, str(e)) from None
+    settings = {"criterion": method, "scope": scope, "round_to": round_to, "min_channels": min_channels,
+                "seed": seed, "calib_batches": calib_batches if method == "taylor" else None}
+    selection = select_channels(graph, scores, target, scope=scope, min_channels=min_channels, round_to=round_to,
+                                meta={"criterion": method, "seed": seed})
+    report = apply_plan(model, selection.plan, example_inputs, graph=graph)  # verified: MACs, params, outputs
+    if report.macs_after != selection.cost:
+        raise RuntimeError(f"counted {report.macs_after} MACs after pruning; the selection promised {selection.cost}")
+    return PruneResult(method, target, selection.plan, report, selection, graph, settings=settings)
