@@ -14,7 +14,7 @@ from secateurs.cost.latency import LatencyModel
 from secateurs.cost.latency_profile import LatencyProfile, cached_profile, layer_grids, profile_latency
 from secateurs.errors import CheckpointError
 from secateurs.graph import build_channel_graph
-from secateurs.soft_flops import SoftMacsModel
+from secateurs.cost.macs import MacsModel
 
 
 class Tiny(nn.Module):
@@ -73,12 +73,12 @@ def test_macs_tables_reproduce_the_macs_counter(name):
     model, x = make(name)
     graph = build_channel_graph(model, x)
     lm = LatencyModel(graph, _macs_profile(model, graph, tuple(x.shape[1:])))
-    macs = SoftMacsModel(graph)
-    layer_macs = macs.total - macs.constant
+    macs = MacsModel(graph)
+    layer_macs = macs.dense - macs.constant
     assert lm.dense == pytest.approx(1e-6 * layer_macs, rel=1e-9)
     for seed in range(3):
         kept = _random_kept(graph, seed)
-        assert lm.exact(kept) == pytest.approx(1e-6 * (macs.macs_at(kept) - macs.constant), rel=1e-9)
+        assert lm.exact(kept) == pytest.approx(1e-6 * (macs.exact(kept) - macs.constant), rel=1e-9)
         hard = {g: torch.zeros(lm.widths[g], dtype=torch.float64).index_fill_(0, torch.tensor(idx), 1.0)
                 for g, idx in kept.items()}
         assert lm.exact(kept) == pytest.approx(float(lm.soft(hard)), rel=1e-12)  # float path == torch path
@@ -137,8 +137,8 @@ def test_interpolation_between_grid_points():
     mid = lm.soft({gid: torch.tensor(float(width - 1))})
     assert float(lo) < float(mid) < float(hi)
     assert float(mid) == pytest.approx((float(lo) + float(hi)) / 2)  # the MACs tables are linear in one width
-    macs = SoftMacsModel(graph)
-    assert lm.constant == 0.5 and lm.dense == pytest.approx(0.5 + 2e-6 * (macs.total - macs.constant))
+    macs = MacsModel(graph)
+    assert lm.constant == 0.5 and lm.dense == pytest.approx(0.5 + 2e-6 * (macs.dense - macs.constant))
 
 
 def test_profile_of_another_architecture_is_refused(tiny):

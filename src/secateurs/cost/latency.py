@@ -20,13 +20,14 @@ from typing import Mapping, Sequence
 import torch
 
 from ..graph.groups import ChannelGraph
-from ..soft_flops import SoftMacsModel
+from .base import CostModel
+from .macs import MacsModel
 from .latency_profile import LatencyProfile, LayerTable
 
 __all__ = ["LatencyModel"]
 
 
-class LatencyModel:
+class LatencyModel(CostModel):
     """The latency cost model of ``graph`` under ``profile`` (``dense``, ``constant`` and costs in ms)."""
 
     name = "latency"
@@ -39,7 +40,7 @@ class LatencyModel:
             raise ValueError("the latency profile was measured on another architecture (its layer calls differ "
                              "from the channel graph's)")
         self.profile = profile
-        self._counts = SoftMacsModel(graph)  # the soft channel counts per layer side: one definition with MACs
+        self._counts = MacsModel(graph)  # the soft channel counts per layer side: one definition with MACs
         self.widths = dict(self._counts.widths)
         self._tables: list[LayerTable] = [profile.tables[c["table"]] for c in profile.calls]
         self._rows = [float(c["rows"]) for c in profile.calls]
@@ -59,8 +60,6 @@ class LatencyModel:
         groups not given are at full width."""
         s, e = self._sums(gates or {})
         return self.constant + self.beta * s + self.alpha * e
-
-    __call__ = soft
 
     def exact(self, kept: Mapping[str, Sequence[int]]) -> float:
         """Predicted ms after keeping channels ``kept[group]`` (groups not listed keep all). The same function as
@@ -100,10 +99,6 @@ class LatencyModel:
             return {}
         self.soft(gates).backward()
         return {g: float(v.grad.mean()) for g, v in gates.items()}
-
-    def reduction(self, kept: Mapping[str, Sequence[int]]) -> float:
-        """Fraction of the dense latency removed by keeping ``kept``: ``1 - exact(kept) / dense``."""
-        return 1.0 - self.exact(kept) / self.dense
 
     # -- parts ---------------------------------------------------------------------------------------------------
     def features(self, kept: Mapping[str, Sequence[int]]) -> tuple[float, float]:

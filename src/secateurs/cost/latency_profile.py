@@ -164,7 +164,7 @@ class LatencyProfile:
                    float(fit["dense_ms"]), extra["validation"], extra["timing"], build_s)
 
     def save(self, path: str | os.PathLike) -> None:
-        from ..io import write_json_atomic
+        from .._atomic import write_json_atomic
 
         write_json_atomic(path, self.to_dict())
 
@@ -462,9 +462,9 @@ def profile_latency(model: nn.Module, graph: ChannelGraph, input_shape: Sequence
         profile.beta, profile.alpha, profile.dense_ms = beta, alpha, measured[0]
         profile.constant_ms = measured[0] - beta * feats[0][0] - alpha * feats[0][1]
         lm = LatencyModel(graph, profile)
-        from ..soft_flops import SoftMacsModel
+        from .macs import MacsModel
 
-        macs = SoftMacsModel(graph)
+        macs = MacsModel(graph)
         rows = []
         for kept, got, (s, _) in zip(configs, measured, feats):
             pred = lm.exact(kept)
@@ -472,7 +472,7 @@ def profile_latency(model: nn.Module, graph: ChannelGraph, input_shape: Sequence
             # latency proportional to MACs, and the isolated tables at face value (beta 1, alpha 0)
             rows.append({"predicted_ms": pred, "measured_ms": got, "error": pred / got - 1,
                          "fraction_kept": _kept_fraction(graph, kept),
-                         "macs_ratio": macs.macs_at(kept) / macs.total,
+                         "macs_ratio": macs.exact(kept) / macs.dense,
                          "tables_only_ms": measured[0] + s - feats[0][0],
                          "kept": {g: len(idx) for g, idx in kept.items()}})
         test = rows[len(fit_configs):]
