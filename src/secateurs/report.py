@@ -21,7 +21,8 @@ from .io import load_checkpoint
 from .sparse.format import weight_bytes
 from .timing import Timing, loadavg, time_models
 
-__all__ = ["latency_ms", "interleaved_latency_ms", "time_latency", "latency_setting", "latency_record", "nonzero_params", "CheckpointRow", "compare_checkpoints", "markdown_table"]
+__all__ = ["latency_ms", "interleaved_latency_ms", "time_latency", "latency_setting", "latency_record",
+           "nonzero_params", "CheckpointRow", "compare_checkpoints", "markdown_table"]
 
 
 def time_latency(models: Sequence[nn.Module], input_shape: Sequence[int], batch_size: int = 1, warmup: int = 5,

@@ -63,3 +63,12 @@ def test_measure_latency_structure():
     assert m.dense_ms > 0 and m.pruned_ms > 0 and m.reduction == pytest.approx(1 - m.ratio)
     assert m.setting["batch_size"] == 3 and m.setting["threads"] == 1 and m.setting["runtime"] == "torch"
     assert "loadavg_before" in m.setting and dense.training and torch.get_num_threads() == before
+
+
+def test_a_correction_no_selection_meets_ends_the_loop():
+    calls = []
+    select, measure = _fake(lambda r: 0.5 * r, calls)
+    loop = meet_latency(lambda r: select(r) if r == 0.5 else None, measure, target=0.5, tolerance=0.01)
+    assert calls == [0.5] and len(loop.rounds) == 1 and not loop.met and loop.selection == 0.5
+    with pytest.raises(ValueError, match="nothing"):
+        meet_latency(lambda r: None, measure, target=0.5)

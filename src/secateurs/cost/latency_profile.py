@@ -6,18 +6,19 @@ What is measured (the design, and why):
 
 * **Per layer, a small grid of widths, timed in isolation.** Every conv/linear call of the channel graph's forward
   is reduced to a *signature* (layer type, full widths, kernel, stride, padding, input size): calls with the same
-  signature share one table (ResNet-56's 57 convs have 9). For each signature a fresh layer of the same
+  signature share one table (ResNet-56's 58 conv/linear calls have 9). For each signature a fresh layer of the same
   configuration is timed at every (c_in, c_out) of ``GRID`` × full width (1 channel at the low end, and one
   below each multiple of 8, where libraries switch algorithms: :func:`_grid`; only the widths a prunable group can
   change are varied; depthwise convs vary one width), all points of a table timed interleaved
   (:mod:`secateurs.timing`), each point's figure its best round (a short call on a busy CPU is either undisturbed
-  or preempted; the median flips between the two once half the rounds are hit). The table is made monotone (a running maximum along each width), so
-  removing channels never predicts a slower layer: the selection and AutoBot's loss need that, and a layer that
-  really is faster at some wider width (vector-length multiples) is the business of ``round_to``.
+  or preempted; the median flips between the two once half the rounds are hit). The table is made monotone
+  (a running maximum along each width), so removing channels never predicts a slower layer: the selection and
+  AutoBot's loss need that, and a layer that really is faster at some wider width (vector-length multiples) is
+  the business of ``round_to``.
 * **The whole model, at a few widths, calibrates the sum.** A layer inside a network runs with other operations
   around it (BatchNorm, activations, adds, caches shared with its neighbours) that isolated timing misses. The
   dense model and pruned copies at uniform and random widths are timed interleaved; the model is
-  ``latency = constant + β · Σ layer tables + α · Σ (output elements of each layer)``, fitted with β, α ≥ 0 and
+  ``latency = constant + β · Σ layer tables + α · Σ (output elements per layer)``, fitted with β, α ≥ 0 and
   forced through the measured dense latency (so the model's dense cost *is* the measured dense latency, and the
   constant is the unprunable rest). The ``α`` term carries the elementwise work that scales with a layer's output;
   ``β`` the difference between a layer in isolation and in the network (and between the load while the tables and
@@ -48,7 +49,8 @@ from torch import nn
 from ..errors import CheckpointError
 from ..graph.groups import ChannelGraph
 
-__all__ = ["LatencyProfile", "LayerTable", "profile_latency", "layer_grids", "cached_profile", "cache_dir", "cache_path", "profile_key",
+__all__ = ["LatencyProfile", "LayerTable", "profile_latency", "layer_grids", "cached_profile", "cache_dir",
+           "cache_path", "profile_key",
            "RUNTIMES", "DTYPES", "GRID"]
 
 FORMAT = "secateurs-latency-profile"

@@ -111,13 +111,19 @@ def meet_latency(select: Callable[[float], tuple[Any, float]], measure: Callable
                  log: Callable[[str], None] | None = None) -> LatencyLoop:
     """Rounds of ``select(requested) -> (selection, predicted reduction)`` and ``measure(selection)`` until the
     measured reduction is within ``tolerance`` of ``target`` (see the module docstring). Requests stay within
-    ``[0, reachable]``; a request that repeats an earlier one ends the loop (nothing new to learn)."""
+    ``[0, reachable]``; a request that repeats an earlier one ends the loop (nothing new to learn), and so does a
+    corrected request for which ``select`` returns ``None`` (no selection meets it)."""
     if max_rounds < 1:
         raise ValueError(f"max_rounds must be >= 1, got {max_rounds}")
     loop = LatencyLoop(target, tolerance)
     requested, selections = target, []
     for k in range(max_rounds):
-        selection, predicted = select(requested)
+        chosen = select(requested)
+        if chosen is None:
+            if k == 0:
+                raise ValueError("select returned nothing for the target itself")
+            break
+        selection, predicted = chosen
         measured = measure(selection)
         loop.rounds.append(LatencyRound(requested, predicted, measured))
         selections.append(selection)

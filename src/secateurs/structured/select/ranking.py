@@ -248,7 +248,7 @@ def select_channels(
     exact = ev.exact(widths)
     if exact != ev.macs(widths):  # the fast evaluator and the cost model must agree exactly
         raise RuntimeError(f"internal error: cost {ev.macs(widths)} (search) != {exact} ({type(cost).__name__})")
-    info = {"target": target.reduction, "achieved": 1 - exact / max(dense, 1), "scope": scope,
+    info = {"target": target.reduction, "achieved": 1 - exact / dense if dense > 0 else 0.0, "scope": scope,
             "min_channels": int(min_channels), "round_to": int(round_to), "normalize": normalize,
             **(dict(meta) if meta else {})}
     plan = PruningPlan.from_kept(graph, kept, meta=info)
