@@ -5,10 +5,14 @@ Why each piece (a 2-core machine shared with other jobs is the normal case, not 
 * **Interleaved rounds.** Every round runs each callable once in turn, so load that drifts over seconds (another
   job starting, the clock frequency changing) slows all of them alike. The order alternates every round
   (A B, B A, …): a fixed order gives the second callable a warmer cache or a later slice of the scheduler's quantum.
-* **Blocks, not single calls.** A call shorter than the scheduler's time slice is either untouched or preempted
-  for milliseconds; timing one call at a time makes the median flip between the two regimes (this is how a
-  summary's batch-1 latency came out 20× the ``report``'s). Each callable therefore runs in a block of repeated
-  calls lasting at least ``min_block_s``, and the time per call is the block's mean.
+* **Blocks, the fastest of a few per round.** A call shorter than the scheduler's time slice is either untouched
+  or preempted for milliseconds; timing one call at a time makes the median flip between the two regimes (this
+  is how a summary's batch-1 latency came out 20× the ``report``'s). Each callable therefore runs in blocks of
+  repeated calls lasting at least ``min_block_s``, ``sub_blocks`` of them back to back in every round, and its
+  time in the round is the fastest block's mean per call. On a machine with more runnable jobs than cores most
+  blocks are preempted, and with a fixed pattern of blocks per round the preemptions can lock onto positions in
+  the round (the same model slow in every round): the per-round minimum removes that, the median over rounds
+  then removes the rest.
 * **Medians and paired ratios.** The figure per callable is the median over rounds; the ratio of callable i to the
   first one is the median over rounds of the *per-round* ratio, which cancels load that is constant within a
   round. ``best_ms`` (the fastest round) is kept for callers that want a second, differently disturbed estimate.
@@ -65,18 +69,23 @@ class Timing:
 
 
 def interleaved(fns: Sequence[Callable[[], Any]], *, warmup: int = 2, min_rounds: int = 5, max_rounds: int = 200,
-                budget_s: float = 1.0, min_block_s: float = 0.005, max_block: int = 1000, threads: int | None = None,
+                budget_s: float = 1.0, min_block_s: float = 0.002, max_block: int = 1000, sub_blocks: int = 3,
+                threads: int | None = None,
                 sync: Callable[[], None] | None = None, on_round: Callable[[int], None] | None = None) -> Timing:
     """Time the zero-argument callables ``fns`` in interleaved rounds (see the module docstring).
 
     ``warmup`` untimed rounds first (one call each); then the calls per block of each callable are set from one
-    timed call so a block lasts about ``min_block_s`` (at most ``max_block`` calls); then rounds until
+    timed call so a block lasts about ``min_block_s`` (at most ``max_block`` calls). In every round each callable
+    runs ``sub_blocks`` consecutive blocks and its time for the round is the fastest of them (see the module
+    docstring: a block that was preempted says nothing about the callable); then rounds until
     ``min_rounds`` are done and ``budget_s`` seconds have passed, or ``max_rounds``. ``threads`` pins
     ``torch.set_num_threads`` for the measurement (restored after); ``sync`` (e.g. ``torch.cuda.synchronize``) runs
     around every block; ``on_round(rounds_done)`` after every round (progress display).
     """
     if not fns:
         raise ValueError("interleaved: nothing to time")
+    if sub_blocks < 1:
+        raise ValueError(f"interleaved: sub_blocks must be >= 1, got {sub_blocks}")
     if min_rounds < 1 or max_rounds < min_rounds:
         raise ValueError(f"interleaved: need 1 <= min_rounds <= max_rounds, got {min_rounds}, {max_rounds}")
     sync = sync or (lambda: None)
@@ -96,12 +105,15 @@ def interleaved(fns: Sequence[Callable[[], Any]], *, warmup: int = 2, min_rounds
         while rounds < max_rounds and (rounds < min_rounds or time.perf_counter() - start < budget_s):
             for i in (order if rounds % 2 == 0 else order[::-1]):
                 f, n = fns[i], reps[i]
-                sync()
-                t0 = time.perf_counter()
-                for _ in range(n):
-                    f()
-                sync()
-                times[i].append((time.perf_counter() - t0) / n)
+                fastest = float("inf")
+                for _ in range(sub_blocks):
+                    sync()
+                    t0 = time.perf_counter()
+                    for _ in range(n):
+                        f()
+                    sync()
+                    fastest = min(fastest, (time.perf_counter() - t0) / n)
+                times[i].append(fastest)
             rounds += 1
             if on_round is not None:
                 on_round(rounds)

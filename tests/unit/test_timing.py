@@ -21,7 +21,7 @@ def _recorder():
 def test_rounds_alternate_order_and_run_blocks():
     calls, make = _recorder()
     t = interleaved([make("a"), make("b")], warmup=1, min_rounds=4, max_rounds=4, budget_s=0.0,
-                    min_block_s=0.0)
+                    min_block_s=0.0, sub_blocks=1)
     # warm-up round (a b), one call each to size the blocks (a, b), then a b | b a | a b | b a
     assert calls == ["a", "b", "a", "b"] + ["a", "b", "b", "a"] * 2
     assert t.rounds == 4 and t.calls_per_block == [1, 1]
@@ -33,7 +33,20 @@ def test_blocks_are_sized_by_min_block_time_and_capped():
     calls, make = _recorder()
     t = interleaved([make("x")], warmup=0, min_rounds=2, max_rounds=2, budget_s=0.0, min_block_s=1.0,
                     max_block=7)
-    assert t.calls_per_block == [7] and calls.count("x") == 1 + 2 * 7
+    assert t.calls_per_block == [7] and calls.count("x") == 1 + 2 * 3 * 7  # 3 sub-blocks per round
+
+
+def test_a_round_counts_its_fastest_sub_block():
+    """A preempted block (here: a slow first call in every round) does not count for the round."""
+    n = [0]
+
+    def f():
+        n[0] += 1
+        if n[0] % 3 == 2:  # the first of the 3 sub-blocks of each round (after the one sizing call)
+            time.sleep(0.02)
+
+    t = interleaved([f], warmup=0, min_rounds=3, max_rounds=3, min_block_s=0.0, sub_blocks=3)
+    assert t.ms[0] < 20.0 and t.calls_per_block == [1]  # a 20 ms sleep never sets a round's time
 
 
 def test_budget_adds_rounds_up_to_max():
@@ -66,6 +79,8 @@ def test_paired_ratio_reflects_relative_cost():
 def test_bad_arguments():
     with pytest.raises(ValueError, match="nothing to time"):
         interleaved([])
+    with pytest.raises(ValueError, match="sub_blocks"):
+        interleaved([lambda: None], sub_blocks=0)
     with pytest.raises(ValueError, match="min_rounds"):
         interleaved([lambda: None], min_rounds=3, max_rounds=2)
     with pytest.raises(ValueError, match="2 inputs for 1 models"):

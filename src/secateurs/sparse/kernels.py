@@ -250,7 +250,7 @@ def _interleaved(a: nn.Module, b: nn.Module, x: torch.Tensor, rounds: int,
     per-round ratios (a ratio within one round is immune to load that drifts between rounds) and the ratio of the
     best rounds (the least-disturbed call of each)."""
     t = interleaved([lambda: a(x), lambda: b(x)], warmup=1, min_rounds=rounds, max_rounds=rounds, budget_s=0.0,
-                    min_block_s=min_time_s)
+                    min_block_s=min_time_s, sub_blocks=1)
     return 1e3 * t.ms[0], 1e3 * t.ms[1], max(t.ratios[1], t.best_ms[1] / t.best_ms[0])
 
 
