@@ -56,11 +56,13 @@ class Timing:
     loadavg_before: list[float] | None
     loadavg_after: list[float] | None
     elapsed_s: float
+    sub_blocks: int = 1
 
     def setting(self, **extra: Any) -> dict:
         """What the figures were measured under, for a results file (``extra``: e.g. batch size, runtime)."""
         return {**extra, "threads": self.threads, "rounds": self.rounds, "calls_per_block": self.calls_per_block,
-                "statistic": "median over interleaved rounds of blocks (order alternating)",
+                "statistic": f"median over interleaved rounds (order alternating) of the fastest of {self.sub_blocks} "
+                             "blocks per round",
                 "loadavg_before": self.loadavg_before, "loadavg_after": self.loadavg_after,
                 "cpus": os.cpu_count(), "elapsed_s": round(self.elapsed_s, 3)}
 
@@ -123,7 +125,8 @@ def interleaved(fns: Sequence[Callable[[], Any]], *, warmup: int = 2, min_rounds
     ratios = [statistics.median(t / t0 for t, t0 in zip(ti, times[0])) for ti in times]
     return Timing(ms=[1e3 * statistics.median(t) for t in times], best_ms=[1e3 * min(t) for t in times],
                   ratios=ratios, rounds=rounds, calls_per_block=reps, threads=used_threads,
-                  loadavg_before=before, loadavg_after=loadavg(), elapsed_s=time.perf_counter() - start)
+                  loadavg_before=before, loadavg_after=loadavg(), elapsed_s=time.perf_counter() - start,
+                  sub_blocks=sub_blocks)
 
 
 def _block_size(f: Callable[[], Any], sync, min_block_s: float, max_block: int) -> int:
