@@ -135,7 +135,7 @@ def _sparse_copy(model: nn.Module, shape, batch: int, threads: int | None) -> nn
     return fast
 
 
-LATENCY_FIELDS = ("latency_ms_dense", "latency_ms_predicted", "latency_ms_measured")
+LATENCY_FIELDS = ("latency_ms_dense", "latency_ms_predicted", "latency_ms_measured", "latency_ms_dense_predicted")
 
 
 def latency_record(summary: dict) -> dict | None:
@@ -155,25 +155,28 @@ def latency_record(summary: dict) -> dict | None:
 
 def latency_target_table(rows: Sequence[CheckpointRow]) -> str | None:
     """Markdown table of the rows that were pruned to a latency target (``None`` if none was): the numbers their
-    summary.json recorded at pruning time, next to the setting they hold for."""
+    summary.json recorded at pruning time, next to the setting they hold for. The predicted ratio is relative to
+    the profile's dense latency (its own scale), the measured one to the dense model timed with the pruned one."""
     rows = [r for r in rows if r.latency_target]
     if not rows:
         return None
-    lines = ["| model | batch | threads | runtime | dense (ms) | predicted (ms) | measured (ms) | measured ratio | "
-             "load during timing |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| model | batch | threads | runtime | dense (ms) | pruned (ms) | measured ratio | predicted (ms) | "
+             "predicted ratio | load during timing |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         t, s = r.latency_target, r.latency_target.get("setting", {})
 
         def ms(k):
             return f"{t[k]:.3f}" if k in t else "-"
 
-        ratio = (f"{t['latency_ms_measured'] / t['latency_ms_dense']:.3f}"
-                 if "latency_ms_measured" in t and t.get("latency_ms_dense") else "-")
+        def ratio(a, b):
+            return f"{t[a] / t[b]:.3f}" if a in t and t.get(b) else "-"
+
         load = s.get("loadavg_before"), s.get("loadavg_after")
         load_s = " -> ".join(f"{v[0]:.2f}" for v in load if isinstance(v, list) and v) or "-"
         lines.append(f"| {r.name} | {s.get('batch_size', '-')} | {s.get('threads', '-')} | {s.get('runtime', '-')} | "
-                     f"{ms('latency_ms_dense')} | {ms('latency_ms_predicted')} | {ms('latency_ms_measured')} | "
-                     f"{ratio} | {load_s} |")
+                     f"{ms('latency_ms_dense')} | {ms('latency_ms_measured')} | "
+                     f"{ratio('latency_ms_measured', 'latency_ms_dense')} | {ms('latency_ms_predicted')} | "
+                     f"{ratio('latency_ms_predicted', 'latency_ms_dense_predicted')} | {load_s} |")
     return "\n".join(lines)
 
 

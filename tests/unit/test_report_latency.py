@@ -8,6 +8,7 @@ def _row(name, summary):
 
 def test_latency_record_and_table():
     summary = {"latency_ms_dense": 10.0, "latency_ms_predicted": 5.2, "latency_ms_measured": 5.0,
+               "latency_ms_dense_predicted": 8.0,
                "latency_setting": {"batch_size": 64, "threads": 1, "runtime": "torch", "loadavg_before": [1.5, 1, 1],
                                    "loadavg_after": [2.0, 1, 1], "junk": 1}}
     rec = latency_record(summary)
@@ -17,5 +18,5 @@ def test_latency_record_and_table():
     table = markdown_table([_row("pruned", summary), _row("dense", {})])
     assert "Latency targets" in table
     line = next(l for l in table.splitlines() if l.startswith("| pruned | 64 |"))
-    assert "| 10.000 | 5.200 | 5.000 | 0.500 | 1.50 -> 2.00 |" in line
+    assert "| 10.000 | 5.000 | 0.500 | 5.200 | 0.650 | 1.50 -> 2.00 |" in line
     assert "Latency targets" not in markdown_table([_row("dense", {})])
