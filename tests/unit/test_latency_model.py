@@ -8,10 +8,11 @@ import pytest
 import torch
 from torch import nn
 
+from fixtures.latency import macs_profile
 from fixtures.topologies import make
 from secateurs.cost import latency_profile as lp
 from secateurs.cost.latency import LatencyModel
-from secateurs.cost.latency_profile import LatencyProfile, cached_profile, layer_grids, profile_latency
+from secateurs.cost.latency_profile import LatencyProfile, cached_profile, profile_latency
 from secateurs.errors import CheckpointError
 from secateurs.graph import build_channel_graph
 from secateurs.cost.macs import MacsModel
@@ -45,22 +46,7 @@ def tiny():
 
 
 def _macs_profile(model, graph, shape, beta=1.0, constant=0.0):
-    """A synthetic profile whose tables hold each layer's MACs (µs per MAC = 1e-6 ms): bilinear interpolation of a
-    bilinear function is exact, so the model must reproduce the MACs counter at any selection."""
-    calls, rows, grids = layer_grids(model, graph, shape)
-    by_sig = {}
-    for c, lc in zip(calls, graph.layers):
-        by_sig.setdefault(c.signature(), lc)
-    tables = []
-    for c, table in grids:
-        lc = by_sig[c.signature()]
-        per = lc.rows * lc.kernel
-        table.ms = [[1e-6 * per * (ci if lc.depthwise else ci * co / lc.groups) for co in table.out_grid]
-                    for ci in table.in_grid]
-        tables.append(table)
-    key = {"device": "cpu:test", "threads": 1, "batch_size": 1, "dtype": "float32", "runtime": "torch",
-           "torch": torch.__version__, "model": "synthetic"}
-    return LatencyProfile(key, tables, rows, beta, 0.0, constant, 0.0)
+    return macs_profile(model, graph, shape, beta, constant)
 
 
 def _random_kept(graph, seed):

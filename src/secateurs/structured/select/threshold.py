@@ -49,8 +49,8 @@ def search_threshold(
 ) -> Selection:
     """Kept channels per group whose exact reduction of ``cost`` lies in ``[R, R + tolerance]`` (``reduction``
     is R, or a ``Target``). ``round_to`` K > 1: a group that loses channels keeps a multiple of K, its best-scored
-    ones (the count a threshold leaves rounded to the nearest multiple, at least K); the one-channel greedy
-    repair (step 3) is then skipped."""
+    ones (the count a threshold leaves rounded to the nearest multiple, at least K); step 3 then grows groups by
+    K channels at a time (best-scored steps first) instead of one."""
     target = reduction if isinstance(reduction, Target) else Target(reduction, tolerance)
     scores = {g: s.detach().double().cpu() for g, s in scores.items()}
     alphas = alphas if alphas is not None else {g: torch.logit(s) for g, s in scores.items()}
@@ -105,6 +105,9 @@ def search_threshold(
     if macs >= lo:
         return result(kept, macs, "ranked", iterations)
     if round_to > 1:
+        grown = _grow_in_steps(snap(kept), scores, alphas, forced, int(round_to), measure, lo, hi)
+        if grown is not None:
+            return result(grown[0], grown[1], "greedy", iterations)
         above = measure(prefix(a + 1)) if a < len(ranked) else macs
         raise target.error(
             f"no selection with round_to={round_to} reaches a reduction in [{target.reduction:.4f}, "
@@ -160,3 +163,30 @@ def _snapper(scores, alphas, forced, round_to: int):
         return out
 
     return snap
+
+
+def _grow_in_steps(kept, scores, alphas, forced, k: int, measure, lo: float, hi: float):
+    """From ``kept`` (within the budget, below the window's floor: too much removed) add ``k`` channels at a time to
+    one group, the step with the best mean score first, while the cost stays within the budget; (kept, cost) once
+    it reaches the floor, else ``None``."""
+    kept = {g: list(v) for g, v in kept.items()}
+    while True:
+        steps = []
+        for g, s in scores.items():
+            w = len(s)
+            if len(kept[g]) >= w:
+                continue
+            rest = sorted((i for i in range(w) if i not in set(kept[g])),
+                          key=lambda i: (-float(s[i]), -float(alphas[g][i]), i))
+            step = rest[:k] if len(kept[g]) + k < w else rest
+            steps.append((-sum(float(s[i]) for i in step) / len(step), g, step))
+        for _, g, step in sorted(steps):
+            trial = {**kept, g: sorted(kept[g] + step)}
+            c = measure(trial)
+            if c <= hi:
+                kept = trial
+                if c >= lo:
+                    return kept, c
+                break
+        else:
+            return None
