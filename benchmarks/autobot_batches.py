@@ -1,4 +1,4 @@
-"""AutoBot: accuracy before fine-tuning vs the number of bottleneck batches (papers.md §2: 10, 50, 100, 200 batches;
+"""AutoBot: accuracy before fine-tuning vs the number of bottleneck batches (the paper: 10, 50, 100, 200 batches;
 the paper's curve saturates after 100–200). Also records the bottleneck wall time of each setting.
 
     python benchmarks/autobot_batches.py --model resnet20 --target 0.5 --batches 10 50 100 200 --seeds 0 1 2 \\

@@ -52,7 +52,7 @@ def bn_recalibrated_accuracy(model, data, test, seed: int, batches: int = 20, ba
 
 
 def finetune(model, ft_data, epochs: float, seed: int, batch_size: int, test) -> tuple[float, float]:
-    """The same short fine-tune for every method (papers.md CIFAR recipe, shortened); returns (accuracy, seconds)."""
+    """The same short fine-tune for every method (the paper's CIFAR recipe, docs/autobot.md, shortened); returns (accuracy, seconds)."""
     from secateurs.structured.autobot import finetune_config
     from secateurs.train import fit
 

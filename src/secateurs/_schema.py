@@ -171,10 +171,18 @@ _SUMMARY_NUMBERS = ("accuracy", "test_loss", "flops_reduction", "sparsity", "mac
                     "params")
 
 
+# Names older versions wrote -> the one schema's names (docs/summary.md); a summary is read under the new names.
+RENAMED_SUMMARY_KEYS = {"source": "checkpoint", "dense_accuracy": "accuracy_dense", "dense_macs": "macs_dense",
+                        "target_flops_reduction": "requested_flops_reduction", "target_sparsity": "requested_sparsity",
+                        "verify_max_abs_diff": "max_abs_diff"}
+
+
 def validate_summary(d: Any, path) -> dict:
-    """``summary.json``: an object; the metrics other commands read are finite numbers (or null)."""
+    """``summary.json``: an object; the metrics other commands read are finite numbers (or null). Fields under
+    an older name (``RENAMED_SUMMARY_KEYS``) are returned under the current one."""
     if not isinstance(d, dict):
         raise CheckpointError(path, None, f"expected a JSON object, got {_type(d)}")
+    d = {RENAMED_SUMMARY_KEYS.get(k, k) if RENAMED_SUMMARY_KEYS.get(k) not in d else k: v for k, v in d.items()}
     for key in _SUMMARY_NUMBERS:
         v = d.get(key)
         if v is not None and not is_number(v):

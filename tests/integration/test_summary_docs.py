@@ -11,18 +11,20 @@ DOCS = Path(__file__).parents[2] / "docs" / "summary.md"
 COMMON = ["--data", "digits", "--quiet", "--threads", "1"]
 
 
+COMMANDS = ["train", "sparsify", "autoprune", "prune", "finetune"]
+
+
 def documented() -> dict[str, set[str]]:
-    """{section: field names} from the first column of each section's table and its 'plus `a, b`' sentence."""
-    sections: dict[str, set[str]] = {}
-    for block in re.split(r"^## ", DOCS.read_text(), flags=re.M)[1:]:
-        title, body = block.split("\n", 1)
-        names: set[str] = set()
-        for row in re.findall(r"^\| ([^|]+) \|", body, flags=re.M):
-            names |= set(re.findall(r"`([a-z0-9_]+)`", row))
-        for plus in re.findall(r"plus (?:the common )?`([^`]+)`", body):
-            names |= {n.strip() for n in plus.split(",")}
-        sections[title.strip().strip("`")] = names
-    return sections
+    """{command: field names} from the one table of docs/summary.md (``| `field` | written by | meaning |``)."""
+    table = DOCS.read_text().split("## Every field", 1)[1].split("\n## ", 1)[0]
+    out: dict[str, set[str]] = {c: set() for c in COMMANDS}
+    for field, by in re.findall(r"^\| `([a-z0-9_]+)` \| ([^|]+) \|", table, flags=re.M):
+        commands = COMMANDS if by.strip() == "all" else [c.strip() for c in by.split(",")]
+        unknown = set(commands) - set(COMMANDS)
+        assert not unknown, f"docs/summary.md: `{field}` is written by unknown commands {sorted(unknown)}"
+        for c in commands:
+            out[c].add(field)
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -40,13 +42,19 @@ def runs(tmp_path_factory):
     return root
 
 
-@pytest.mark.parametrize("command", ["train", "sparsify", "autoprune", "prune", "finetune"])
+@pytest.mark.parametrize("command", COMMANDS)
 def test_every_summary_field_is_documented(command, runs):
     summary = json.loads((runs / command / "summary.json").read_text())
     assert summary["command"] == command
     docs = documented()
     missing = set(summary) - docs[command]
-    assert not missing, f"docs/summary.md, section `{command}`, does not explain {sorted(missing)}"
-    common = docs["Fields common to several commands"]
-    extra = docs[command] - common - {"sparsity"} - set(summary)  # finetune: sparsity only for sparse sources
-    assert not extra, f"docs/summary.md, section `{command}`, lists fields it does not write: {sorted(extra)}"
+    assert not missing, f"docs/summary.md does not give `{command}` the fields {sorted(missing)}"
+    extra = docs[command] - {"sparsity"} - set(summary)  # finetune: sparsity only for sparse sources
+    assert not extra, f"docs/summary.md gives `{command}` fields it does not write: {sorted(extra)}"
+
+
+def test_one_name_per_concept():
+    """The reference, request and result use one set of names in every command (docs/summary.md)."""
+    old = {"source", "dense_accuracy", "dense_macs", "target_flops_reduction", "target_sparsity",
+           "verify_max_abs_diff"}
+    assert not set().union(*documented().values()) & old

@@ -88,7 +88,7 @@ def test_front_door_criterion_equals_select_then_apply():
     assert result.plan.groups == sel.plan.groups and result.selection.kept == sel.kept
     assert result.report.macs_after == count_model(pruned, shape).macs == sel.cost
     s = result.summary()
-    assert 0.5 <= s["flops_reduction"] <= 0.51 and s["target_flops_reduction"] == 0.5
+    assert 0.5 <= s["flops_reduction"] <= 0.51 and s["requested_flops_reduction"] == 0.5
     assert s["widths"] == sel.widths and s["accuracy"] is None  # batches, not a DataSplits: nothing evaluated
     for a, b in zip(pruned.state_dict().values(), by_hand.state_dict().values()):
         assert torch.equal(a, b)

@@ -34,7 +34,8 @@ def add_parser(sub) -> None:
     g.add_argument("--batch-size", type=c.positive_int("--batch-size", c.MAX_BATCH_SIZE), default=64,
                    help="bottleneck mini-batch size (default 64)")
     g.add_argument("--tolerance", type=c.fraction("--tolerance", low_inclusive=False), default=0.01,
-                   help="the achieved (for a latency target: predicted) reduction lies in [R, R + this] (default 0.01)")
+                   help="the achieved reduction (of a latency target: predicted) lies in [R, R + this] (default "
+                        "0.01)")
     s.add_round_to_arg(g)
     s.add_finetune_args(p)
     p.set_defaults(run=run)

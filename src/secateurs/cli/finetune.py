@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     result = c.run_trainer(args, trainer)
     cost = count_model(model, data.input_shape)
     summary = {
-        "command": "finetune", "model": spec.name, "dataset": data.name, "source": str(args.checkpoint),
+        "command": "finetune", "model": spec.name, "dataset": data.name, "checkpoint": str(args.checkpoint),
         "accuracy": result.accuracy, "test_loss": result.loss, "accuracy_before": before["accuracy"],
         "params": cost.params, "macs": cost.macs, "flops": cost.flops,
         "pruned": spec.plan is not None, "sparse": bool(masks),
@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
         "config": {k: getattr(trainer.config, k) for k in trainer.config.__dataclass_fields__},
         "history": result.history, "versions": c.versions(), "world_size": distributed.world_size(),
     }
-    for key in ("flops_reduction", "macs_dense", "params_dense", "widths", "criterion"):
+    for key in ("accuracy_dense", "flops_reduction", "macs_dense", "params_dense", "widths", "criterion"):
         if key in ckpt.summary:
             summary[key] = ckpt.summary[key]
     if masks:

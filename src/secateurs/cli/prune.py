@@ -54,9 +54,8 @@ def run(args: argparse.Namespace) -> int:
                        calib_batches=args.calib_batches, batch_size=args.batch_size, bn_batches=args.bn_batches,
                        seed=args.seed, graph_limits=limits, progress=False if args.quiet else None)
     spec = dataclasses.replace(ckpt.spec, plan=result.replay_plan(ckpt.spec.plan).to_dict())
-    summary = {"command": "prune", "model": spec.name, "dataset": data.name, "source": str(args.checkpoint),
-               **result.summary(), "accuracy_dense": ckpt.summary.get("accuracy"),
-               "elapsed_s": time.perf_counter() - start, "versions": c.versions()}
+    summary = {"command": "prune", "model": spec.name, "dataset": data.name, "checkpoint": str(args.checkpoint),
+               **result.summary(), "elapsed_s": time.perf_counter() - start, "versions": c.versions()}
     save(args.out, ckpt.model, spec, summary, overwrite=args.overwrite,
          extra=lambda tmp: (tmp / "plan.txt").write_text(result.plan.summary() + "\n"))
     r = result.report  # the MACs removed (achieved vs target), MACs and params, accuracy before fine-tuning

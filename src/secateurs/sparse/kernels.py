@@ -2,7 +2,7 @@
 
 A 99 %-sparse layer is not automatically faster with a sparse kernel: per stored entry a CSR product does more
 work than a dense GEMM does per weight (index loads, no SIMD over the reduction), so a small layer at batch 1 gains
-nothing while a wide one gains 3-30x (issue 13's table). :func:`to_sparse_kernels` therefore times, on this
+nothing while a wide one gains 3-30x (``benchmarks/results/sparse_inference.md``). :func:`to_sparse_kernels` therefore times, on this
 machine, at the caller's batch size and thread count, every candidate layer on the very input it sees in the
 model, dense and sparse in interleaved rounds, and swaps a layer only when the sparse one is faster by a margin and
 its output equals the dense one's (relative error ≤ 1e-5). Layers that would be slower stay dense, so the model

@@ -92,10 +92,6 @@ class Target:
     def error(self, reason: str, reachable: float | None = None) -> TargetError:
         return TargetError(self.argument, self.reduction, reason, reachable)
 
-    def describe(self) -> str:
-        return f"{self.reduction:.1%} fewer {self.cost} (window [{self.reduction:.4g}, " \
-               f"{self.reduction + self.tolerance:.4g}])"
-
 
 def target_from_keywords(*, flops_reduction: float | None = None, tolerance: float | None = None) -> Target:
     """The ``Target`` of the front door's target keywords: exactly one must be given."""

@@ -15,7 +15,7 @@ more keyword there and here, not a new workflow.
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Iterable
 
 from ..errors import ArgumentError
@@ -70,31 +70,30 @@ class PruneResult:
         return compose_plans(first, self.plan)
 
     def summary(self) -> dict[str, Any]:
-        """JSON-ready numbers of this run (docs/summary.md)."""
-        r = self.report
-        if self.autobot is not None:
-            return {
-                "requested_flops_reduction": self.target.reduction if self.target.cost == "macs" else None,
-                "accuracy_dense": self.accuracy_dense,
-                "bn_batches": self.bn_batches, "bn_batches_used": self.bn_batches_used,
-                "accuracy_before_bn": self.accuracy_before_bn, "accuracy": self.accuracy,
-                "test_loss": self.test_loss, **self.autobot.summary(),
-                "bottleneck_history": self.autobot.history, "seed": self.settings.get("seed"),
-                **(self.latency or {}),
-            }
-        widths = {g.id: g.width for g in self.graph.groups}
-        return {
-            **self.settings, "accuracy": self.accuracy, "test_loss": self.test_loss,
+        """JSON-ready numbers of this run, in the one ``summary.json`` schema (docs/summary.md): the reference
+        (``*_dense``: the model handed in), the request (``requested_*``), the result, then the method's own."""
+        r, widths_dense = self.report, {g.id: g.width for g in self.graph.groups}
+        out = {
+            "requested_flops_reduction": self.target.reduction if self.target.cost == "macs" else None,
+            "tolerance": self.target.tolerance,
+            "accuracy_dense": self.accuracy_dense, "accuracy": self.accuracy, "test_loss": self.test_loss,
             "bn_batches": self.bn_batches, "bn_batches_used": self.bn_batches_used,
-            "accuracy_before_bn": self.accuracy_before_bn, "accuracy_dense": self.accuracy_dense,
-            "target_flops_reduction": self.target.reduction if self.target.cost == "macs" else None,
-            "flops_reduction": r.macs_reduction,
-            "macs": r.macs_after, "macs_dense": r.macs_before, "flops": 2 * r.macs_after,
-            "flops_dense": 2 * r.macs_before, "params": r.params_after, "params_dense": r.params_before,
-            "params_reduction": r.params_reduction, "widths": self.selection.widths, "widths_dense": widths,
-            "prunable_groups": len(self.graph.prunable_groups()), "groups": len(self.graph.groups),
-            "verify_max_abs_diff": r.max_abs_diff, **(self.latency or {}),
+            "accuracy_before_bn": self.accuracy_before_bn,
+            "flops_reduction": r.macs_reduction, "macs": r.macs_after, "macs_dense": r.macs_before,
+            "flops": 2 * r.macs_after, "flops_dense": 2 * r.macs_before, "params": r.params_after,
+            "params_dense": r.params_before, "params_reduction": r.params_reduction,
+            "widths": {**widths_dense, **{g: len(k) for g, k in self.plan.groups.items()}},
+            "widths_dense": widths_dense, "prunable_groups": len(self.graph.prunable_groups()),
+            "groups": len(self.graph.groups), "max_abs_diff": r.max_abs_diff, **self.settings,
         }
+        if self.autobot is not None:
+            a = self.autobot
+            out.update(bottleneck_seconds=a.bottleneck_seconds, bottleneck_images=a.bottleneck_images,
+                       best_step=a.best_step, threshold=self.selection.threshold,
+                       selection_method=self.selection.method, autobot=asdict(a.config),
+                       bottleneck_history=a.history)
+        out.update(self.latency or {})
+        return out
 
 
 def prune(
@@ -162,8 +161,12 @@ def prune(
         result = _autobot(model, data, target, config, example_inputs, graph, progress, evaluate_test, seed,
                           round_to, lat)
     else:
+        from ..train import evaluate
+
+        dense = evaluate(model, splits.test_x, splits.test_y)["accuracy"] if test else None
         result = _criterion(model, data, target, method, scope, min_channels, round_to, calib_batches, batch_size,
                             seed, example_inputs, graph, lat)
+        result.accuracy_dense = dense
     result.bn_batches = bn_batches
     if test and bn_batches:
         from ..train import evaluate

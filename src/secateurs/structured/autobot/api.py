@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 @dataclass
 class AutoBotConfig:
-    """AutoBot's hyper-parameters; defaults are the paper's CIFAR values (papers.md §2)."""
+    """AutoBot's hyper-parameters; defaults are the paper's CIFAR values (docs/autobot.md)."""
 
     beta: float = 6.0  # weight of the FLOPs term L_F
     gamma: float = 0.2  # weight of the binarisation term L_B

@@ -1,4 +1,4 @@
-"""AutoBot's loss: L = CE(f(x; λ), y) + β·L_F(λ) + γ·L_B(λ) (papers.md §2, "Loss").
+"""AutoBot's loss: L = CE(f(x; λ), y) + β·L_F(λ) + γ·L_B(λ) (docs/autobot.md).
 
 * L_F is piecewise linear in the soft MACs F(λ) (``secateurs.cost.macs.MacsModel``): 0 at the target T, 1 at
   F = F_max and at F = 0, i.e. ``(F − T)/(F_max − T)`` above the target and ``1 − F/T`` below it.

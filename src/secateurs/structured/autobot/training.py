@@ -1,4 +1,4 @@
-"""Bottleneck training: weights frozen, model in eval mode, only the scores α train (papers.md §2, steps 2–3).
+"""Bottleneck training: weights frozen, model in eval mode, only the scores α train (docs/autobot.md, "Optimisation").
 
 Eval mode keeps BatchNorm on its running statistics (and leaves them untouched): the scores must learn which
 channels the *trained* network can lose, not adapt the statistics to the gated activations. ``requires_grad`` is
