@@ -72,3 +72,10 @@ def test_a_correction_no_selection_meets_ends_the_loop():
     assert calls == [0.5] and len(loop.rounds) == 1 and not loop.met and loop.selection == 0.5
     with pytest.raises(ValueError, match="nothing"):
         meet_latency(lambda r: None, measure, target=0.5)
+
+
+def test_start_in_another_cost_finds_the_request_that_measures_the_target():
+    """E.g. the MACs reduction whose measured latency reduction equals a latency-targeted run's."""
+    calls = []
+    loop = meet_latency(*_fake(lambda r: 0.6 * r, calls), target=0.3, tolerance=0.01, start=0.8, max_rounds=4)
+    assert calls[0] == 0.8 and loop.met and abs(0.6 * loop.selection - 0.3) <= 0.01

@@ -108,15 +108,16 @@ class LatencyLoop:
 
 def meet_latency(select: Callable[[float], tuple[Any, float]], measure: Callable[[Any], MeasuredLatency], *,
                  target: float, tolerance: float = 0.05, max_rounds: int = 3, reachable: float = 1.0,
-                 log: Callable[[str], None] | None = None) -> LatencyLoop:
+                 log: Callable[[str], None] | None = None, start: float | None = None) -> LatencyLoop:
     """Rounds of ``select(requested) -> (selection, predicted reduction)`` and ``measure(selection)`` until the
     measured reduction is within ``tolerance`` of ``target`` (see the module docstring). Requests stay within
     ``[0, reachable]``; a request that repeats an earlier one ends the loop (nothing new to learn), and so does a
-    corrected request for which ``select`` returns ``None`` (no selection meets it)."""
+    corrected request for which ``select`` returns ``None`` (no selection meets it). ``start``: the first request
+    (default ``target``; another when the selection's reduction is of another cost, e.g. MACs)."""
     if max_rounds < 1:
         raise ValueError(f"max_rounds must be >= 1, got {max_rounds}")
     loop = LatencyLoop(target, tolerance)
-    requested, selections = target, []
+    requested, selections = (target if start is None else start), []
     for k in range(max_rounds):
         chosen = select(requested)
         if chosen is None:

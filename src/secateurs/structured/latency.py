@@ -10,9 +10,10 @@ docs/latency.md.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from ..errors import ArgumentError
@@ -124,13 +125,15 @@ def latency_target(cost: "LatencyModel", *, latency_reduction: float | None = No
 
 
 def prune_to_latency(dense: "nn.Module", graph: "ChannelGraph", example_inputs: Any, target: Target,
-                     cost: "LatencyModel", config: LatencyConfig, select: Callable[[Target], "Selection"],
-                     reachable: float, log: Callable[[str], None] | None = None
+                     config: LatencyConfig, select: Callable[[Target], "Selection"], reachable: float,
+                     log: Callable[[str], None] | None = None, measured: float | None = None
                      ) -> tuple["Selection", "LatencyLoop"]:
-    """Rounds of ``select(Target at a requested predicted reduction)``, a pruned copy of ``dense`` timed against
-    ``dense`` (``cost.measured``), and a corrected request, until the measured reduction is within
-    ``config.tolerance`` of ``target.reduction`` (at most ``config.rounds``). ``dense`` is not changed. Returns
-    the chosen selection and the loop's record. A corrected request that no selection can meet ends the loop."""
+    """Rounds of ``select(target at a requested reduction)``, a pruned copy of ``dense`` timed against ``dense``
+    (``cost.measured``), and a corrected request, until the measured latency reduction is within
+    ``config.tolerance`` of ``measured`` (default ``target.reduction``: a latency target; with a MACs ``target``
+    this finds the MACs reduction that measures a given latency), at most ``config.rounds`` rounds, the first
+    request ``target.reduction``. ``dense`` is not changed. Returns the chosen selection and the loop's record. A
+    corrected request that no selection can meet ends the loop."""
     from ..cost.measured import meet_latency, measure_latency
     from .apply import apply_plan
     from .plan import PruningPlan
@@ -139,9 +142,7 @@ def prune_to_latency(dense: "nn.Module", graph: "ChannelGraph", example_inputs: 
     shape = tuple(example_inputs.shape[1:])
 
     def choose(requested: float):
-        t = target if requested == target.reduction else Target(requested, target.tolerance, "latency",
-                                                                target.argument)
-        sel = select(t)
+        sel = select(target if requested == target.reduction else dataclasses.replace(target, reduction=requested))
         return sel, sel.reduction
 
     def measure(sel) -> Any:
@@ -159,8 +160,9 @@ def prune_to_latency(dense: "nn.Module", graph: "ChannelGraph", example_inputs: 
                 raise
             return None  # a correction no selection meets: the loop keeps what it measured
 
-    loop = meet_latency(guarded, measure, target=target.reduction, tolerance=config.tolerance,
-                        max_rounds=config.rounds, reachable=reachable, log=log)
+    goal = target.reduction if measured is None else measured
+    loop = meet_latency(guarded, measure, target=goal, tolerance=config.tolerance, max_rounds=config.rounds,
+                        reachable=reachable, log=log, start=target.reduction)
     return loop.selection, loop
 
 

@@ -227,8 +227,8 @@ def _with_latency(lat, graph, example_inputs, select) -> tuple["Selection", dict
     """The latency loop around ``select(Target) -> Selection``: (chosen selection, summary fields)."""
     from .latency import latency_summary, prune_to_latency
 
-    selection, loop = prune_to_latency(lat["dense"], graph, example_inputs, lat["target"], lat["cost"],
-                                       lat["config"], select, lat["reachable"], log=lat["log"])
+    selection, loop = prune_to_latency(lat["dense"], graph, example_inputs, lat["target"], lat["config"], select,
+                                       lat["reachable"], log=lat["log"])
     return selection, latency_summary(lat["cost"], loop, lat["config"], lat["target"], lat["requested_ms"])
 
 
