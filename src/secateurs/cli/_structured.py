@@ -9,7 +9,8 @@ from . import _common as c
 from ._graph_args import add_graph_limit_args, graph_limits
 
 FLAGS = {"flops_reduction": "--flops-reduction", "method": "--criterion",  # library argument -> flag
-         "latency_tolerance": "--latency-tolerance", "latency_rounds": "--latency-rounds"}
+         "latency_tolerance": "--latency-tolerance", "latency_rounds": "--latency-rounds",
+         "budget_s": "--latency-time-budget"}
 RUNTIMES = ("torch", "onnxruntime")  # == cost.latency_profile.RUNTIMES (not imported: lazy)
 
 
@@ -52,6 +53,10 @@ def add_latency_args(p: argparse.ArgumentParser) -> None:
                    metavar="T", help="the measured reduction must land within +-T of the target (default 0.05)")
     g.add_argument("--latency-rounds", type=c.positive_int("--latency-rounds", 20), default=3, metavar="N",
                    help="measure-and-correct rounds at most (default 3)")
+    g.add_argument("--latency-time-budget", type=c.positive_float("--latency-time-budget", allow_zero=True,
+                                                                   high=3600.0),
+                   default=3.0, metavar="SECONDS", help="timing of dense vs pruned per round (default 3; at least "
+                                                         "5 interleaved rounds)")
     g.add_argument("--latency-profile", type=_existing_file("--latency-profile"), default=None, metavar="FILE",
                    help="a profile from `secateurs profile --out` (default: this machine's cached profile, "
                         "measured when missing)")
@@ -85,7 +90,8 @@ def target_kwargs(args: argparse.Namespace) -> dict:
             except CheckpointError as e:
                 raise c.UsageError(f"--latency-profile: {e}") from None
         config = LatencyConfig(batch_size=args.latency_batch_size, threads=args.threads or 1, runtime=args.runtime,
-                               tolerance=args.latency_tolerance, rounds=args.latency_rounds, profile=profile)
+                               tolerance=args.latency_tolerance, rounds=args.latency_rounds,
+                               budget_s=args.latency_time_budget, profile=profile)
     return {"latency_reduction": args.latency_reduction, "target_latency_ms": args.target_latency_ms,
             "latency": config}
 
