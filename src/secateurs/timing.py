@@ -72,14 +72,16 @@ class Timing:
 
 def interleaved(fns: Sequence[Callable[[], Any]], *, warmup: int = 2, min_rounds: int = 5, max_rounds: int = 200,
                 budget_s: float = 1.0, min_block_s: float = 0.002, max_block: int = 1000, sub_blocks: int = 3,
-                threads: int | None = None,
+                sub_block_max_s: float = 0.05, threads: int | None = None,
                 sync: Callable[[], None] | None = None, on_round: Callable[[int], None] | None = None) -> Timing:
     """Time the zero-argument callables ``fns`` in interleaved rounds (see the module docstring).
 
     ``warmup`` untimed rounds first (one call each); then the calls per block of each callable are set from one
     timed call so a block lasts about ``min_block_s`` (at most ``max_block`` calls). In every round each callable
-    runs ``sub_blocks`` consecutive blocks and its time for the round is the fastest of them (see the module
-    docstring: a block that was preempted says nothing about the callable); then rounds until
+    whose block is shorter than ``sub_block_max_s`` runs ``sub_blocks`` consecutive blocks and its time for the
+    round is the fastest of them (see the module docstring: a block that was preempted says nothing about the
+    callable; a call far longer than a time slice is slowed in proportion instead, and one block suffices); then
+    rounds until
     ``min_rounds`` are done and ``budget_s`` seconds have passed, or ``max_rounds``. ``threads`` pins
     ``torch.set_num_threads`` for the measurement (restored after); ``sync`` (e.g. ``torch.cuda.synchronize``) runs
     around every block; ``on_round(rounds_done)`` after every round (progress display).
@@ -100,7 +102,9 @@ def interleaved(fns: Sequence[Callable[[], Any]], *, warmup: int = 2, min_rounds
         for _ in range(warmup):
             for f in fns:
                 f()
-        reps = [_block_size(f, sync, min_block_s, max_block) for f in fns]
+        sized = [_block_size(f, sync, min_block_s, max_block) for f in fns]
+        reps = [n for n, _ in sized]
+        subs = [sub_blocks if n * per < sub_block_max_s else 1 for n, per in sized]
         times: list[list[float]] = [[] for _ in fns]
         order = list(range(len(fns)))
         rounds = 0
@@ -108,7 +112,7 @@ def interleaved(fns: Sequence[Callable[[], Any]], *, warmup: int = 2, min_rounds
             for i in (order if rounds % 2 == 0 else order[::-1]):
                 f, n = fns[i], reps[i]
                 fastest = float("inf")
-                for _ in range(sub_blocks):
+                for _ in range(subs[i]):
                     sync()
                     t0 = time.perf_counter()
                     for _ in range(n):
@@ -126,16 +130,17 @@ def interleaved(fns: Sequence[Callable[[], Any]], *, warmup: int = 2, min_rounds
     return Timing(ms=[1e3 * statistics.median(t) for t in times], best_ms=[1e3 * min(t) for t in times],
                   ratios=ratios, rounds=rounds, calls_per_block=reps, threads=used_threads,
                   loadavg_before=before, loadavg_after=loadavg(), elapsed_s=time.perf_counter() - start,
-                  sub_blocks=sub_blocks)
+                  sub_blocks=max(subs))
 
 
-def _block_size(f: Callable[[], Any], sync, min_block_s: float, max_block: int) -> int:
+def _block_size(f: Callable[[], Any], sync, min_block_s: float, max_block: int) -> tuple[int, float]:
+    """(calls per block, seconds of the one sizing call)."""
     sync()
     t0 = time.perf_counter()
     f()
     sync()
     per = max(time.perf_counter() - t0, 1e-7)
-    return max(1, min(max_block, int(min_block_s / per)))
+    return max(1, min(max_block, int(min_block_s / per))), per
 
 
 def time_models(models: Sequence[torch.nn.Module], inputs: torch.Tensor | Sequence[torch.Tensor], **kw) -> Timing:

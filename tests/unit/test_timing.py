@@ -98,3 +98,17 @@ def test_time_models_uses_eval_mode_and_restores_it():
     m = M().train()
     time_models([m], torch.zeros(1), warmup=1, min_rounds=1, max_rounds=1, min_block_s=0.0)
     assert set(modes) == {(False, True)} and m.training
+
+
+def test_long_calls_run_one_block_per_round():
+    calls, make = _recorder()
+    fast = make("fast")
+
+    def slow():
+        calls.append("slow")
+        time.sleep(0.06)  # longer than sub_block_max_s
+
+    t = interleaved([fast, slow], warmup=0, min_rounds=2, max_rounds=2, min_block_s=0.0, sub_blocks=3)
+    assert calls.count("fast") == 1 + 2 * 3  # sizing call, then 3 sub-blocks per round
+    assert calls.count("slow") == 1 + 2  # sizing call, then one block per round
+    assert t.sub_blocks == 3

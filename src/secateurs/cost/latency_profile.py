@@ -433,7 +433,7 @@ def profile_latency(model: nn.Module, graph: ChannelGraph, input_shape: Sequence
                     x = torch.randn(batch_size, *shape, generator=gen).to(device=device, dtype=tdtype)
                     fns.append(_runner(runtime, layer, x, threads))
             t = interleaved(fns, warmup=1, min_rounds=3, max_rounds=50, budget_s=layer_budget_s,
-                            min_block_s=0.002)
+                            min_block_s=0.002, sub_blocks=1)  # the table takes the best round anyway
             n_out = len(table.out_grid)  # the best round: a busy machine only ever adds time to a short call
             table.ms = _monotone([t.best_ms[i * n_out:(i + 1) * n_out] for i in range(len(table.in_grid))])
             tables.append(table)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from ..errors import ArgumentError
-from .target import DEFAULT_TOLERANCE, Target
+from .target import Target
 
 if TYPE_CHECKING:
     import torch.nn as nn
@@ -28,7 +28,16 @@ if TYPE_CHECKING:
     from ..graph.groups import ChannelGraph
     from .select import Selection
 
-__all__ = ["LatencyConfig", "latency_model", "latency_target", "prune_to_latency", "latency_summary"]
+__all__ = ["LatencyConfig", "latency_model", "latency_target", "prune_to_latency", "latency_summary",
+           "SUMMARY_FIELDS"]
+
+LATENCY_TOLERANCE = 0.02
+
+# the summary.json fields of a latency target (docs/summary.md); null in a run with a MACs target
+SUMMARY_FIELDS = ("requested_latency_reduction", "requested_latency_ms", "latency_ms_dense", "latency_ms_measured",
+                  "latency_ms_predicted", "latency_ms_dense_predicted", "latency_reduction",
+                  "latency_reduction_predicted", "latency_target_met", "latency_tolerance", "latency_setting",
+                  "latency_rounds", "latency_profile")
 
 
 @dataclass(frozen=True)
@@ -106,10 +115,12 @@ def latency_model(model: "nn.Module", graph: "ChannelGraph", input_shape: Sequen
 def latency_target(cost: "LatencyModel", *, latency_reduction: float | None = None,
                    target_latency_ms: float | None = None, tolerance: float | None = None) -> Target:
     """The ``Target`` of a latency request: remove ``latency_reduction`` of the dense latency, or run in
-    ``target_latency_ms`` (converted with the profile's dense latency; the argument name stays for errors)."""
+    ``target_latency_ms`` (converted with the profile's dense latency; the argument name stays for errors). The
+    predicted reduction lands in ``[R, R + tolerance]``, default ``LATENCY_TOLERANCE`` (2 points: the measured
+    check is ±5 points, and the latency of one channel is coarser than its MACs in small layers)."""
     if (latency_reduction is None) == (target_latency_ms is None):
         raise TypeError("give exactly one of latency_reduction, target_latency_ms")
-    tol = DEFAULT_TOLERANCE if tolerance is None else float(tolerance)
+    tol = LATENCY_TOLERANCE if tolerance is None else float(tolerance)
     if target_latency_ms is not None:
         t = target_latency_ms
         if not _finite(t) or t <= 0:

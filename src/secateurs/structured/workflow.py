@@ -92,7 +92,9 @@ class PruneResult:
                        best_step=a.best_step, threshold=self.selection.threshold,
                        selection_method=self.selection.method, autobot=asdict(a.config),
                        bottleneck_history=a.history)
-        out.update(self.latency or {})
+        from .latency import SUMMARY_FIELDS
+
+        out.update(dict.fromkeys(SUMMARY_FIELDS), **(self.latency or {}))
         return out
 
 
