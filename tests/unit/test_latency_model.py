@@ -240,3 +240,12 @@ def test_onnxruntime_profile_structure():
     assert [len(t.in_grid) * len(t.out_grid) for t in prof.tables] == [6, 6]
     lm = LatencyModel(graph, prof)
     assert lm.exact({}) == pytest.approx(prof.dense_ms) and lm.exact({"0:out": [0]}) <= lm.dense + 1e-12
+
+
+def test_built_by_name_like_every_cost_model(tiny):
+    from secateurs.cost import CostModel, LatencyModel as ByName, cost_model
+
+    _, graph, prof = tiny
+    lm = cost_model("latency", graph, profile=prof)
+    assert isinstance(lm, CostModel) and isinstance(lm, ByName) and lm.dense == pytest.approx(prof.dense_ms)
+    assert float(lm(None)) == pytest.approx(lm.dense)  # __call__ is soft
