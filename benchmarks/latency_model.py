@@ -27,11 +27,11 @@ from _common import environment, write_results
 
 def noise_floor(model, graph, prof, shape, batch: int) -> list[float]:
     """Time dense + the held-out copies again (same widths) and return each copy's ms on the dense best round."""
-    from secateurs.cost.latency_profile import _pruned_copy
+    from secateurs.cost.profiling import pruned_copy
     from secateurs.timing import time_models
 
     configs = [{}] + [{g: list(range(n)) for g, n in r["kept"].items()} for r in prof.validation["held_out"]]
-    models = [_pruned_copy(model, graph, kept, shape, torch.float32, "cpu") for kept in configs]
+    models = [pruned_copy(model, graph, kept, shape, torch.float32, "cpu") for kept in configs]
     t = time_models(models, torch.randn(batch, *shape), warmup=1, min_rounds=5, max_rounds=50, budget_s=5.0)
     return [t.best_ms[0] * r for r in t.ratios[1:]]
 
@@ -47,7 +47,7 @@ def main() -> None:
     p.add_argument("--stem", default="latency_model")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    from secateurs.cost.latency_profile import profile_latency
+    from secateurs.cost.profiling import profile_latency
     from secateurs.graph import build_channel_graph
     from secateurs.models import create_model
 
@@ -94,7 +94,7 @@ def markdown(env, args, rows) -> str:
     md = ["# Latency cost model: prediction error on held-out pruned widths", "",
           f"torch {env['torch']}, {env['cpu']} ({env['cpu_count']} cores), {args.threads} thread(s), runtime "
           f"{args.runtime}, input 3x32x32, zoo models with random weights, seed {args.seed}. "
-          f"Per row: one profile (`secateurs.cost.latency_profile.profile_latency`: per-layer width grids, whole "
+          f"Per row: one profile (`secateurs.cost.profiling.profile_latency`: per-layer width grids, whole "
           f"models dense + 3 uniform + 2 random widths for the fit), then {args.held_out} pruned copies at random "
           "widths the fit never saw. Error = predicted / measured - 1 (mean of |error| over the held-out copies). "
           "*MACs* predicts latency proportional to MACs; *tables only* uses the isolated layer tables without the "

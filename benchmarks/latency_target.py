@@ -35,7 +35,7 @@ from _common import environment, write_results
 
 
 def part_a(models, batches, targets, threads, log) -> list[dict]:
-    from secateurs.cost.latency_profile import profile_latency
+    from secateurs.cost.profiling import profile_latency
     from secateurs.cost.measured import measure_latency
     from secateurs.graph import build_channel_graph
     from secateurs.models import create_model

@@ -11,8 +11,10 @@ from torch import nn
 from fixtures.latency import macs_profile
 from fixtures.topologies import make
 from secateurs.cost import latency_profile as lp
+from secateurs.cost import profiling
 from secateurs.cost.latency import LatencyModel
-from secateurs.cost.latency_profile import LatencyProfile, cached_profile, profile_latency
+from secateurs.cost.latency_profile import LatencyProfile
+from secateurs.cost.profiling import cached_profile, profile_latency
 from secateurs.errors import CheckpointError
 from secateurs.graph import build_channel_graph
 from secateurs.cost.macs import MacsModel
@@ -170,7 +172,7 @@ def test_cache_is_keyed_and_validated(tmp_path, monkeypatch, tiny):
                              dtype=kw["dtype"], runtime=kw["runtime"])
         return LatencyProfile(key, prof.tables, prof.calls, prof.beta, prof.alpha, prof.constant_ms, prof.dense_ms)
 
-    monkeypatch.setattr(lp, "profile_latency", fake_profile)
+    monkeypatch.setattr(profiling, "profile_latency", fake_profile)
     a = cached_profile(model, graph, SHAPE, batch_size=2, threads=1)
     assert len(built) == 1 and a.key["batch_size"] == 2
     files = list((tmp_path / "latency").glob("*.json"))
@@ -220,14 +222,14 @@ def test_fit_recovers_exact_coefficients_and_chooses_by_cross_validation():
     sums = [100.0, 80.0, 50.0, 30.0, 70.0, 40.0]
     elems = [10.0, 7.0, 6.0, 2.0, 8.0, 3.0]
     ms = [5 + 0.8 * s + 0.3 * e for s, e in zip(sums, elems)]
-    beta, alpha, form = lp._fit(sums, elems, ms)
+    beta, alpha, form = profiling._fit(sums, elems, ms)
     assert form == "beta+alpha" and beta == pytest.approx(0.8) and alpha == pytest.approx(0.3)
     ms = [5 + 1.7 * s for s in sums]
-    beta, alpha, form = lp._fit(sums, elems, ms)
+    beta, alpha, form = profiling._fit(sums, elems, ms)
     assert beta == pytest.approx(1.7) and alpha == pytest.approx(0.0, abs=1e-9)
     ms = [5 + 1.0 * s + 0.5 * e for s, e in zip(sums, elems)]
-    assert lp._fit(sums, elems, ms)[:2] == pytest.approx((1.0, 0.5))
-    assert lp._fit([1.0], [1.0], [2.0]) == (1.0, 0.0, "beta")  # dense only: tables at face value
+    assert profiling._fit(sums, elems, ms)[:2] == pytest.approx((1.0, 0.5))
+    assert profiling._fit([1.0], [1.0], [2.0]) == (1.0, 0.0, "beta")  # dense only: tables at face value
 
 
 def test_onnxruntime_profile_structure():

@@ -46,7 +46,8 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from ..cost.latency_profile import cache_path, profile_latency, require_onnxruntime
+    from ..cost.latency_profile import cache_path, require_onnxruntime
+    from ..cost.profiling import profile_latency
     from ..graph import build_channel_graph
 
     if args.runtime == "onnxruntime":

@@ -1,6 +1,6 @@
 """Latency as a cost model: predicted milliseconds of a forward pass as a function of the widths of the prunable
 groups, on the device, batch size, thread count, dtype and runtime its profile was measured for
-(:mod:`secateurs.cost.latency_profile`).
+(:mod:`secateurs.cost.latency_profile`; measured by :mod:`secateurs.cost.profiling`).
 
 For every conv/linear call l of the channel graph, with soft channel counts ĉ_in, ĉ_out (the same counts as the
 MACs model: a group's channels weighted by how many of the layer's indices carry them)

@@ -44,7 +44,8 @@ def measure_latency(dense: nn.Module, pruned: nn.Module, input_shape: Sequence[i
     import copy
 
     from ..timing import interleaved, time_models
-    from .latency_profile import DTYPES, _runner
+    from .latency_profile import DTYPES
+    from .profiling import _runner
 
     device = next((p.device for p in dense.parameters()), torch.device("cpu"))
     tdtype = DTYPES[dtype]

@@ -93,7 +93,8 @@ def latency_model(model: "nn.Module", graph: "ChannelGraph", input_shape: Sequen
     """The latency cost model of ``graph`` for ``config``: from ``config.profile`` (a profile or its path) or the
     cache of this machine (measured now if absent). A given profile must be for this architecture and setting."""
     from ..cost.latency import LatencyModel
-    from ..cost.latency_profile import LatencyProfile, cached_profile
+    from ..cost.latency_profile import LatencyProfile
+    from ..cost.profiling import cached_profile
 
     prof = config.profile
     if isinstance(prof, (str, os.PathLike)):
