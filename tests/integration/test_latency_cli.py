@@ -101,3 +101,11 @@ def test_bad_profile_file_and_missing_runtime(dense, tmp_path, capsys, monkeypat
     _fails(["prune", "--checkpoint", str(dense), "--data", "digits", "--criterion", "l1", "--latency-reduction",
             "0.3", "--runtime", "onnxruntime", "--out", str(tmp_path / "x")] + QUIET, capsys, "--runtime",
            "not installed")
+
+
+def test_unreachable_ms_target_is_said_in_ms(dense, profile, tmp_path, capsys):
+    prof = json.loads(profile.read_text())
+    _fails(["prune", "--checkpoint", str(dense), "--data", "digits", "--criterion", "l1", "--target-latency-ms",
+            str(prof["fit"]["dense_ms"] / 1000), "--latency-profile", str(profile), "--out", str(tmp_path / "x")]
+           + QUIET, capsys, "--target-latency-ms", "the fastest selection runs in", "ms by the latency model",
+           "latency reduction is beyond")

@@ -206,6 +206,7 @@ def _latency_setup(model, graph, example_inputs, config, latency_reduction, targ
 
     from .latency import LatencyConfig, latency_model, latency_target
     from .select import max_reduction
+    from .target import TargetError
 
     config = config or LatencyConfig()
     log = None if progress is False else (lambda s: print(f"latency: {s}", file=sys.stderr, flush=True))
@@ -213,8 +214,16 @@ def _latency_setup(model, graph, example_inputs, config, latency_reduction, targ
     target = latency_target(cost, latency_reduction=latency_reduction, target_latency_ms=target_latency_ms,
                             tolerance=tolerance)
     reachable = max_reduction(graph, min_channels, round_to, cost=cost)
-    target.check_reachable(cost, _smallest_kept(graph, min_channels, round_to),
-                           f"min_channels={min_channels}" + (f", round_to={round_to}" if round_to > 1 else ""))
+    try:
+        target.check_reachable(cost, _smallest_kept(graph, min_channels, round_to),
+                               f"min_channels={min_channels}" + (f", round_to={round_to}" if round_to > 1 else ""))
+    except TargetError as e:
+        if target_latency_ms is None:
+            raise
+        raise TargetError("target_latency_ms", target_latency_ms,  # say it in ms, the unit that was asked in
+                          f"the fastest selection runs in {cost.dense * (1 - e.reachable):.4g} ms by the latency "
+                          f"model ({e.reachable:.1%} less than the dense {cost.dense:.4g} ms; {e.reason})",
+                          e.reachable) from None
     return {"cost": cost, "target": target, "config": config, "reachable": reachable, "log": log,
             "dense": copy.deepcopy(model).eval(), "requested_ms": target_latency_ms}
 

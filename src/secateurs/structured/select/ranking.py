@@ -240,7 +240,8 @@ def select_channels(
         lo_red = 1 - ev.macs(config(k - 1)) / dense if k > 0 else 0.0
         got = 1 - ev.macs(hi) / dense
         raise target.error(
-            f"cannot land within {target.tolerance:.0%} of a {target.reduction:.1%} {cost.unit} reduction with "
+            f"cannot land within {target.tolerance:.0%} of a {target.reduction:.1%} "
+            f"{'MACs' if cost.unit == 'MACs' else cost.name} reduction with "
             f"{constraint} ({scope} scope): the nearest selections reach {lo_red:.2%} and {got:.2%}; the width "
             "steps are too coarse here (lower --round-to or --min-channels, or try the other --scope)")
     widths = max(candidates, key=ev.macs)  # the one closest to the budget
