@@ -146,6 +146,8 @@ def latency_record(summary: dict) -> dict | None:
     if not isinstance(summary, dict) or not any(k in summary for k in LATENCY_FIELDS):
         return None
     rec = {k: summary[k] for k in LATENCY_FIELDS if is_number(summary.get(k))}
+    if not rec:  # a MACs-targeted run writes these fields as null
+        return None
     setting = summary.get("latency_setting")
     if isinstance(setting, dict):
         rec["setting"] = {k: setting[k] for k in ("batch_size", "threads", "runtime", "dtype", "loadavg_before",

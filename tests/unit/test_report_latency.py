@@ -14,7 +14,8 @@ def test_latency_record_and_table():
     rec = latency_record(summary)
     assert rec["latency_ms_measured"] == 5.0 and "junk" not in rec["setting"]
     assert latency_record({"accuracy": 0.9}) is None
-    assert latency_record({"latency_ms_dense": "fast"}) == {}  # wrong types dropped, not trusted
+    assert latency_record({"latency_ms_dense": "fast"}) is None  # wrong types dropped, not trusted
+    assert latency_record(dict.fromkeys(["latency_ms_dense", "latency_setting"])) is None  # a MACs target
     table = markdown_table([_row("pruned", summary), _row("dense", {})])
     assert "Latency targets" in table
     line = next(l for l in table.splitlines() if l.startswith("| pruned | 64 |"))
