@@ -4,7 +4,7 @@ target buys over a MACs target at equal measured latency.
 **Part A — targeting** (zoo models with random weights, 3x32x32: latency depends on widths only). Per model, batch
 and target R: a latency profile of this machine (``profile_latency``, timed: *profile s*), then
 ``secateurs.structured.prune(..., latency_reduction=R, method="l1")`` (selection on the latency model, the pruned
-network timed interleaved with the dense one, corrected up to 3 rounds: *search s*). Reported: the measured
+network timed interleaved with the dense one, corrected up to 5 rounds: *search s*). Reported: the measured
 reduction vs R, the predicted one, the rounds, and, for contrast, the measured latency reduction of the l1 plan
 that removes R of the MACs (one measurement in the same setting).
 
@@ -187,7 +187,7 @@ def markdown(env, args, a, b) -> str:
           f"**The machine was shared** (2 cores; other engineers' jobs and a long single-threaded benchmark; load "
           f"average {min(loads):.2f}-{max(loads):.2f}): timings are interleaved, per round the fastest of 3 blocks, "
           "medians over rounds (`secateurs.timing`). Measured reduction = 1 - pruned / dense latency, dense and pruned "
-          "timed in the same rounds; accepted within ±0.05 of the target, at most 3 correction rounds.", ""]
+          "timed in the same rounds; accepted within ±0.05 of the target, at most 5 measure-and-correct rounds.", ""]
     if a:
         md += ["## A. Targeting: measured vs requested (l1 global, zoo models with random weights, 3x32x32)", "",
                "| model | batch | target | measured | predicted | rounds | met | MACs removed | a R-MACs plan "

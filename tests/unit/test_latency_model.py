@@ -251,3 +251,8 @@ def test_built_by_name_like_every_cost_model(tiny):
     lm = cost_model("latency", graph, profile=prof)
     assert isinstance(lm, CostModel) and isinstance(lm, ByName) and lm.dense == pytest.approx(prof.dense_ms)
     assert float(lm(None)) == pytest.approx(lm.dense)  # __call__ is soft
+
+
+def test_monotone_tables_clip_spikes_instead_of_spreading_them():
+    spiky = [[1.0, 2.0, 3.0], [1.5, 9.0, 3.5], [2.0, 3.0, 4.0]]  # one disturbed point in the middle
+    assert profiling._monotone(spiky) == [[1.0, 2.0, 3.0], [1.5, 3.0, 3.5], [2.0, 3.0, 4.0]]

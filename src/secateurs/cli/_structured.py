@@ -51,8 +51,8 @@ def add_latency_args(p: argparse.ArgumentParser) -> None:
                    help="what runs the model: torch eager, or onnxruntime (when installed; BatchNorm folded)")
     g.add_argument("--latency-tolerance", type=c.fraction("--latency-tolerance", low_inclusive=False), default=0.05,
                    metavar="T", help="the measured reduction must land within +-T of the target (default 0.05)")
-    g.add_argument("--latency-rounds", type=c.positive_int("--latency-rounds", 20), default=3, metavar="N",
-                   help="measure-and-correct rounds at most (default 3)")
+    g.add_argument("--latency-rounds", type=c.positive_int("--latency-rounds", 20), default=5, metavar="N",
+                   help="measure-and-correct rounds at most (default 5)")
     g.add_argument("--latency-time-budget", type=c.positive_float("--latency-time-budget", allow_zero=True,
                                                                    high=3600.0),
                    default=3.0, metavar="SECONDS", help="timing of dense vs pruned per round (default 3; at least "

@@ -12,7 +12,7 @@ What is measured (the design, and why):
   change are varied; depthwise convs vary one width), all points of a table timed interleaved
   (:mod:`secateurs.timing`), each point's figure its best round (a short call on a busy CPU is either undisturbed
   or preempted; the median flips between the two once half the rounds are hit). The table is made monotone
-  (a running maximum along each width), so removing channels never predicts a slower layer: the selection and
+  (a running minimum from the widest point down), so removing channels never predicts a slower layer: the selection and
   AutoBot's loss need that, and a layer that really is faster at some wider width (vector-length multiples) is
   the business of ``round_to``.
 * **The whole model, at a few widths, calibrates the sum.** A layer inside a network runs with other operations
@@ -194,14 +194,16 @@ def profile_latency(model: nn.Module, graph: ChannelGraph, input_shape: Sequence
 
 
 def _monotone(ms: list[list[float]]) -> list[list[float]]:
-    """Running maximum along both widths: a narrower layer is never predicted slower than a wider one."""
+    """Running minimum from the widest point down, along both widths: a narrower layer is never predicted slower
+    than a wider one. The minimum, not a running maximum from below: load only ever adds time, and a maximum would
+    carry one disturbed narrow point up to every wider width (a whole table flattened by one spike)."""
     out = [list(r) for r in ms]
-    for i in range(len(out)):
-        for j in range(len(out[i])):
-            if i:
-                out[i][j] = max(out[i][j], out[i - 1][j])
-            if j:
-                out[i][j] = max(out[i][j], out[i][j - 1])
+    for i in reversed(range(len(out))):
+        for j in reversed(range(len(out[i]))):
+            if i + 1 < len(out):
+                out[i][j] = min(out[i][j], out[i + 1][j])
+            if j + 1 < len(out[i]):
+                out[i][j] = min(out[i][j], out[i][j + 1])
     return out
 
 

@@ -55,7 +55,7 @@ class LatencyConfig:
     runtime: str = "torch"
     dtype: str = "float32"
     tolerance: float = 0.05
-    rounds: int = 3
+    rounds: int = 5
     budget_s: float = 3.0
     profile: Any = None
 
