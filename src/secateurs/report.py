@@ -1,14 +1,13 @@
 """Comparison tables across checkpoints: accuracy, parameters (total and non-zero), MACs, weight-file size and CPU
 latency, dense and with sparse kernels (:func:`secateurs.sparse.to_sparse_kernels`, swapped where measured faster).
 
-Latency is the median wall time of a forward pass in eval mode after warm-up, with the thread count pinned
+Latency is the median wall time of a forward pass in eval mode after warm-up, the models timed interleaved with
+:mod:`secateurs.timing` (the one timing utility: blocks, alternating order, medians), with the thread count pinned
 (and recorded) because a shared CPU otherwise makes numbers meaningless.
 """
 from __future__ import annotations
 
 import os
-import statistics
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
@@ -20,67 +19,50 @@ from ._device import device_of
 from .flops import count_model
 from .io import load_checkpoint
 from .sparse.format import weight_bytes
+from .timing import Timing, loadavg, time_models
 
-__all__ = ["latency_ms", "interleaved_latency_ms", "latency_setting", "nonzero_params", "CheckpointRow", "compare_checkpoints", "markdown_table"]
+__all__ = ["latency_ms", "interleaved_latency_ms", "time_latency", "latency_setting", "latency_record",
+           "nonzero_params", "CheckpointRow", "compare_checkpoints", "markdown_table"]
 
 
-@torch.no_grad()
+def time_latency(models: Sequence[nn.Module], input_shape: Sequence[int], batch_size: int = 1, warmup: int = 5,
+                 repeats: int = 20, threads: int | None = None, budget_s: float = 1.0,
+                 progress: bool | None = False, desc: str = "latency") -> Timing:
+    """Forward latency of each model for one random batch of ``batch_size``, timed interleaved by
+    :func:`secateurs.timing.time_models` (blocks of calls, order alternating, at least ``repeats`` rounds and
+    ``budget_s`` seconds): medians, paired ratios to the first model, threads and load average recorded."""
+    from ._progress import Progress, progress_mode
+
+    x = torch.randn(batch_size, *input_shape, device=device_of(models[0]))
+    with Progress(repeats, f"{desc} (batch {batch_size})", progress_mode(progress), log_done=False) as bar:
+        return time_models(models, x, warmup=warmup, min_rounds=repeats, max_rounds=max(repeats, 200),
+                           budget_s=budget_s, threads=threads,
+                           on_round=lambda r: bar.update(1) if r <= repeats else None)
+
+
 def interleaved_latency_ms(models: Sequence[nn.Module], input_shape: Sequence[int], batch_size: int = 1,
                            warmup: int = 5, repeats: int = 20, threads: int | None = None,
                            progress: bool | None = False, desc: str = "latency") -> list[float]:
-    """Median forward latency in milliseconds of each model for one batch of ``batch_size``, timed round-robin.
-
-    Each of the ``repeats`` rounds runs every model once in turn (after ``warmup`` rounds), so a shared CPU's drift
-    (other jobs, clock frequency, thread start-up) affects every model alike and their ratio is meaningful. The
-    same random batch feeds every model; modes and the thread count are restored afterwards.
-    """
-    from ._progress import Progress, progress_mode
-
-    old_threads = torch.get_num_threads()
-    modes = [m.training for m in models]
-    x = torch.randn(batch_size, *input_shape, device=device_of(models[0]))
-    sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)
-    times: list[list[float]] = [[] for _ in models]
-    try:
-        if threads is not None:
-            torch.set_num_threads(threads)
-        for m in models:
-            m.eval()
-        for _ in range(warmup):
-            for m in models:
-                m(x)
-        with Progress(repeats, f"{desc} (batch {batch_size})", progress_mode(progress), log_done=False) as bar:
-            for _ in range(repeats):
-                for m, t in zip(models, times):
-                    sync()
-                    t0 = time.perf_counter()
-                    m(x)
-                    sync()
-                    t.append(time.perf_counter() - t0)
-                bar.update(1)
-    finally:
-        torch.set_num_threads(old_threads)
-        for m, mode in zip(models, modes):
-            m.train(mode)
-    return [1000 * statistics.median(t) for t in times]
+    """Median forward latency in milliseconds of each model for one batch of ``batch_size``, timed interleaved
+    (see :func:`time_latency`, which also returns the ratios and the setting)."""
+    return time_latency(models, input_shape, batch_size, warmup, repeats, threads, progress=progress, desc=desc).ms
 
 
 def latency_ms(model: nn.Module, input_shape: Sequence[int], batch_size: int = 1, warmup: int = 5,
                repeats: int = 20, threads: int | None = None) -> float:
     """Median forward latency in milliseconds for one batch of ``batch_size`` (one model; see
-    :func:`interleaved_latency_ms` to compare models)."""
+    :func:`time_latency` to compare models)."""
     return interleaved_latency_ms([model], input_shape, batch_size, warmup, repeats, threads)[0]
 
 
-def latency_setting(batch_size: int, threads: int, repeats: int, warmup: int = 5) -> dict:
-    """What a latency figure was measured under (recorded next to it): batch, threads, rounds, load average."""
-    try:
-        load = [round(v, 2) for v in os.getloadavg()]
-    except OSError:  # not available on every platform
-        load = None
-    return {"batch_size": batch_size, "threads": threads, "repeats": repeats, "warmup": warmup,
-            "statistic": "median of interleaved forward passes", "loadavg_1_5_15min": load,
+def latency_setting(batch_size: int, threads: int, repeats: int, warmup: int = 5,
+                    timing: Timing | None = None) -> dict:
+    """What a latency figure was measured under (recorded next to it): batch, threads, rounds, load average
+    (before and after the measurement when its ``timing`` is given)."""
+    base = {"batch_size": batch_size, "threads": threads, "repeats": repeats, "warmup": warmup,
+            "statistic": "median of interleaved forward passes", "loadavg_1_5_15min": loadavg(),
             "cpus": os.cpu_count()}
+    return base if timing is None else {**base, **timing.setting()}
 
 
 def nonzero_params(model: nn.Module) -> int:
@@ -101,6 +83,7 @@ class CheckpointRow:
     file_bytes: int | None = None  # model.safetensors, or the compressed sparse weight files
     sparse_latency_ms_b1: float | None = None  # after to_sparse_kernels at that batch size
     sparse_latency_ms_b64: float | None = None
+    latency_target: dict | None = None  # a latency-targeted run's record from summary.json (see latency_record)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -131,7 +114,7 @@ def compare_checkpoints(paths: Sequence[str | Path], names: Sequence[str] | None
         name = names[i] if names else Path(path).name
         rows.append(CheckpointRow(name, str(path), ckpt.summary.get("accuracy"), cost.params,
                                   nonzero_params(ckpt.model), cost.macs, b1[i], b64[i], weight_bytes(path),
-                                  s1[i], s64[i]))
+                                  s1[i], s64[i], latency_record(ckpt.summary)))
     return rows
 
 
@@ -152,6 +135,53 @@ def _sparse_copy(model: nn.Module, shape, batch: int, threads: int | None) -> nn
     return fast
 
 
+LATENCY_FIELDS = ("latency_ms_dense", "latency_ms_predicted", "latency_ms_measured", "latency_ms_dense_predicted")
+
+
+def latency_record(summary: dict) -> dict | None:
+    """The latency-target fields of a ``summary.json`` (dense / predicted / measured ms, the setting and the load
+    during timing), or ``None`` for a run without a latency target. Values of the wrong type are dropped."""
+    from ._schema import is_number
+
+    if not isinstance(summary, dict) or not any(k in summary for k in LATENCY_FIELDS):
+        return None
+    rec = {k: summary[k] for k in LATENCY_FIELDS if is_number(summary.get(k))}
+    if not rec:  # a MACs-targeted run writes these fields as null
+        return None
+    setting = summary.get("latency_setting")
+    if isinstance(setting, dict):
+        rec["setting"] = {k: setting[k] for k in ("batch_size", "threads", "runtime", "dtype", "loadavg_before",
+                                                  "loadavg_after") if k in setting}
+    return rec
+
+
+def latency_target_table(rows: Sequence[CheckpointRow]) -> str | None:
+    """Markdown table of the rows that were pruned to a latency target (``None`` if none was): the numbers their
+    summary.json recorded at pruning time, next to the setting they hold for. The predicted ratio is relative to
+    the profile's dense latency (its own scale), the measured one to the dense model timed with the pruned one."""
+    rows = [r for r in rows if r.latency_target]
+    if not rows:
+        return None
+    lines = ["| model | batch | threads | runtime | dense (ms) | pruned (ms) | measured ratio | predicted (ms) | "
+             "predicted ratio | load during timing |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        t, s = r.latency_target, r.latency_target.get("setting", {})
+
+        def ms(k):
+            return f"{t[k]:.3f}" if k in t else "-"
+
+        def ratio(a, b):
+            return f"{t[a] / t[b]:.3f}" if a in t and t.get(b) else "-"
+
+        load = s.get("loadavg_before"), s.get("loadavg_after")
+        load_s = " -> ".join(f"{v[0]:.2f}" for v in load if isinstance(v, list) and v) or "-"
+        lines.append(f"| {r.name} | {s.get('batch_size', '-')} | {s.get('threads', '-')} | {s.get('runtime', '-')} | "
+                     f"{ms('latency_ms_dense')} | {ms('latency_ms_measured')} | "
+                     f"{ratio('latency_ms_measured', 'latency_ms_dense')} | {ms('latency_ms_predicted')} | "
+                     f"{ratio('latency_ms_predicted', 'latency_ms_dense_predicted')} | {load_s} |")
+    return "\n".join(lines)
+
+
 def markdown_table(rows: Sequence[CheckpointRow]) -> str:
     lines = ["| model | accuracy (%) | params | non-zero params | MACs (M) | weights (KiB) | latency b=1 (ms) | "
              "sparse-kernel b=1 (ms) | latency b=64 (ms) | sparse-kernel b=64 (ms) |",
@@ -165,4 +195,7 @@ def markdown_table(rows: Sequence[CheckpointRow]) -> str:
         kib = f"{r.file_bytes / 1024:,.1f}" if r.file_bytes is not None else "-"
         lines.append(f"| {r.name} | {acc} | {r.params:,} | {r.nonzero_params:,} | {r.macs / 1e6:.2f} | {kib} | {b1} | "
                      f"{s1} | {b64} | {s64} |")
+    target = latency_target_table(rows)
+    if target:
+        lines += ["", "Latency targets (as measured when pruned, dense and pruned timed interleaved):", "", target]
     return "\n".join(lines)

@@ -102,7 +102,8 @@ def test_latency_is_timed_interleaved():
     b.eval()
     ms = interleaved_latency_ms([a, b], (4,), batch_size=2, warmup=1, repeats=3, threads=1)
     assert len(ms) == 2 and all(m > 0 for m in ms)
-    assert calls == ["a", "b"] * 4  # round-robin: warm-up round then 3 timed rounds
+    assert calls[:2] == ["a", "b"]  # warm-up round, then blocks of calls in alternating order (test_timing.py)
+    assert calls.count("a") > 3 and calls.count("b") > 3
     assert a.training and not b.training  # modes restored
     setting = latency_setting(batch_size=1, threads=1, repeats=20)
     assert setting["threads"] == 1 and setting["batch_size"] == 1 and "loadavg_1_5_15min" in setting

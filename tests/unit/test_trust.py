@@ -57,6 +57,7 @@ def test_torch_hub_factory_is_refused_before_anything_runs(tmp_path):
     ["sparsify", "--checkpoint", "{c}", "--data", "digits", "--sparsity", "0.5", "--epochs", "1",
      "--out", "{o}/s"],
     ["autoprune", "--checkpoint", "{c}", "--data", "digits", "--flops-reduction", "0.3", "--out", "{o}/a"],
+    ["profile", "--checkpoint", "{c}", "--out", "{o}/lat.json"],
 ])
 def test_every_checkpoint_command_refuses_untrusted_factories(command, tmp_path, capsys):
     marker = tmp_path / "PWNED"
@@ -69,7 +70,8 @@ def test_every_checkpoint_command_refuses_untrusted_factories(command, tmp_path,
     err = capsys.readouterr().err.strip()
     assert exc.value.code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err
     assert "'torch.hub:load'" in err and "--trust-model-code" in err
-    assert not marker.exists() and not any(p.name in ("m.pt", "p", "f", "s", "a") for p in tmp_path.iterdir())
+    outputs = ("m.pt", "p", "f", "s", "a", "lat.json")
+    assert not marker.exists() and not any(p.name in outputs for p in tmp_path.iterdir())
 
 
 def test_logging_factory_cannot_truncate_a_file(tmp_path):

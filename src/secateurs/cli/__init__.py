@@ -22,6 +22,7 @@ COMMANDS: dict[str, str] = {
     "prune": "secateurs.cli.prune",
     "finetune": "secateurs.cli.finetune",
     "export": "secateurs.cli.export",
+    "profile": "secateurs.cli.profile",
 }
 
 

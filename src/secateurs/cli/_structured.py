@@ -8,7 +8,10 @@ import contextlib
 from . import _common as c
 from ._graph_args import add_graph_limit_args, graph_limits
 
-FLAGS = {"flops_reduction": "--flops-reduction", "method": "--criterion"}  # library argument -> flag
+FLAGS = {"flops_reduction": "--flops-reduction", "method": "--criterion",  # library argument -> flag
+         "latency_tolerance": "--latency-tolerance", "latency_rounds": "--latency-rounds",
+         "budget_s": "--latency-time-budget"}
+RUNTIMES = ("torch", "onnxruntime")  # == cost.latency_profile.RUNTIMES (not imported: lazy)
 
 
 def add_common_args(p: argparse.ArgumentParser, help_checkpoint: str, zero_reduction: bool) -> argparse._ArgumentGroup:
@@ -16,15 +19,91 @@ def add_common_args(p: argparse.ArgumentParser, help_checkpoint: str, zero_reduc
     p.add_argument("--checkpoint", required=True, type=c.existing_dir("--checkpoint"), metavar="DIR",
                    help=help_checkpoint)
     g = p.add_argument_group("pruning")
-    g.add_argument("--flops-reduction", required=True, type=c.fraction("--flops-reduction", zero_reduction),
+    t = g.add_mutually_exclusive_group(required=True)
+    t.add_argument("--flops-reduction", type=c.fraction("--flops-reduction", zero_reduction),
                    metavar="R", help=f"fraction of the checkpoint's MACs to remove, in {'[' if zero_reduction else '('}"
                                      "0, 1) (FLOPs = 2*MACs: same ratio)")
+    t.add_argument("--latency-reduction", type=c.fraction("--latency-reduction", low_inclusive=False), metavar="R",
+                   help="fraction of the dense latency to remove, measured on this machine in the setting of the "
+                        "latency flags (docs/latency.md)")
+    t.add_argument("--target-latency-ms", type=c.positive_float("--target-latency-ms", high=1e7), metavar="T",
+                   help="run in T milliseconds (converted with the profiled dense latency)")
+    add_latency_args(p)
     c.add_bn_batches_arg(g)
     c.add_data_args(p)
     c.add_run_args(p)
     c.add_trust_arg(p)
     add_graph_limit_args(p)
     return g
+
+
+def add_round_to_arg(g) -> None:
+    g.add_argument("--round-to", type=c.positive_int("--round-to", c.MAX_CHANNEL_ARG), default=1, metavar="K",
+                   help="pruned groups keep a multiple of K channels (default 1)")
+
+
+def add_latency_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("latency target (with --latency-reduction or --target-latency-ms; --threads sets the "
+                             "threads, default 1)")
+    g.add_argument("--latency-batch-size", type=c.positive_int("--latency-batch-size", c.MAX_BATCH_SIZE), default=1,
+                   metavar="B", help="batch size the latency is for (default 1)")
+    g.add_argument("--runtime", choices=RUNTIMES, default="torch",
+                   help="what runs the model: torch eager, or onnxruntime (when installed; BatchNorm folded)")
+    g.add_argument("--latency-tolerance", type=c.fraction("--latency-tolerance", low_inclusive=False), default=0.05,
+                   metavar="T", help="the measured reduction must land within +-T of the target (default 0.05)")
+    g.add_argument("--latency-rounds", type=c.positive_int("--latency-rounds", 20), default=5, metavar="N",
+                   help="measure-and-correct rounds at most (default 5)")
+    g.add_argument("--latency-time-budget", type=c.positive_float("--latency-time-budget", allow_zero=True,
+                                                                   high=3600.0),
+                   default=3.0, metavar="SECONDS", help="timing of dense vs pruned per round (default 3; at least "
+                                                         "5 interleaved rounds)")
+    g.add_argument("--latency-profile", type=_existing_file("--latency-profile"), default=None, metavar="FILE",
+                   help="a profile from `secateurs profile --out` (default: this machine's cached profile, "
+                        "measured when missing)")
+
+
+def _existing_file(flag: str):
+    def parse(text: str):
+        from pathlib import Path
+
+        if not Path(text).is_file():
+            raise argparse.ArgumentTypeError(f"{flag}: {text!r} is not a file")
+        return Path(text)
+
+    return parse
+
+
+def target_kwargs(args: argparse.Namespace) -> dict:
+    """The front door's target keywords from the flags: ``flops_reduction`` or a latency target and its setting."""
+    if args.flops_reduction is not None:
+        return {"flops_reduction": args.flops_reduction}
+    from ..errors import CheckpointError
+    from ..structured.latency import LatencyConfig
+
+    with flags_named():
+        profile = None
+        if args.latency_profile is not None:
+            from ..cost.latency_profile import LatencyProfile
+
+            try:
+                profile = LatencyProfile.load(args.latency_profile)
+            except CheckpointError as e:
+                raise c.UsageError(f"--latency-profile: {e}") from None
+        config = LatencyConfig(batch_size=args.latency_batch_size, threads=args.threads or 1, runtime=args.runtime,
+                               tolerance=args.latency_tolerance, rounds=args.latency_rounds,
+                               budget_s=args.latency_time_budget, profile=profile)
+    return {"latency_reduction": args.latency_reduction, "target_latency_ms": args.target_latency_ms,
+            "latency": config}
+
+
+def target_text(args: argparse.Namespace, summary: dict) -> str:
+    """What was asked and what came of it, for the command's last line."""
+    if args.flops_reduction is not None:
+        return f"target {args.flops_reduction:.2%} of MACs"
+    s = summary
+    return (f"latency {s['latency_ms_dense']:.3f} -> {s['latency_ms_measured']:.3f} ms measured "
+            f"({s['latency_reduction']:.1%} less, predicted {s['latency_reduction_predicted']:.1%}; "
+            f"{'met' if s['latency_target_met'] else 'MISSED'}: within +-{s['latency_tolerance']:g} of the target)")
 
 
 def start(args: argparse.Namespace):
@@ -48,6 +127,8 @@ def flags_named():
         yield
     except ArgumentError as e:
         raise c.UsageError(e.describe(FLAGS.get(e.argument, "--" + e.argument.replace("_", "-")))) from None
+    except ImportError as e:  # onnxruntime asked for and missing
+        raise c.UsageError(f"--runtime: {e}") from None
 
 
 def add_finetune_args(p: argparse.ArgumentParser) -> None:

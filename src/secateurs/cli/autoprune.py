@@ -34,7 +34,9 @@ def add_parser(sub) -> None:
     g.add_argument("--batch-size", type=c.positive_int("--batch-size", c.MAX_BATCH_SIZE), default=64,
                    help="bottleneck mini-batch size (default 64)")
     g.add_argument("--tolerance", type=c.fraction("--tolerance", low_inclusive=False), default=0.01,
-                   help="the achieved reduction lies in [R, R + this] (default 0.01)")
+                   help="the achieved reduction (of a latency target: predicted) lies in [R, R + this] (default "
+                        "0.01)")
+    s.add_round_to_arg(g)
     s.add_finetune_args(p)
     p.set_defaults(run=run)
 
@@ -60,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     config = AutoBotConfig(beta=args.beta, gamma=args.gamma, lr=args.lr, batches=args.batches,
                            batch_size=args.batch_size, tolerance=args.tolerance, seed=args.seed)
     with s.flags_named():
-        result = prune(model, data, flops_reduction=args.flops_reduction, method="autobot", config=config,
+        result = prune(model, data, **s.target_kwargs(args), method="autobot", config=config, round_to=args.round_to,
                        bn_batches=args.bn_batches, seed=args.seed, graph_limits=limits, progress=progress)
     finetune = s.finetune(args, model, data, teacher)  # None without --finetune-epochs
     after = evaluate(model, data.test_x, data.test_y) if finetune is None else finetune[0]
@@ -85,8 +87,8 @@ def run(args: argparse.Namespace) -> int:
     save(args.out, model, spec, summary, overwrite=args.overwrite, extra=extra)
     x, source = summary, "source (already pruned: this plan composes with its plan)" if ckpt.spec.plan else "dense"
     print(f"{x['model']} on {data.name}: MACs {x['macs_dense'] / 1e6:.2f}M -> {x['macs'] / 1e6:.2f}M "
-          f"({x['flops_reduction']:.2%} fewer), params {x['params_dense']:,} -> {x['params']:,}; accuracy "
-          f"{x['accuracy_dense']:.4f} {source}, {result.accuracy:.4f} pruned, {x['accuracy']:.4f} "
-          f"{'fine-tuned' if finetune else '(no fine-tuning)'}; bottlenecks {x['bottleneck_seconds']:.1f}s on "
-          f"{x['bottleneck_images']:,} images -> {args.out}")
+          f"({x['flops_reduction']:.2%} fewer; {s.target_text(args, x)}), params {x['params_dense']:,} -> "
+          f"{x['params']:,}; accuracy {x['accuracy_dense']:.4f} {source}, {result.accuracy:.4f} pruned, "
+          f"{x['accuracy']:.4f} {'fine-tuned' if finetune else '(no fine-tuning)'}; bottlenecks "
+          f"{x['bottleneck_seconds']:.1f}s on {x['bottleneck_images']:,} images -> {args.out}")
     return 0

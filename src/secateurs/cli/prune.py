@@ -29,8 +29,7 @@ def add_parser(sub) -> None:
     g.add_argument("--scope", choices=("global", "local"), default="global",
                    help="global: one ranking of all channels by score / group mean score (default); "
                         "local: the same pruned fraction in every group")
-    g.add_argument("--round-to", type=c.positive_int("--round-to", c.MAX_CHANNEL_ARG), default=1, metavar="K",
-                   help="pruned groups keep a multiple of K channels (default 1)")
+    s.add_round_to_arg(g)
     g.add_argument("--min-channels", type=c.positive_int("--min-channels", c.MAX_CHANNEL_ARG), default=1, metavar="N",
                    help="every group keeps at least N channels (default 1)")
     g.add_argument("--calib-batches", type=c.positive_int("--calib-batches", c.MAX_BATCHES), default=8, metavar="B",
@@ -50,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     ckpt, data, limits = s.start(args)
     with s.flags_named():
-        result = prune(ckpt.model.eval(), data, flops_reduction=args.flops_reduction, method=args.criterion,
+        result = prune(ckpt.model.eval(), data, **s.target_kwargs(args), method=args.criterion,
                        scope=args.scope, min_channels=args.min_channels, round_to=args.round_to,
                        calib_batches=args.calib_batches, batch_size=args.batch_size, bn_batches=args.bn_batches,
                        seed=args.seed, graph_limits=limits, progress=False if args.quiet else None)
@@ -61,6 +60,6 @@ def run(args: argparse.Namespace) -> int:
          extra=lambda tmp: (tmp / "plan.txt").write_text(result.plan.summary() + "\n"))
     r = result.report  # the MACs removed (achieved vs target), MACs and params, accuracy before fine-tuning
     print(f"{spec.name} on {data.name}: {args.criterion} ({args.scope}) removed {r.macs_reduction:.2%} of MACs "
-          f"(target {args.flops_reduction:.2%}; {r.macs_before / 1e6:.2f} M -> {r.macs_after / 1e6:.2f} M), params "
+          f"({s.target_text(args, summary)}; {r.macs_before / 1e6:.2f} M -> {r.macs_after / 1e6:.2f} M), params "
           f"{r.params_before:,} -> {r.params_after:,}, accuracy before fine-tuning {result.accuracy:.4f} -> {args.out}")
     return 0

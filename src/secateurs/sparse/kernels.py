@@ -15,8 +15,6 @@ way. The layers are for inference: they hold no trainable parameters.
 """
 from __future__ import annotations
 
-import statistics
-import time
 import warnings
 from dataclasses import asdict, dataclass
 from typing import Sequence
@@ -24,6 +22,8 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ..timing import interleaved
 
 __all__ = ["SparseLinear", "SparseConv2d", "KernelChoice", "to_sparse_kernels", "sparse_candidate"]
 
@@ -243,26 +243,15 @@ def _capture(store: dict, name: str):
 
 def _interleaved(a: nn.Module, b: nn.Module, x: torch.Tensor, rounds: int,
                  min_time_s: float) -> tuple[float, float, float]:
-    """Median µs per call of ``a(x)`` and ``b(x)`` and a conservative ratio b/a, timed in blocks whose order
-    alternates every round.
+    """Median µs per call of ``a(x)`` and ``b(x)`` and a conservative ratio b/a, from ``rounds`` interleaved rounds
+    of blocks of at least ``min_time_s`` (:func:`secateurs.timing.interleaved`: the order alternates every round).
 
     The ratio is the larger of two estimates that load on a shared machine disturbs differently: the median of the
     per-round ratios (a ratio within one round is immune to load that drifts between rounds) and the ratio of the
     best rounds (the least-disturbed call of each)."""
-    a(x), b(x)  # warm-up
-    t0 = time.perf_counter()
-    a(x)
-    per = max(time.perf_counter() - t0, 1e-7)
-    reps = max(1, min(1000, int(min_time_s / per)))
-    ta, tb = [], []
-    for r in range(rounds):
-        for f, out in ((a, ta), (b, tb)) if r % 2 == 0 else ((b, tb), (a, ta)):  # AB BA: no periodic bias
-            t0 = time.perf_counter()
-            for _ in range(reps):
-                f(x)
-            out.append((time.perf_counter() - t0) / reps * 1e6)
-    paired = statistics.median(y / x for x, y in zip(ta, tb))
-    return statistics.median(ta), statistics.median(tb), max(paired, min(tb) / min(ta))
+    t = interleaved([lambda: a(x), lambda: b(x)], warmup=1, min_rounds=rounds, max_rounds=rounds, budget_s=0.0,
+                    min_block_s=min_time_s, sub_blocks=1)
+    return 1e3 * t.ms[0], 1e3 * t.ms[1], max(t.ratios[1], t.best_ms[1] / t.best_ms[0])
 
 
 def _set_module(model: nn.Module, name: str, new: nn.Module) -> None:

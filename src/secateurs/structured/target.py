@@ -82,11 +82,13 @@ class Target:
         least = cost.exact(smallest)
         if least <= self.budget(cost.dense) + 1e-9 * cost.dense:
             return
-        best = 1 - least / max(cost.dense, 1)
+        best = 1 - least / cost.dense if cost.dense > 0 else 0.0
+        dense = f"{cost.dense:,}" if isinstance(cost.dense, int) else f"{cost.dense:.4g}"
         raise self.error(
-            f"a {self.reduction:.1%} {cost.unit} reduction is beyond what {constraint} allows: at most {best:.2%} "
+            f"a {self.reduction:.1%} {'MACs' if cost.unit == 'MACs' else cost.name} reduction is beyond what "
+            f"{constraint} allows: at most {best:.2%} "
             f"(out of reach: {len(cost.widths)} prunable groups at their minimum widths; the rest of the "
-            f"{cost.dense:,} {cost.unit} cannot be removed, see `secateurs explain`)", reachable=best)
+            f"{dense} {cost.unit} cannot be removed, see `secateurs explain`)", reachable=best)
 
     def error(self, reason: str, reachable: float | None = None) -> TargetError:
         return TargetError(self.argument, self.reduction, reason, reachable)

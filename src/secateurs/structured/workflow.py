@@ -14,6 +14,7 @@ more keyword there and here, not a new workflow.
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Iterable
 
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
     from ..graph.groups import ChannelGraph
     from .apply import PruneReport
     from .autobot.api import AutoBotConfig, AutoBotResult
+    from .latency import LatencyConfig
     from .plan import PruningPlan
     from .select import Selection
 
@@ -55,6 +57,7 @@ class PruneResult:
     bn_batches_used: int = 0
     settings: dict[str, Any] = field(default_factory=dict)  # the method's arguments, as recorded
     autobot: "AutoBotResult | None" = None
+    latency: dict[str, Any] | None = None  # a latency target's record (structured.latency.latency_summary)
 
     def replay_plan(self, source_plan: "PruningPlan | dict | None") -> "PruningPlan":
         """The plan that rebuilds the pruned model from the dense one: ``plan`` composed after ``source_plan``
@@ -71,7 +74,8 @@ class PruneResult:
         (``*_dense``: the model handed in), the request (``requested_*``), the result, then the method's own."""
         r, widths_dense = self.report, {g.id: g.width for g in self.graph.groups}
         out = {
-            "requested_flops_reduction": self.target.reduction, "tolerance": self.target.tolerance,
+            "requested_flops_reduction": self.target.reduction if self.target.cost == "macs" else None,
+            "tolerance": self.target.tolerance,
             "accuracy_dense": self.accuracy_dense, "accuracy": self.accuracy, "test_loss": self.test_loss,
             "bn_batches": self.bn_batches, "bn_batches_used": self.bn_batches_used,
             "accuracy_before_bn": self.accuracy_before_bn,
@@ -88,12 +92,17 @@ class PruneResult:
                        best_step=a.best_step, threshold=self.selection.threshold,
                        selection_method=self.selection.method, autobot=asdict(a.config),
                        bottleneck_history=a.history)
+        from .latency import SUMMARY_FIELDS
+
+        out.update(dict.fromkeys(SUMMARY_FIELDS), **(self.latency or {}))
         return out
 
 
 def prune(
     model: "nn.Module", data: "DataSplits | Iterable", *, flops_reduction: float | None = None,
-    tolerance: float | None = None, method: str = "l1", scope: str = "global", min_channels: int = 1,
+    latency_reduction: float | None = None, target_latency_ms: float | None = None,
+    latency: "LatencyConfig | None" = None, tolerance: float | None = None, method: str = "l1",
+    scope: str = "global", min_channels: int = 1,
     round_to: int = 1, config: "AutoBotConfig | None" = None, calib_batches: int = 8, batch_size: int = 64,
     bn_batches: int = 0, seed: int = 0, example_inputs: Any = None, graph: "ChannelGraph | None" = None,
     graph_limits: Any = None, evaluate_test: bool = True, progress: bool | None = None,
@@ -113,6 +122,14 @@ def prune(
     BatchNorm statistics on that many seeded training batches of 64 after the surgery. ``graph_limits``: bounds for
     tracing (``graph.GraphLimits``). Raises ``TargetError`` (naming ``flops_reduction``) when no selection reaches
     the target and ``ArgumentError`` (naming ``method``) when the criterion cannot score this model.
+
+    **Latency targets** instead of ``flops_reduction``: ``latency_reduction=R`` (remove that fraction of the dense
+    latency) or ``target_latency_ms=T``, for the setting in ``latency`` (``structured.latency.LatencyConfig``:
+    batch size, threads, runtime, dtype, a profile; default batch 1, 1 thread, torch). The latency cost model of
+    this machine (a cached profile, measured when absent) replaces MACs in the selection and in AutoBot's loss;
+    then the pruned network is timed against the dense one and the request corrected until the measured reduction
+    is within ``latency.tolerance`` (bounded rounds; docs/latency.md). A target beyond what the model predicts at
+    the smallest widths raises ``TargetError`` before any training.
     """
     from ..data import DataSplits
 
@@ -122,7 +139,10 @@ def prune(
         from .autobot.api import AutoBotConfig
 
         tolerance = (config or AutoBotConfig()).tolerance
-    target = target_from_keywords(flops_reduction=flops_reduction, tolerance=tolerance)
+    wants_latency = latency_reduction is not None or target_latency_ms is not None
+    if wants_latency and flops_reduction is not None:
+        raise TypeError("give one target: flops_reduction or a latency target, not both")
+    target = None if wants_latency else target_from_keywords(flops_reduction=flops_reduction, tolerance=tolerance)
     splits = data if isinstance(data, DataSplits) else None
     if example_inputs is None:
         if splits is None:
@@ -133,14 +153,21 @@ def prune(
 
         graph = build_channel_graph(model, example_inputs, limits=graph_limits)
     test = evaluate_test and splits is not None and len(splits.test_x) > 0
+    lat = None
+    if wants_latency:
+        lat = _latency_setup(model, graph, example_inputs, latency, latency_reduction, target_latency_ms,
+                             tolerance, min_channels if method != "autobot" else 1,
+                             round_to if method != "autobot" else 1, progress)
+        target = lat["target"]
     if method == "autobot":
-        result = _autobot(model, data, target, config, example_inputs, graph, progress, evaluate_test, seed)
+        result = _autobot(model, data, target, config, example_inputs, graph, progress, evaluate_test, seed,
+                          round_to, lat)
     else:
         from ..train import evaluate
 
         dense = evaluate(model, splits.test_x, splits.test_y)["accuracy"] if test else None
         result = _criterion(model, data, target, method, scope, min_channels, round_to, calib_batches, batch_size,
-                            seed, example_inputs, graph)
+                            seed, example_inputs, graph, lat)
         result.accuracy_dense = dense
     result.bn_batches = bn_batches
     if test and bn_batches:
@@ -172,18 +199,71 @@ def recalibrate_batchnorm(model: "nn.Module", data: "DataSplits", batches: int, 
     return reestimate_batchnorm(model, progress_iter(passes, batches, "batchnorm statistics", progress_mode(progress)))
 
 
-def _autobot(model, data, target, config, example_inputs, graph, progress, evaluate_test, seed) -> PruneResult:
+def _latency_setup(model, graph, example_inputs, config, latency_reduction, target_latency_ms, tolerance,
+                   min_channels, round_to, progress) -> dict[str, Any]:
+    """The latency cost model, the target and the reachable maximum, before any scoring or training."""
+    import copy
+
+    from .latency import LatencyConfig, latency_model, latency_target
+    from .select import max_reduction
+    from .target import TargetError
+
+    config = config or LatencyConfig()
+    log = None if progress is False else (lambda s: print(f"latency: {s}", file=sys.stderr, flush=True))
+    cost = latency_model(model, graph, tuple(example_inputs.shape[1:]), config, log=log)
+    target = latency_target(cost, latency_reduction=latency_reduction, target_latency_ms=target_latency_ms,
+                            tolerance=tolerance)
+    reachable = max_reduction(graph, min_channels, round_to, cost=cost)
+    try:
+        target.check_reachable(cost, _smallest_kept(graph, min_channels, round_to),
+                               f"min_channels={min_channels}" + (f", round_to={round_to}" if round_to > 1 else ""))
+    except TargetError as e:
+        if target_latency_ms is None:
+            raise
+        raise TargetError("target_latency_ms", target_latency_ms,  # say it in ms, the unit that was asked in
+                          f"the fastest selection runs in {cost.dense * (1 - e.reachable):.4g} ms by the latency "
+                          f"model ({e.reachable:.1%} less than the dense {cost.dense:.4g} ms; {e.reason})",
+                          e.reachable) from None
+    return {"cost": cost, "target": target, "config": config, "reachable": reachable, "log": log,
+            "dense": copy.deepcopy(model).eval(), "requested_ms": target_latency_ms}
+
+
+def _smallest_kept(graph, min_channels, round_to):
+    from .select.ranking import _smallest
+
+    return _smallest(graph, min_channels, round_to)
+
+
+def _with_latency(lat, graph, example_inputs, select) -> tuple["Selection", dict]:
+    """The latency loop around ``select(Target) -> Selection``: (chosen selection, summary fields)."""
+    from .latency import latency_summary, prune_to_latency
+
+    selection, loop = prune_to_latency(lat["dense"], graph, example_inputs, lat["target"], lat["config"], select,
+                                       lat["reachable"], log=lat["log"])
+    return selection, latency_summary(lat["cost"], loop, lat["config"], lat["target"], lat["requested_ms"])
+
+
+def _autobot(model, data, target, config, example_inputs, graph, progress, evaluate_test, seed, round_to=1,
+             lat=None) -> PruneResult:
     from .autobot.api import AutoBotConfig, autoprune
 
     config = config or AutoBotConfig(seed=seed)
+    record = {}
+    choose = None
+    if lat is not None:
+        def choose(search):  # search(Target) -> Selection, AutoBot's threshold search on the trained scores
+            selection, record["latency"] = _with_latency(lat, graph, example_inputs, search)
+            return selection
     res = autoprune(model, data, target, config=config, example_inputs=example_inputs, graph=graph,
-                    progress=progress, evaluate_test=evaluate_test)
+                    progress=progress, evaluate_test=evaluate_test, round_to=round_to,
+                    cost=None if lat is None else lat["cost"], choose=choose)
     return PruneResult("autobot", target, res.plan, res.report, res.selection, graph, res.accuracy, None,
-                       res.accuracy_source, settings={"seed": config.seed}, autobot=res)
+                       res.accuracy_source, settings={"seed": config.seed}, autobot=res,
+                       latency=record.get("latency"))
 
 
 def _criterion(model, data, target, method, scope, min_channels, round_to, calib_batches, batch_size, seed,
-               example_inputs, graph) -> PruneResult:
+               example_inputs, graph, lat=None) -> PruneResult:
     from ..data import DataSplits, seeded_batches
     from .apply import apply_plan
     from .criteria import channel_scores
@@ -199,9 +279,17 @@ def _criterion(model, data, target, method, scope, min_channels, round_to, calib
         raise ArgumentError("method", method, str(e)) from None
     settings = {"criterion": method, "scope": scope, "round_to": round_to, "min_channels": min_channels,
                 "seed": seed, "calib_batches": calib_batches if method == "taylor" else None}
-    selection = select_channels(graph, scores, target, scope=scope, min_channels=min_channels, round_to=round_to,
-                                meta={"criterion": method, "seed": seed})
+    def select(t):
+        return select_channels(graph, scores, t, scope=scope, min_channels=min_channels, round_to=round_to,
+                               meta={"criterion": method, "seed": seed},
+                               cost=None if lat is None else lat["cost"])
+
+    record = None
+    if lat is None:
+        selection = select(target)
+    else:
+        selection, record = _with_latency(lat, graph, example_inputs, select)
     report = apply_plan(model, selection.plan, example_inputs, graph=graph)  # verified: MACs, params, outputs
-    if report.macs_after != selection.cost:
+    if lat is None and report.macs_after != selection.cost:
         raise RuntimeError(f"counted {report.macs_after} MACs after pruning; the selection promised {selection.cost}")
-    return PruneResult(method, target, selection.plan, report, selection, graph, settings=settings)
+    return PruneResult(method, target, selection.plan, report, selection, graph, settings=settings, latency=record)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 import torch
 import torch.nn as nn
@@ -19,6 +19,9 @@ from ..select import Selection, search_threshold
 from ..target import DEFAULT_TOLERANCE, Target
 from .bottleneck import Bottlenecks
 from .training import train_bottlenecks, training_batches
+
+if TYPE_CHECKING:
+    from ...cost.base import CostModel
 
 
 @dataclass
@@ -119,7 +122,8 @@ class AutoBotResult:
 def autoprune(
     model: nn.Module, data: DataSplits | Iterable, flops_reduction: float, *, config: AutoBotConfig | None = None,
     example_inputs: Any = None, graph: ChannelGraph | None = None, progress: bool | None = None,
-    evaluate_test: bool = True,
+    evaluate_test: bool = True, round_to: int = 1, cost: "CostModel | None" = None,
+    choose: "Callable[[Callable[[Target], Selection]], Selection] | None" = None,
 ) -> AutoBotResult:
     """Prune ``model`` **in place** with AutoBot so that its MACs drop by ``flops_reduction`` R: the achieved
     reduction lies in ``[R, R + config.tolerance]`` (``flops_reduction`` may also be a ``Target``).
@@ -130,6 +134,10 @@ def autoprune(
     channels; no hook stays behind. Fine-tune afterwards with ``secateurs.train.fit(model, data,
     finetune_config(epochs))``. ``evaluate_test``: with a ``DataSplits``, record the test accuracy before and after
     pruning in the result (``accuracy_source``, ``accuracy``; ``print(result)`` shows them).
+    ``round_to``: every pruned group keeps a multiple of that many channels. ``cost``: the cost model the target
+    reduces and the loss prices (default: the target's, MACs); ``choose``: given the threshold search on the
+    trained scores (``Target -> Selection``), return the selection to apply (the latency target's
+    measure-and-correct loop; default: the search at ``target``).
     """
     config = config or AutoBotConfig()
     target = flops_reduction if isinstance(flops_reduction, Target) else None
@@ -146,9 +154,13 @@ def autoprune(
     graph = graph if graph is not None else build_channel_graph(model, example_inputs)
     if not graph.prunable_groups():
         raise ValueError("the model has no prunable channel group (see `secateurs explain`)")
-    cost = target.cost_model(graph)
+    cost = cost if cost is not None else target.cost_model(graph)
     goal = target.budget(cost.dense)  # the loss aims at the budget: at most (1 - R) of the dense cost
-    target.check_reachable(cost, {g.id: [0] for g in graph.prunable_groups()}, "one channel per prunable group")
+    if int(round_to) != round_to or round_to < 1:
+        raise ValueError(f"round_to must be an integer >= 1, got {round_to!r}")
+    smallest = {g.id: list(range(min(g.width, round_to))) for g in graph.prunable_groups()}
+    target.check_reachable(cost, smallest, "one channel per prunable group" if round_to == 1 else
+                           f"{round_to} channels per prunable group (round_to={round_to})")
 
     test = evaluate_test and isinstance(data, DataSplits) and len(data.test_x) > 0
     accuracy_source = evaluate(model, data.test_x, data.test_y)["accuracy"] if test else None
@@ -157,9 +169,13 @@ def autoprune(
     run = train_bottlenecks(model, bottlenecks, cost, batches, steps=config.batches, target_macs=goal,
                             beta=config.beta, gamma=config.gamma, lr=config.lr,
                             best_fraction=config.best_fraction, progress=progress)
-    selection = search_threshold(run.scores, cost, target, alphas=run.alphas, max_iter=config.max_search_iter)
+    def search(t: Target) -> Selection:
+        return search_threshold(run.scores, cost, t, alphas=run.alphas, max_iter=config.max_search_iter,
+                                round_to=round_to)
+
+    selection = search(target) if choose is None else choose(search)
     plan = PruningPlan.from_kept(graph, selection.kept, meta={
-        "method": "autobot", "flops_reduction": target.reduction, "achieved": selection.reduction,
+        "method": "autobot", target.argument: target.reduction, "achieved": selection.reduction,
         "threshold": selection.threshold, "selection": selection.method, "best_step": run.best_step,
         **{k: v for k, v in asdict(config).items() if k in ("beta", "gamma", "lr", "batches", "batch_size", "seed")},
     })

@@ -119,14 +119,19 @@ def train_bottlenecks(
             if before is not None and (best is None or row["loss"] < best[1]):
                 best = (step, row["loss"], before)
             bar.update(1, ce=f"{row['ce']:.3f}", l_f=f"{row['l_f']:.3f}", l_b=f"{row['l_b']:.3f}",
-                       macs=f"{row['soft_macs'] / 1e6:.3g}M/{target_macs / 1e6:.3g}M")
+                       **{cost.name: f"{_fmt(row['soft_macs'], cost.unit)}/{_fmt(target_macs, cost.unit)}"})
     seconds = time.perf_counter() - t0
     bar.close()
     step, loss, alphas = best
     if progress is not False:
         b = history[step]
+        what = "MACs" if cost.unit == "MACs" else cost.name
         print(f"bottlenecks: {steps} steps, {images} images in {seconds:.1f}s; best step {step}: loss {b['loss']:.4f} "
-              f"(ce {b['ce']:.4f}, l_f {b['l_f']:.4f}, l_b {b['l_b']:.4f}), soft MACs {b['soft_macs'] / 1e6:.3g}M "
-              f"(target {target_macs / 1e6:.3g}M)", file=sys.stderr, flush=True)
+              f"(ce {b['ce']:.4f}, l_f {b['l_f']:.4f}, l_b {b['l_b']:.4f}), soft {what} "
+              f"{_fmt(b['soft_macs'], cost.unit)} (target {_fmt(target_macs, cost.unit)})", file=sys.stderr, flush=True)
     alphas = {g: a.double().cpu() for g, a in alphas.items()}
     return BottleneckRun({g: a.sigmoid() for g, a in alphas.items()}, alphas, step, loss, history, seconds, images)
+
+
+def _fmt(value: float, unit: str) -> str:
+    return f"{value / 1e6:.3g}M" if unit == "MACs" else f"{value:.3g} {unit}"

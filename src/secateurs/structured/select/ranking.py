@@ -240,7 +240,8 @@ def select_channels(
         lo_red = 1 - ev.macs(config(k - 1)) / dense if k > 0 else 0.0
         got = 1 - ev.macs(hi) / dense
         raise target.error(
-            f"cannot land within {target.tolerance:.0%} of a {target.reduction:.1%} {cost.unit} reduction with "
+            f"cannot land within {target.tolerance:.0%} of a {target.reduction:.1%} "
+            f"{'MACs' if cost.unit == 'MACs' else cost.name} reduction with "
             f"{constraint} ({scope} scope): the nearest selections reach {lo_red:.2%} and {got:.2%}; the width "
             "steps are too coarse here (lower --round-to or --min-channels, or try the other --scope)")
     widths = max(candidates, key=ev.macs)  # the one closest to the budget
@@ -248,7 +249,7 @@ def select_channels(
     exact = ev.exact(widths)
     if exact != ev.macs(widths):  # the fast evaluator and the cost model must agree exactly
         raise RuntimeError(f"internal error: cost {ev.macs(widths)} (search) != {exact} ({type(cost).__name__})")
-    info = {"target": target.reduction, "achieved": 1 - exact / max(dense, 1), "scope": scope,
+    info = {"target": target.reduction, "achieved": 1 - exact / dense if dense > 0 else 0.0, "scope": scope,
             "min_channels": int(min_channels), "round_to": int(round_to), "normalize": normalize,
             **(dict(meta) if meta else {})}
     plan = PruningPlan.from_kept(graph, kept, meta=info)

@@ -30,7 +30,7 @@ class Selection:
     @property
     def reduction(self) -> float:
         """Achieved reduction ``1 - cost / dense``."""
-        return 1 - self.cost / max(self.dense, 1)
+        return 1 - self.cost / self.dense if self.dense > 0 else 0.0  # latency in ms may be < 1
 
     @property
     def macs(self) -> float:  # the MACs target's names

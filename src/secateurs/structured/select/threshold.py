@@ -45,9 +45,12 @@ def kept_at(scores: Mapping[str, torch.Tensor], threshold: float, forced: Mappin
 def search_threshold(
     scores: Mapping[str, torch.Tensor], cost: CostModel, reduction: float | Target, *,
     tolerance: float = DEFAULT_TOLERANCE, alphas: Mapping[str, torch.Tensor] | None = None, max_iter: int = 50,
+    round_to: int = 1,
 ) -> Selection:
     """Kept channels per group whose exact reduction of ``cost`` lies in ``[R, R + tolerance]`` (``reduction``
-    is R, or a ``Target``)."""
+    is R, or a ``Target``). ``round_to`` K > 1: a group that loses channels keeps a multiple of K, its best-scored
+    ones (the count a threshold leaves rounded to the nearest multiple, at least K); step 3 then grows groups by
+    K channels at a time (best-scored steps first) instead of one."""
     target = reduction if isinstance(reduction, Target) else Target(reduction, tolerance)
     scores = {g: s.detach().double().cpu() for g, s in scores.items()}
     alphas = alphas if alphas is not None else {g: torch.logit(s) for g, s in scores.items()}
@@ -55,15 +58,17 @@ def search_threshold(
     dense = cost.dense
     lo, hi = target.floor(dense), target.budget(dense)  # the cost window
     forced = _forced(scores, alphas)
+    snap = _snapper(scores, alphas, forced, int(round_to))
 
     def measure(kept) -> float:
-        return cost.exact(kept)
+        return cost.exact(snap(kept))
 
     def result(kept, c, method, iterations, theta=None) -> Selection:
-        kept = {g: sorted(v) for g, v in kept.items()}
+        kept = {g: sorted(v) for g, v in snap(kept).items()}
         return Selection(kept, c, dense, target, method, {g: len(v) for g, v in kept.items()}, theta, iterations)
 
-    target.check_reachable(cost, {g: [i] for g, i in forced.items()}, "one channel per prunable group")
+    target.check_reachable(cost, snap({g: [i] for g, i in forced.items()}),
+                           "one channel per prunable group" if round_to == 1 else f"round_to={round_to}")
 
     # 1. binary search on θ
     theta, step = 0.5, 0.25
@@ -99,6 +104,16 @@ def search_threshold(
     iterations = max_iter
     if macs >= lo:
         return result(kept, macs, "ranked", iterations)
+    if round_to > 1:
+        grown = _grow_in_steps(snap(kept), scores, alphas, forced, int(round_to), measure, lo, hi)
+        if grown is not None:
+            return result(grown[0], grown[1], "greedy", iterations)
+        above = measure(prefix(a + 1)) if a < len(ranked) else macs
+        raise target.error(
+            f"no selection with round_to={round_to} reaches a reduction in [{target.reduction:.4f}, "
+            f"{target.reduction + target.tolerance:.4f}]: the nearest in score order reach {1 - macs / dense:.4f} "
+            f"and {1 - above / dense:.4f}; choose a reduction near one of them, a larger tolerance or a smaller "
+            "round_to")
 
     # 3. greedy repair: fill up from below with lower-ranked channels that fit, else come down from above by
     #    dropping the lowest-ranked kept channels whose removal does not undershoot the window
@@ -129,3 +144,49 @@ def search_threshold(
         f"in score order the nearest reachable reductions are {1 - below / dense:.4f} and {1 - above / dense:.4f} "
         f"(single channels move the {cost.unit} by more than the tolerance in this network); choose a reduction "
         "near one of them or a larger tolerance")
+
+
+def _snapper(scores, alphas, forced, round_to: int):
+    """``kept -> kept`` with every group that loses channels keeping a multiple of ``round_to`` (at least
+    ``round_to``), its best channels in (forced first, score, α, index) order; the identity for 1."""
+    if round_to == 1:
+        return lambda kept: kept
+    order = {g: sorted(range(len(s)), key=lambda i: (i != forced[g], -float(s[i]), -float(alphas[g][i]), i))
+             for g, s in scores.items()}
+
+    def snap(kept):
+        out = {}
+        for g, idx in kept.items():
+            w = len(order[g])
+            k = max(round_to, int(round(len(idx) / round_to)) * round_to)
+            out[g] = list(range(w)) if len(idx) >= w or k >= w else sorted(order[g][:k])
+        return out
+
+    return snap
+
+
+def _grow_in_steps(kept, scores, alphas, forced, k: int, measure, lo: float, hi: float):
+    """From ``kept`` (within the budget, below the window's floor: too much removed) add ``k`` channels at a time to
+    one group, the step with the best mean score first, while the cost stays within the budget; (kept, cost) once
+    it reaches the floor, else ``None``."""
+    kept = {g: list(v) for g, v in kept.items()}
+    while True:
+        steps = []
+        for g, s in scores.items():
+            w = len(s)
+            if len(kept[g]) >= w:
+                continue
+            rest = sorted((i for i in range(w) if i not in set(kept[g])),
+                          key=lambda i: (-float(s[i]), -float(alphas[g][i]), i))
+            step = rest[:k] if len(kept[g]) + k < w else rest
+            steps.append((-sum(float(s[i]) for i in step) / len(step), g, step))
+        for _, g, step in sorted(steps):
+            trial = {**kept, g: sorted(kept[g] + step)}
+            c = measure(trial)
+            if c <= hi:
+                kept = trial
+                if c >= lo:
+                    return kept, c
+                break
+        else:
+            return None

@@ -1,0 +1,200 @@
+"""Pruning to a latency target: the latency cost model of the device, the target in ms or as a fraction, and the
+measured check that closes the loop (``cost.measured.meet_latency``).
+
+The front door (``structured.prune(..., latency_reduction=R)`` or ``target_latency_ms=T``) calls
+:func:`latency_model` for the cost model (a cached profile of this machine for the batch size, threads, dtype
+and runtime of :class:`LatencyConfig`, or the one given), :func:`latency_target` for the ``Target``, and
+:func:`prune_to_latency` to select, time the real pruned network against the dense one, and correct. See
+docs/latency.md.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+from ..errors import ArgumentError
+from .target import Target
+
+if TYPE_CHECKING:
+    import torch.nn as nn
+
+    from ..cost.latency import LatencyModel
+    from ..cost.latency_profile import LatencyProfile
+    from ..cost.measured import LatencyLoop
+    from ..graph.groups import ChannelGraph
+    from .select import Selection
+
+__all__ = ["LatencyConfig", "latency_model", "latency_target", "prune_to_latency", "latency_summary",
+           "SUMMARY_FIELDS"]
+
+LATENCY_TOLERANCE = 0.02
+
+# the summary.json fields of a latency target (docs/summary.md); null in a run with a MACs target
+SUMMARY_FIELDS = ("requested_latency_reduction", "requested_latency_ms", "latency_ms_dense", "latency_ms_measured",
+                  "latency_ms_predicted", "latency_ms_dense_predicted", "latency_reduction",
+                  "latency_reduction_predicted", "latency_target_met", "latency_tolerance", "latency_setting",
+                  "latency_rounds", "latency_profile")
+
+
+@dataclass(frozen=True)
+class LatencyConfig:
+    """The setting a latency target holds for, and how it is checked.
+
+    ``batch_size``, ``threads``, ``runtime`` ("torch" | "onnxruntime"), ``dtype``: what the latency is of.
+    ``tolerance``: the measured reduction must land within ``± tolerance`` of the target (timing noise makes a
+    one-sided check unverifiable); ``rounds``: measure-and-correct rounds at most; ``budget_s``: seconds of timing
+    per round; ``profile``: a ``LatencyProfile`` or the path of one (``secateurs profile --out``), else the cached
+    profile of this machine is used or measured."""
+
+    batch_size: int = 1
+    threads: int = 1
+    runtime: str = "torch"
+    dtype: str = "float32"
+    tolerance: float = 0.05
+    rounds: int = 5
+    budget_s: float = 3.0
+    profile: Any = None
+
+    def __post_init__(self) -> None:
+        from ..cost.latency_profile import DTYPES, RUNTIMES
+
+        checks = [("latency_batch_size", self.batch_size, isinstance(self.batch_size, int) and self.batch_size >= 1),
+                  ("threads", self.threads, isinstance(self.threads, int) and self.threads >= 1),
+                  ("runtime", self.runtime, self.runtime in RUNTIMES),
+                  ("dtype", self.dtype, self.dtype in DTYPES),
+                  ("latency_tolerance", self.tolerance, _finite(self.tolerance) and 0 < self.tolerance < 1),
+                  ("latency_rounds", self.rounds, isinstance(self.rounds, int) and self.rounds >= 1),
+                  ("budget_s", self.budget_s, _finite(self.budget_s) and self.budget_s >= 0)]
+        for name, value, ok in checks:
+            if not ok:
+                raise ArgumentError(name, value, "invalid value")
+        if self.runtime == "onnxruntime":
+            from ..cost.latency_profile import require_onnxruntime
+
+            try:
+                require_onnxruntime()
+            except ImportError as e:
+                raise ArgumentError("runtime", self.runtime, str(e)) from None
+
+    def setting(self) -> dict:
+        return {"batch_size": self.batch_size, "threads": self.threads, "runtime": self.runtime, "dtype": self.dtype}
+
+
+def _finite(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def latency_model(model: "nn.Module", graph: "ChannelGraph", input_shape: Sequence[int], config: LatencyConfig,
+                  log: Callable[[str], None] | None = None) -> "LatencyModel":
+    """The latency cost model of ``graph`` for ``config``: from ``config.profile`` (a profile or its path) or the
+    cache of this machine (measured now if absent). A given profile must be for this architecture and setting."""
+    from ..cost.latency import LatencyModel
+    from ..cost.latency_profile import LatencyProfile
+    from ..cost.profiling import cached_profile
+
+    prof = config.profile
+    if isinstance(prof, (str, os.PathLike)):
+        prof = LatencyProfile.load(prof)
+    if prof is None:
+        prof = cached_profile(model, graph, input_shape, batch_size=config.batch_size, threads=config.threads,
+                              dtype=config.dtype, runtime=config.runtime, log=log)
+    else:
+        want = config.setting()
+        got = {k: prof.key.get(k) for k in want}
+        if got != want:
+            raise ArgumentError("latency_profile", "given", f"was measured for {got}, not for {want}")
+    try:
+        return LatencyModel(graph, prof)
+    except ValueError as e:
+        raise ArgumentError("latency_profile", "given", str(e)) from None
+
+
+def latency_target(cost: "LatencyModel", *, latency_reduction: float | None = None,
+                   target_latency_ms: float | None = None, tolerance: float | None = None) -> Target:
+    """The ``Target`` of a latency request: remove ``latency_reduction`` of the dense latency, or run in
+    ``target_latency_ms`` (converted with the profile's dense latency; the argument name stays for errors). The
+    predicted reduction lands in ``[R, R + tolerance]``, default ``LATENCY_TOLERANCE`` (2 points: the measured
+    check is ±5 points, and the latency of one channel is coarser than its MACs in small layers)."""
+    if (latency_reduction is None) == (target_latency_ms is None):
+        raise TypeError("give exactly one of latency_reduction, target_latency_ms")
+    tol = LATENCY_TOLERANCE if tolerance is None else float(tolerance)
+    if target_latency_ms is not None:
+        t = target_latency_ms
+        if not _finite(t) or t <= 0:
+            raise ArgumentError("target_latency_ms", t, "must be a positive number of milliseconds")
+        if t >= cost.dense:
+            raise ArgumentError("target_latency_ms", t, f"the dense model already runs in {cost.dense:.3f} ms in "
+                                                        "this setting: nothing to prune")
+        return Target(1 - t / cost.dense, tol, "latency", "target_latency_ms")
+    r = latency_reduction
+    if not _finite(r) or not 0 < r < 1:
+        raise ArgumentError("latency_reduction", r, "must be in (0, 1)")
+    return Target(float(r), tol, "latency", "latency_reduction")
+
+
+def prune_to_latency(dense: "nn.Module", graph: "ChannelGraph", example_inputs: Any, target: Target,
+                     config: LatencyConfig, select: Callable[[Target], "Selection"], reachable: float,
+                     log: Callable[[str], None] | None = None, measured: float | None = None
+                     ) -> tuple["Selection", "LatencyLoop"]:
+    """Rounds of ``select(target at a requested reduction)``, a pruned copy of ``dense`` timed against ``dense``
+    (``cost.measured``), and a corrected request, until the measured latency reduction is within
+    ``config.tolerance`` of ``measured`` (default ``target.reduction``: a latency target; with a MACs ``target``
+    this finds the MACs reduction that measures a given latency), at most ``config.rounds`` rounds, the first
+    request ``target.reduction``. ``dense`` is not changed. Returns the chosen selection and the loop's record. A
+    corrected request that no selection can meet ends the loop."""
+    from ..cost.measured import meet_latency, measure_latency
+    from .apply import apply_plan
+    from .plan import PruningPlan
+    from .target import TargetError
+
+    shape = tuple(example_inputs.shape[1:])
+
+    def choose(requested: float):
+        sel = select(target if requested == target.reduction else dataclasses.replace(target, reduction=requested))
+        return sel, sel.reduction
+
+    def measure(sel) -> Any:
+        pruned = copy.deepcopy(dense)
+        apply_plan(pruned, sel.plan if sel.plan is not None else PruningPlan.from_kept(graph, sel.kept),
+                   example_inputs, graph=graph, verify=False)
+        return measure_latency(dense, pruned, shape, batch_size=config.batch_size, threads=config.threads,
+                               runtime=config.runtime, dtype=config.dtype, budget_s=config.budget_s)
+
+    def guarded(requested: float):
+        try:
+            return choose(requested)
+        except TargetError:
+            if requested == target.reduction:
+                raise
+            return None  # a correction no selection meets: the loop keeps what it measured
+
+    goal = target.reduction if measured is None else measured
+    loop = meet_latency(guarded, measure, target=goal, tolerance=config.tolerance, max_rounds=config.rounds,
+                        reachable=reachable, log=log, start=target.reduction)
+    return loop.selection, loop
+
+
+def latency_summary(cost: "LatencyModel", loop: "LatencyLoop", config: LatencyConfig, target: Target,
+                    requested_ms: float | None = None) -> dict[str, Any]:
+    """The ``summary.json`` fields of a latency-targeted run (docs/summary.md, docs/latency.md)."""
+    chosen = loop.chosen
+    m = chosen.measured
+    prof = cost.profile
+    predicted_ms = cost.dense * (1 - chosen.predicted)
+    return {
+        "requested_latency_reduction": target.reduction if target.argument == "latency_reduction" else None,
+        "requested_latency_ms": requested_ms,
+        "latency_ms_dense": m.dense_ms, "latency_ms_measured": m.pruned_ms,
+        "latency_ms_predicted": predicted_ms, "latency_ms_dense_predicted": cost.dense,
+        "latency_reduction": m.reduction, "latency_reduction_predicted": chosen.predicted,
+        "latency_target_met": loop.met, "latency_tolerance": config.tolerance,
+        "latency_setting": {**config.setting(), **{k: m.setting.get(k) for k in (
+            "rounds", "loadavg_before", "loadavg_after", "statistic")}},
+        "latency_rounds": loop.to_dict()["rounds"],
+        "latency_profile": {"key": prof.key, "held_out_mean_abs_error_pct":
+                            prof.validation.get("mean_abs_error_pct"), "build_s": prof.build_s},
+    }

@@ -1,0 +1,111 @@
+"""`prune` / `autoprune` with a latency target, end to end on a tiny trained checkpoint (digits) and a synthetic
+profile (fixtures.latency): the summary records predicted and measured latency, bad input is one line, exit 2.
+No timing value is asserted."""
+import json
+
+import pytest
+
+from fixtures.latency import macs_profile
+from secateurs.cli import main
+from secateurs.graph import build_channel_graph
+from secateurs.io import load_checkpoint
+
+QUIET = ["--quiet", "--threads", "1"]
+FAST = ["--latency-time-budget", "0"]  # 5 timing rounds per correction round
+
+
+@pytest.fixture(scope="module")
+def dense(tmp_path_factory):
+    out = tmp_path_factory.mktemp("dense") / "mlp"
+    assert main(["train", "--model", "mlp", "--data", "digits", "--epochs", "1", "--batch-size", "64",
+                 "--no-augment", "--out", str(out)] + QUIET) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def profile(dense, tmp_path_factory):
+    ckpt = load_checkpoint(dense)
+    import torch
+
+    x = torch.zeros(1, *ckpt.spec.input_shape)
+    graph = build_channel_graph(ckpt.model.eval(), x)
+    path = tmp_path_factory.mktemp("prof") / "lat.json"
+    macs_profile(ckpt.model, graph, tuple(ckpt.spec.input_shape)).save(path)
+    return path
+
+
+def _fails(argv, capsys, *needles):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    err = capsys.readouterr().err.strip()
+    assert exc.value.code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, err
+    for n in needles:
+        assert n in err, err
+
+
+def test_prune_to_a_latency_reduction(dense, profile, tmp_path, capsys):
+    out = tmp_path / "p"
+    assert main(["prune", "--checkpoint", str(dense), "--data", "digits", "--criterion", "l1", "--latency-reduction",
+                 "0.4", "--latency-profile", str(profile), "--out", str(out)] + QUIET + FAST) == 0
+    assert "ms measured" in capsys.readouterr().out
+    s = json.loads((out / "summary.json").read_text())
+    assert s["requested_latency_reduction"] == 0.4 and s["requested_flops_reduction"] is None
+    for k in ("latency_ms_dense", "latency_ms_predicted", "latency_ms_measured", "latency_reduction"):
+        assert isinstance(s[k], float), k
+    assert s["latency_setting"]["batch_size"] == 1 and s["latency_setting"]["threads"] == 1
+    assert s["latency_setting"]["runtime"] == "torch" and "loadavg_before" in s["latency_setting"]
+    assert 1 <= len(s["latency_rounds"]) <= 3
+    assert main(["report", str(out), "--no-latency"]) == 0  # the report shows the same numbers
+    table = capsys.readouterr().out
+    assert "Latency targets" in table and f"{s['latency_ms_measured']:.3f}" in table
+
+
+def test_autoprune_to_a_latency_in_ms_with_round_to(dense, profile, tmp_path):
+    prof = json.loads(profile.read_text())
+    out = tmp_path / "a"
+    assert main(["autoprune", "--checkpoint", str(dense), "--data", "digits", "--target-latency-ms",
+                 str(0.6 * prof["fit"]["dense_ms"]), "--latency-profile", str(profile), "--batches", "3",
+                 "--batch-size", "16", "--tolerance", "0.05", "--round-to", "4", "--out", str(out)] + QUIET + FAST) == 0
+    s = json.loads((out / "summary.json").read_text())
+    assert s["requested_latency_ms"] == pytest.approx(0.6 * prof["fit"]["dense_ms"])
+    assert all(w % 4 == 0 or w == s["widths_dense"][g] for g, w in s["widths"].items())
+    assert "latency_ms_measured" in s
+
+
+@pytest.mark.parametrize("extra, needles", [
+    (["--target-latency-ms", "1e6"], ["--target-latency-ms", "already runs in"]),
+    (["--latency-reduction", "0.999"], ["--latency-reduction 0.999", "at most"]),
+    (["--latency-reduction", "0.3", "--flops-reduction", "0.3"], ["not allowed with"]),
+    (["--latency-reduction", "0.3", "--latency-batch-size", "8"], ["--latency-profile", "measured for"]),
+    (["--latency-reduction", "0.3", "--latency-batch-size", "0"], ["--latency-batch-size"]),
+    (["--latency-reduction", "1.5"], ["--latency-reduction"]),
+])
+def test_bad_latency_targets(dense, profile, tmp_path, capsys, extra, needles):
+    _fails(["prune", "--checkpoint", str(dense), "--data", "digits", "--criterion", "l1", "--latency-profile",
+            str(profile), "--out", str(tmp_path / "x")] + QUIET + extra, capsys, *needles)
+    assert not (tmp_path / "x").exists()
+
+
+def test_bad_profile_file_and_missing_runtime(dense, tmp_path, capsys, monkeypatch):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"format": "nope"}')
+    _fails(["prune", "--checkpoint", str(dense), "--data", "digits", "--criterion", "l1", "--latency-reduction",
+            "0.3", "--latency-profile", str(bad), "--out", str(tmp_path / "x")] + QUIET, capsys, "--latency-profile",
+           "format")
+    import secateurs.cost.latency_profile as lp
+
+    def missing():
+        raise ImportError("onnxruntime is not installed (pip install onnxruntime)")
+
+    monkeypatch.setattr(lp, "require_onnxruntime", missing)
+    _fails(["prune", "--checkpoint", str(dense), "--data", "digits", "--criterion", "l1", "--latency-reduction",
+            "0.3", "--runtime", "onnxruntime", "--out", str(tmp_path / "x")] + QUIET, capsys, "--runtime",
+           "not installed")
+
+
+def test_unreachable_ms_target_is_said_in_ms(dense, profile, tmp_path, capsys):
+    prof = json.loads(profile.read_text())
+    _fails(["prune", "--checkpoint", str(dense), "--data", "digits", "--criterion", "l1", "--target-latency-ms",
+            str(prof["fit"]["dense_ms"] / 1000), "--latency-profile", str(profile), "--out", str(tmp_path / "x")]
+           + QUIET, capsys, "--target-latency-ms", "the fastest selection runs in", "ms by the latency model",
+           "latency reduction is beyond")

@@ -1,0 +1,76 @@
+"""``secateurs profile``: writes a valid profile and the cache, prints the held-out error; bad input is one line
+with exit status 2 and writes nothing. Timings are not asserted (shared machine)."""
+import json
+
+import pytest
+
+from secateurs.cli import main
+from secateurs.cost.latency_profile import LatencyProfile
+
+QUICK = ["--model", "lenet5", "--input-shape", "1,28,28", "--latency-batch-size", "2", "--threads", "1",
+         "--time-budget", "0", "--held-out", "1"]
+
+
+@pytest.fixture(autouse=True)
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("SECATEURS_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache" / "latency"
+
+
+def _fails(argv, capsys, *needles):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    err = capsys.readouterr().err.strip()
+    assert exc.value.code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, err
+    for n in needles:
+        assert n in err, err
+    return err
+
+
+def test_profile_writes_out_and_cache_and_prints_the_error(tmp_path, cache, capsys):
+    out = tmp_path / "lat.json"
+    assert main(["profile", *QUICK, "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "held-out error: mean" in text and "predicted" in text and "load average" in text
+    prof = LatencyProfile.load(out)
+    assert prof.key["batch_size"] == 2 and prof.key["threads"] == 1 and prof.key["runtime"] == "torch"
+    assert len(prof.validation["held_out"]) == 1
+    cached = list(cache.glob("*.json"))
+    assert len(cached) == 1 and LatencyProfile.load(cached[0]).key == prof.key
+    _fails(["profile", *QUICK, "--out", str(out)], capsys, "--out", "already exists", "--overwrite")
+    assert main(["profile", *QUICK, "--out", str(out), "--overwrite", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["setting"] == {"batch_size": 2, "threads": 1, "dtype": "float32", "runtime": "torch"}
+    assert summary["layer_calls"] == len(prof.calls) and summary["out"] == str(out)
+
+
+@pytest.mark.parametrize("flag, value, needle", [
+    ("--latency-batch-size", "0", "--latency-batch-size"), ("--threads", "-1", "--threads"),
+    ("--runtime", "tvm", "--runtime"), ("--time-budget", "nan", "--time-budget"), ("--dtype", "int8", "--dtype"),
+])
+def test_bad_flags(flag, value, needle, tmp_path, capsys):
+    _fails(["profile", *QUICK, flag, value, "--out", str(tmp_path / "x.json")], capsys, needle)
+    assert not (tmp_path / "x.json").exists()
+
+
+def test_missing_onnxruntime_is_one_line(monkeypatch, tmp_path, capsys):
+    import secateurs.cost.latency_profile as lp
+
+    def missing():
+        raise ImportError("onnxruntime is not installed (pip install onnxruntime)")
+
+    monkeypatch.setattr(lp, "require_onnxruntime", missing)
+    _fails(["profile", *QUICK, "--runtime", "onnxruntime", "--out", str(tmp_path / "x.json")], capsys,
+           "--runtime onnxruntime: onnxruntime is not installed")
+    assert not (tmp_path / "x.json").exists()
+
+
+def test_out_must_not_be_the_checkpoint(tmp_path, capsys):
+    from secateurs.io import ModelSpec, save
+    from secateurs.models import create_model
+
+    spec = ModelSpec(name="lenet5", kwargs={"num_classes": 10, "in_channels": 1}, input_shape=[1, 28, 28],
+                     num_classes=10)
+    save(tmp_path / "c", create_model("lenet5", num_classes=10, in_channels=1), spec)
+    _fails(["profile", "--checkpoint", str(tmp_path / "c"), "--out", str(tmp_path / "c" / "model.json"),
+            "--overwrite"], capsys, "--out")

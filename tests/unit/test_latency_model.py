@@ -1,0 +1,258 @@
+"""The latency cost model: interpolation, the cost-model contract (dense == soft(all ones) == exact({})),
+monotonicity in widths, the profile's structure, JSON validation and the cache key. No timing value is asserted:
+profiles here are either measured on tiny models with minimal budgets (structure only) or synthetic."""
+import json
+import random
+
+import pytest
+import torch
+from torch import nn
+
+from fixtures.latency import macs_profile
+from fixtures.topologies import make
+from secateurs.cost import latency_profile as lp
+from secateurs.cost import profiling
+from secateurs.cost.latency import LatencyModel
+from secateurs.cost.latency_profile import LatencyProfile
+from secateurs.cost.profiling import cached_profile, profile_latency
+from secateurs.errors import CheckpointError
+from secateurs.graph import build_channel_graph
+from secateurs.cost.macs import MacsModel
+
+
+class Tiny(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c1, self.b1 = nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8)
+        self.c2, self.b2 = nn.Conv2d(8, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8)
+        self.c3, self.b3 = nn.Conv2d(8, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8)  # same signature as c2
+        self.fc = nn.Linear(8, 4)
+
+    def forward(self, x):
+        x = torch.relu(self.b1(self.c1(x)))
+        x = torch.relu(self.b2(self.c2(x)))
+        x = torch.relu(self.b3(self.c3(x)))
+        return self.fc(x.mean((2, 3)))
+
+
+SHAPE = (3, 8, 8)
+QUICK = dict(layer_budget_s=0.0, model_budget_s=0.0, calibration=1, held_out=1)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(0)
+    model = Tiny().eval()
+    graph = build_channel_graph(model, torch.randn(1, *SHAPE))
+    return model, graph, profile_latency(model, graph, SHAPE, batch_size=2, threads=1, **QUICK)
+
+
+def _macs_profile(model, graph, shape, beta=1.0, constant=0.0):
+    return macs_profile(model, graph, shape, beta, constant)
+
+
+def _random_kept(graph, seed):
+    rng = random.Random(seed)
+    return {g.id: sorted(rng.sample(range(g.width), rng.randint(1, g.width))) for g in graph.prunable_groups()}
+
+
+@pytest.mark.parametrize("name", ["residual", "concat", "depthwise", "flatten_linear", "grouped", "split"])
+def test_macs_tables_reproduce_the_macs_counter(name):
+    model, x = make(name)
+    graph = build_channel_graph(model, x)
+    lm = LatencyModel(graph, _macs_profile(model, graph, tuple(x.shape[1:])))
+    macs = MacsModel(graph)
+    layer_macs = macs.dense - macs.constant
+    assert lm.dense == pytest.approx(1e-6 * layer_macs, rel=1e-9)
+    for seed in range(3):
+        kept = _random_kept(graph, seed)
+        assert lm.exact(kept) == pytest.approx(1e-6 * (macs.exact(kept) - macs.constant), rel=1e-9)
+        hard = {g: torch.zeros(lm.widths[g], dtype=torch.float64).index_fill_(0, torch.tensor(idx), 1.0)
+                for g, idx in kept.items()}
+        assert lm.exact(kept) == pytest.approx(float(lm.soft(hard)), rel=1e-12)  # float path == torch path
+
+
+def test_profile_structure(tiny):
+    model, graph, prof = tiny
+    assert len(prof.calls) == len(graph.layers) == 4
+    assert len(prof.tables) == 3  # c2 and c3 share one table
+    assert prof.calls[1]["table"] == prof.calls[2]["table"]
+    first, shared, fc = (prof.tables[c["table"]] for c in (prof.calls[0], prof.calls[1], prof.calls[3]))
+    assert first.in_grid == [3] and first.out_grid == [1, 2, 4, 6, 7, 8]  # the image channels are not prunable
+    assert shared.in_grid == shared.out_grid == [1, 2, 4, 6, 7, 8]
+    assert fc.out_grid == [4]  # the logits are not prunable
+    for t in prof.tables:
+        for i, row in enumerate(t.ms):
+            for j, v in enumerate(row):  # monotone in both widths
+                assert v >= 0 and (i == 0 or v >= t.ms[i - 1][j]) and (j == 0 or v >= row[j - 1])
+    assert prof.key["batch_size"] == 2 and prof.key["threads"] == 1 and prof.key["runtime"] == "torch"
+    assert len(prof.validation["held_out"]) == 1 and len(prof.validation["fit"]) == 5
+    assert prof.beta >= 0 and prof.alpha >= 0 and prof.timing["threads"] == 1
+    assert "loadavg_before" in prof.timing
+
+
+def test_dense_equals_soft_ones_and_exact_empty(tiny):
+    model, graph, prof = tiny
+    lm = LatencyModel(graph, prof)
+    ones = {g: torch.ones(w, dtype=torch.float64) for g, w in lm.widths.items()}
+    counts = {g: torch.tensor(float(w), dtype=torch.float64) for g, w in lm.widths.items()}
+    assert lm.dense == pytest.approx(prof.dense_ms, rel=1e-9)  # the fit goes through the measured dense point
+    assert float(lm.soft(ones)) == pytest.approx(lm.dense, rel=1e-12)
+    assert float(lm.soft(counts)) == pytest.approx(lm.dense, rel=1e-12)
+    assert lm.exact({}) == pytest.approx(lm.dense, rel=1e-12) and lm.reduction({}) == pytest.approx(0.0)
+    assert lm.name == "latency" and lm.unit == "ms" and lm.widths == {g.id: g.width for g in graph.prunable_groups()}
+
+
+def test_monotone_in_widths_and_differentiable(tiny):
+    model, graph, prof = tiny
+    lm = LatencyModel(graph, prof)
+    for gid, width in lm.widths.items():
+        costs = [lm.exact({gid: list(range(k))}) for k in range(1, width + 1)]
+        assert all(a <= b + 1e-12 for a, b in zip(costs, costs[1:])), gid
+    gates = {g: torch.full((w,), 0.6, dtype=torch.float64, requires_grad=True) for g, w in lm.widths.items()}
+    lm.soft(gates).backward()
+    assert all(bool((v.grad >= 0).all()) for v in gates.values())
+    assert all(v >= 0 for v in lm.per_channel().values()) and set(lm.per_channel()) == set(lm.widths)
+
+
+def test_interpolation_between_grid_points():
+    model, x = make("residual")
+    graph = build_channel_graph(model, x)
+    prof = _macs_profile(model, graph, tuple(x.shape[1:]), beta=2.0, constant=0.5)
+    lm = LatencyModel(graph, prof)
+    gid, width = next(iter(lm.widths.items()))
+    lo, hi = lm.soft({gid: torch.tensor(float(width - 2))}), lm.soft({gid: torch.tensor(float(width))})
+    mid = lm.soft({gid: torch.tensor(float(width - 1))})
+    assert float(lo) < float(mid) < float(hi)
+    assert float(mid) == pytest.approx((float(lo) + float(hi)) / 2)  # the MACs tables are linear in one width
+    macs = MacsModel(graph)
+    assert lm.constant == 0.5 and lm.dense == pytest.approx(0.5 + 2e-6 * (macs.dense - macs.constant))
+
+
+def test_profile_of_another_architecture_is_refused(tiny):
+    _, _, prof = tiny
+    model, x = make("residual")
+    with pytest.raises(ValueError, match="another architecture"):
+        LatencyModel(build_channel_graph(model, x), prof)
+
+
+def test_json_round_trip_and_validation(tmp_path, tiny):
+    _, graph, prof = tiny
+    path = tmp_path / "lat.json"
+    prof.save(path)
+    back = LatencyProfile.load(path)
+    assert back.to_dict() == json.loads(path.read_text())
+    assert LatencyModel(graph, back).dense == pytest.approx(LatencyModel(graph, prof).dense)
+    good = json.loads(path.read_text())
+    cases = [("format", lambda d: d.update(format="other")),
+             ("key.threads", lambda d: d["key"].update(threads=0)),
+             ("tables[0].in_grid", lambda d: d["tables"][0].update(in_grid=[2, 1])),
+             ("tables[0].ms", lambda d: d["tables"][0].update(ms=[[-1.0]])),
+             ("calls[0].table", lambda d: d["calls"][0].update(table=99)),
+             ("fit.beta", lambda d: d["fit"].update(beta="x"))]
+    for fld, breaks in cases:
+        d = json.loads(json.dumps(good))
+        breaks(d)
+        path.write_text(json.dumps(d))
+        with pytest.raises(CheckpointError, match=fld.replace("[", r"\[").replace("]", r"\]")):
+            LatencyProfile.load(path)
+    path.write_text("[1, 2]")
+    with pytest.raises(CheckpointError):
+        LatencyProfile.load(path)
+
+
+def test_cache_is_keyed_and_validated(tmp_path, monkeypatch, tiny):
+    model, graph, prof = tiny
+    monkeypatch.setenv("SECATEURS_CACHE", str(tmp_path))
+    built = []
+
+    def fake_profile(model, graph, shape, **kw):
+        built.append(kw)
+        key = lp.profile_key(model, graph, shape, batch_size=kw["batch_size"], threads=kw["threads"],
+                             dtype=kw["dtype"], runtime=kw["runtime"])
+        return LatencyProfile(key, prof.tables, prof.calls, prof.beta, prof.alpha, prof.constant_ms, prof.dense_ms)
+
+    monkeypatch.setattr(profiling, "profile_latency", fake_profile)
+    a = cached_profile(model, graph, SHAPE, batch_size=2, threads=1)
+    assert len(built) == 1 and a.key["batch_size"] == 2
+    files = list((tmp_path / "latency").glob("*.json"))
+    assert len(files) == 1
+    cached_profile(model, graph, SHAPE, batch_size=2, threads=1)
+    assert len(built) == 1  # from the cache
+    cached_profile(model, graph, SHAPE, batch_size=4, threads=1)
+    cached_profile(model, graph, SHAPE, batch_size=2, threads=2)
+    assert len(built) == 3 and len(list((tmp_path / "latency").glob("*.json"))) == 3
+    files[0].write_text("{not json")
+    logs = []
+    cached_profile(model, graph, SHAPE, batch_size=2, threads=1, log=logs.append)
+    assert len(built) == 4 and "not valid" in logs[0]
+    assert LatencyProfile.load(files[0]).key["batch_size"] == 2  # replaced by a valid one
+    other = lp.profile_key(Tiny(), graph, (3, 16, 16), batch_size=2, threads=1)
+    assert other["model"] != a.key["model"]  # the input size is part of the model's identity
+
+
+def test_cache_dir_honours_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("SECATEURS_CACHE", str(tmp_path / "c"))
+    assert lp.cache_dir() == tmp_path / "c" / "latency"
+    monkeypatch.delenv("SECATEURS_CACHE")
+    assert lp.cache_dir().parts[-3:] == (".cache", "secateurs", "latency")
+
+
+def test_bad_arguments_and_missing_onnxruntime(monkeypatch, tiny):
+    model, graph, _ = tiny
+    with pytest.raises(ValueError, match="runtime"):
+        profile_latency(model, graph, SHAPE, runtime="tvm")
+    with pytest.raises(ValueError, match="dtype"):
+        profile_latency(model, graph, SHAPE, dtype="int3")
+    import builtins
+
+    real = builtins.__import__
+
+    def no_ort(name, *a, **kw):
+        if name == "onnxruntime":
+            raise ImportError("no")
+        return real(name, *a, **kw)
+
+    monkeypatch.setattr(builtins, "__import__", no_ort)
+    with pytest.raises(ImportError, match="onnxruntime is not installed"):
+        profile_latency(model, graph, SHAPE, runtime="onnxruntime")
+
+
+def test_fit_recovers_exact_coefficients_and_chooses_by_cross_validation():
+    sums = [100.0, 80.0, 50.0, 30.0, 70.0, 40.0]
+    elems = [10.0, 7.0, 6.0, 2.0, 8.0, 3.0]
+    ms = [5 + 0.8 * s + 0.3 * e for s, e in zip(sums, elems)]
+    beta, alpha, form = profiling._fit(sums, elems, ms)
+    assert form == "beta+alpha" and beta == pytest.approx(0.8) and alpha == pytest.approx(0.3)
+    ms = [5 + 1.7 * s for s in sums]
+    beta, alpha, form = profiling._fit(sums, elems, ms)
+    assert beta == pytest.approx(1.7) and alpha == pytest.approx(0.0, abs=1e-9)
+    ms = [5 + 1.0 * s + 0.5 * e for s, e in zip(sums, elems)]
+    assert profiling._fit(sums, elems, ms)[:2] == pytest.approx((1.0, 0.5))
+    assert profiling._fit([1.0], [1.0], [2.0]) == (1.0, 0.0, "beta")  # dense only: tables at face value
+
+
+def test_onnxruntime_profile_structure():
+    pytest.importorskip("onnxruntime")
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3)).eval()
+    graph = build_channel_graph(model, torch.randn(1, 4))
+    prof = profile_latency(model, graph, (4,), batch_size=1, runtime="onnxruntime", **QUICK)
+    assert prof.key["runtime"] == "onnxruntime" and "onnxruntime" in prof.key
+    assert [len(t.in_grid) * len(t.out_grid) for t in prof.tables] == [6, 6]
+    lm = LatencyModel(graph, prof)
+    assert lm.exact({}) == pytest.approx(prof.dense_ms) and lm.exact({"0:out": [0]}) <= lm.dense + 1e-12
+
+
+def test_built_by_name_like_every_cost_model(tiny):
+    from secateurs.cost import CostModel, LatencyModel as ByName, cost_model
+
+    _, graph, prof = tiny
+    lm = cost_model("latency", graph, profile=prof)
+    assert isinstance(lm, CostModel) and isinstance(lm, ByName) and lm.dense == pytest.approx(prof.dense_ms)
+    assert float(lm(None)) == pytest.approx(lm.dense)  # __call__ is soft
+
+
+def test_monotone_tables_clip_spikes_instead_of_spreading_them():
+    spiky = [[1.0, 2.0, 3.0], [1.5, 9.0, 3.5], [2.0, 3.0, 4.0]]  # one disturbed point in the middle
+    assert profiling._monotone(spiky) == [[1.0, 2.0, 3.0], [1.5, 3.0, 3.5], [2.0, 3.0, 4.0]]

@@ -1,0 +1,174 @@
+"""Latency targets on the front door: the target in ms or as a fraction, reachability before any work, the
+measure-and-correct loop's record in the summary, AutoBot's loss on the latency model, round_to in AutoBot's
+search. Profiles are synthetic (fixtures.latency: tables = MACs), so nothing here depends on timing values; the
+measured rounds do time the real (tiny) models, and only their structure is asserted."""
+import copy
+
+import pytest
+import torch
+
+from fixtures.latency import macs_profile
+from fixtures.topologies import zoo_case
+from secateurs.cost.latency import LatencyModel
+from secateurs.data import get_dataset
+from secateurs.errors import ArgumentError
+from secateurs.graph import build_channel_graph
+from secateurs.structured import AutoBotConfig, TargetError, prune, search_threshold
+from secateurs.structured.latency import LatencyConfig, latency_model, latency_target
+
+QUICK = dict(budget_s=0.0, rounds=2)
+
+
+def _mlp():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 16),
+                               torch.nn.ReLU(), torch.nn.Linear(16, 10)).eval()
+
+
+def _setup(model=None):
+    model = model or _mlp()
+    x = torch.zeros(1, 1, 8, 8)
+    graph = build_channel_graph(model, x)
+    return model, x, graph, macs_profile(model, graph, (1, 8, 8))
+
+
+def test_target_from_ms_or_fraction():
+    model, x, graph, prof = _setup()
+    cost = LatencyModel(graph, prof)
+    t = latency_target(cost, target_latency_ms=cost.dense / 4)
+    assert t.reduction == pytest.approx(0.75) and t.cost == "latency" and t.argument == "target_latency_ms"
+    t = latency_target(cost, latency_reduction=0.3, tolerance=0.02)
+    assert (t.reduction, t.tolerance, t.argument) == (0.3, 0.02, "latency_reduction")
+    with pytest.raises(ArgumentError, match="already runs in") as exc:
+        latency_target(cost, target_latency_ms=cost.dense * 2)
+    assert exc.value.argument == "target_latency_ms"
+    for bad in (0.0, 1.0, float("nan")):
+        with pytest.raises(ArgumentError) as exc:
+            latency_target(cost, latency_reduction=bad)
+        assert exc.value.argument == "latency_reduction"
+    with pytest.raises(TypeError, match="exactly one"):
+        latency_target(cost)
+
+
+def test_config_validation_names_the_argument(monkeypatch):
+    for kw, name in [({"batch_size": 0}, "latency_batch_size"), ({"threads": 0}, "threads"),
+                     ({"runtime": "tvm"}, "runtime"), ({"tolerance": 0.0}, "latency_tolerance"),
+                     ({"rounds": 0}, "latency_rounds")]:
+        with pytest.raises(ArgumentError) as exc:
+            LatencyConfig(**kw)
+        assert exc.value.argument == name
+    import secateurs.cost.latency_profile as lp
+
+    def missing():
+        raise ImportError("onnxruntime is not installed (pip install onnxruntime)")
+
+    monkeypatch.setattr(lp, "require_onnxruntime", missing)
+    with pytest.raises(ArgumentError, match="not installed") as exc:
+        LatencyConfig(runtime="onnxruntime")
+    assert exc.value.argument == "runtime"
+
+
+def test_a_profile_for_another_setting_or_model_is_refused():
+    model, x, graph, prof = _setup()
+    with pytest.raises(ArgumentError, match="measured for") as exc:
+        latency_model(model, graph, (1, 8, 8), LatencyConfig(batch_size=64, profile=prof))
+    assert exc.value.argument == "latency_profile"
+    other = zoo_case("resnet20")
+    with pytest.raises(ArgumentError, match="another architecture"):
+        latency_model(other[0], other[2], other[3], LatencyConfig(profile=prof))
+
+
+def test_criterion_prune_to_latency_records_prediction_and_measurement():
+    model, x, graph, prof = _setup()
+    data = [(torch.randn(4, 1, 8, 8), torch.arange(4))]
+    pruned = copy.deepcopy(model)
+    result = prune(pruned, data, latency_reduction=0.4, method="l1", example_inputs=x,
+                   latency=LatencyConfig(profile=prof, **QUICK), progress=False)
+    s = result.summary()
+    assert result.target.cost == "latency" and s["requested_flops_reduction"] is None
+    assert 0.4 <= s["latency_reduction_predicted"] <= 0.42 or len(s["latency_rounds"]) > 1
+    assert 1 <= len(s["latency_rounds"]) <= 2 and s["requested_latency_reduction"] == 0.4
+    assert s["latency_rounds"][0]["requested_reduction"] == 0.4
+    chosen = min(s["latency_rounds"], key=lambda r: abs(r["measured_reduction"] - 0.4))
+    assert s["latency_reduction"] == chosen["measured_reduction"]
+    assert s["latency_target_met"] == (abs(s["latency_reduction"] - 0.4) <= 0.05)
+    assert s["latency_ms_dense_predicted"] == pytest.approx(prof.dense_ms)
+    assert s["latency_ms_predicted"] == pytest.approx(prof.dense_ms * (1 - s["latency_reduction_predicted"]))
+    assert s["latency_setting"]["batch_size"] == 1 and "loadavg_before" in s["latency_setting"]
+    # the pruned model is the chosen selection, and the predicted latency is the model's exact cost of it
+    cost = LatencyModel(graph, prof)
+    assert cost.exact(result.selection.kept) == pytest.approx(s["latency_ms_predicted"])
+    assert sum(p.numel() for p in pruned.parameters()) == s["params"] < s["params_dense"]
+
+
+def test_unreachable_latency_target_is_refused_before_training(monkeypatch):
+    import secateurs.structured.autobot.api as api
+
+    model, x, graph, prof = _setup()
+    cost = LatencyModel(graph, prof)
+    smallest = {g: [0] for g in cost.widths}
+    best = cost.reduction(smallest)
+
+    def never(*a, **kw):
+        raise AssertionError("bottlenecks were trained for an unreachable target")
+
+    monkeypatch.setattr(api, "train_bottlenecks", never)
+    data = get_dataset("digits", seed=0)
+    for method in ("autobot", "l1"):
+        with pytest.raises(TargetError) as exc:
+            prune(copy.deepcopy(model), data, latency_reduction=min(0.999, best + 0.05), method=method,
+                  latency=LatencyConfig(profile=prof, **QUICK), progress=False)
+        assert exc.value.argument == "latency_reduction" and exc.value.reachable == pytest.approx(best, abs=1e-6)
+
+
+def test_autobot_trains_on_the_latency_model_and_rounds_widths(monkeypatch):
+    import secateurs.structured.autobot.api as api
+
+    seen = []
+    real = api.train_bottlenecks
+
+    def spy(model, bottlenecks, cost, *a, **kw):
+        seen.append((cost, kw["target_macs"]))
+        return real(model, bottlenecks, cost, *a, **kw)
+
+    monkeypatch.setattr(api, "train_bottlenecks", spy)
+    model, x, graph, prof = _setup()
+    data = get_dataset("digits", seed=0)
+    result = prune(copy.deepcopy(model), data, latency_reduction=0.3, method="autobot", round_to=4,
+                   config=AutoBotConfig(batches=4, batch_size=16, tolerance=0.05),
+                   latency=LatencyConfig(profile=prof, **QUICK), progress=False)
+    (cost, goal), = seen
+    assert isinstance(cost, LatencyModel) and goal == pytest.approx(0.7 * cost.dense)
+    for gid, idx in result.selection.kept.items():
+        assert len(idx) % 4 == 0 or len(idx) == cost.widths[gid]
+    assert "latency_rounds" in result.summary() and result.summary()["requested_flops_reduction"] is None
+
+
+def test_round_to_in_the_threshold_search():
+    model, x, graph, shape = zoo_case("resnet20")
+    from secateurs.cost.macs import MacsModel
+
+    cost = MacsModel(graph)
+    g = torch.Generator().manual_seed(0)
+    scores = {grp.id: torch.rand(grp.width, generator=g, dtype=torch.float64) for grp in graph.prunable_groups()}
+    sel = search_threshold(scores, cost, 0.4, tolerance=0.03, round_to=8)
+    assert 0.4 <= sel.reduction <= 0.43
+    for gid, idx in sel.kept.items():
+        assert len(idx) % 8 == 0 or len(idx) == cost.widths[gid]
+        best = sorted(range(cost.widths[gid]), key=lambda i: -float(scores[gid][i]))[:len(idx)]
+        assert sorted(best) == idx  # the best-scored channels
+    assert search_threshold(scores, cost, 0.4, tolerance=0.03).kept != sel.kept
+
+
+def test_summary_fields_are_the_documented_set():
+    from secateurs.structured.latency import SUMMARY_FIELDS, latency_summary
+
+    model, x, graph, prof = _setup()
+    data = [(torch.randn(4, 1, 8, 8), torch.arange(4))]
+    s = prune(copy.deepcopy(model), data, latency_reduction=0.3, method="l1", example_inputs=x, tolerance=0.05,
+              latency=LatencyConfig(profile=prof, **QUICK), progress=False).summary()
+    assert set(SUMMARY_FIELDS) <= set(s) and s["latency_ms_measured"] is not None
+    plain = prune(copy.deepcopy(model), data, flops_reduction=0.3, method="l1", example_inputs=x,
+                  tolerance=0.05).summary()
+    assert all(plain[k] is None for k in SUMMARY_FIELDS)  # a MACs target: not applicable
+    assert latency_summary.__doc__

@@ -1,0 +1,114 @@
+"""The one timing utility: interleaving, alternating order, blocks, budget, threads restored, setting recorded.
+No timing values are asserted (a shared machine), only the structure of the measurement."""
+import time
+
+import pytest
+import torch
+from torch import nn
+
+from secateurs.timing import Timing, interleaved, time_models
+
+
+def _recorder():
+    calls = []
+
+    def make(tag):
+        return lambda: calls.append(tag)
+
+    return calls, make
+
+
+def test_rounds_alternate_order_and_run_blocks():
+    calls, make = _recorder()
+    t = interleaved([make("a"), make("b")], warmup=1, min_rounds=4, max_rounds=4, budget_s=0.0,
+                    min_block_s=0.0, sub_blocks=1)
+    # warm-up round (a b), one call each to size the blocks (a, b), then a b | b a | a b | b a
+    assert calls == ["a", "b", "a", "b"] + ["a", "b", "b", "a"] * 2
+    assert t.rounds == 4 and t.calls_per_block == [1, 1]
+    assert len(t.ms) == len(t.best_ms) == len(t.ratios) == 2
+    assert t.ratios[0] == pytest.approx(1.0) and all(b <= m for b, m in zip(t.best_ms, t.ms))
+
+
+def test_blocks_are_sized_by_min_block_time_and_capped():
+    calls, make = _recorder()
+    t = interleaved([make("x")], warmup=0, min_rounds=2, max_rounds=2, budget_s=0.0, min_block_s=1.0,
+                    max_block=7)
+    assert t.calls_per_block == [7] and calls.count("x") == 1 + 2 * 3 * 7  # 3 sub-blocks per round
+
+
+def test_a_round_counts_its_fastest_sub_block():
+    """A preempted block (here: a slow first call in every round) does not count for the round."""
+    n = [0]
+
+    def f():
+        n[0] += 1
+        if n[0] % 3 == 2:  # the first of the 3 sub-blocks of each round (after the one sizing call)
+            time.sleep(0.02)
+
+    t = interleaved([f], warmup=0, min_rounds=3, max_rounds=3, min_block_s=0.0, sub_blocks=3)
+    assert t.ms[0] < 20.0 and t.calls_per_block == [1]  # a 20 ms sleep never sets a round's time
+
+
+def test_budget_adds_rounds_up_to_max():
+    t = interleaved([lambda: time.sleep(0.001)], warmup=0, min_rounds=1, max_rounds=1000, budget_s=0.05,
+                    min_block_s=0.0)
+    assert 1 < t.rounds < 1000
+    t = interleaved([lambda: None], warmup=0, min_rounds=3, max_rounds=5, budget_s=60.0, min_block_s=0.0)
+    assert t.rounds == 5
+
+
+def test_threads_are_pinned_and_restored_and_setting_recorded():
+    before = torch.get_num_threads()
+    seen = []
+    t = interleaved([lambda: seen.append(torch.get_num_threads())], warmup=0, min_rounds=1, max_rounds=1,
+                    threads=before + 1, min_block_s=0.0)
+    assert set(seen) == {before + 1} and t.threads == before + 1
+    assert torch.get_num_threads() == before
+    s = t.setting(batch_size=3)
+    assert s["batch_size"] == 3 and s["threads"] == before + 1 and "loadavg_before" in s and "loadavg_after" in s
+    assert isinstance(Timing(**t.to_dict()), Timing)
+
+
+def test_paired_ratio_reflects_relative_cost():
+    slow = lambda: time.sleep(0.004)  # noqa: E731
+    fast = lambda: time.sleep(0.001)  # noqa: E731
+    t = interleaved([slow, fast], warmup=0, min_rounds=3, max_rounds=3, min_block_s=0.0)
+    assert t.ratios[1] < 1.0  # sleep is a lower bound, so this holds under any load
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="nothing to time"):
+        interleaved([])
+    with pytest.raises(ValueError, match="sub_blocks"):
+        interleaved([lambda: None], sub_blocks=0)
+    with pytest.raises(ValueError, match="min_rounds"):
+        interleaved([lambda: None], min_rounds=3, max_rounds=2)
+    with pytest.raises(ValueError, match="2 inputs for 1 models"):
+        time_models([nn.Linear(2, 2)], [torch.zeros(1, 2)] * 2)
+
+
+def test_time_models_uses_eval_mode_and_restores_it():
+    modes = []
+
+    class M(nn.Module):
+        def forward(self, x):
+            modes.append((self.training, torch.is_inference_mode_enabled()))
+            return x
+
+    m = M().train()
+    time_models([m], torch.zeros(1), warmup=1, min_rounds=1, max_rounds=1, min_block_s=0.0)
+    assert set(modes) == {(False, True)} and m.training
+
+
+def test_long_calls_run_one_block_per_round():
+    calls, make = _recorder()
+    fast = make("fast")
+
+    def slow():
+        calls.append("slow")
+        time.sleep(0.06)  # longer than sub_block_max_s
+
+    t = interleaved([fast, slow], warmup=0, min_rounds=2, max_rounds=2, min_block_s=0.0, sub_blocks=3)
+    assert calls.count("fast") == 1 + 2 * 3  # sizing call, then 3 sub-blocks per round
+    assert calls.count("slow") == 1 + 2  # sizing call, then one block per round
+    assert t.sub_blocks == 3
