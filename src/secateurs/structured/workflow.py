@@ -132,6 +132,7 @@ def prune(
     the smallest widths raises ``TargetError`` before any training.
     """
     from ..data import DataSplits
+    from ..train import evaluate
 
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
@@ -163,23 +164,17 @@ def prune(
         result = _autobot(model, data, target, config, example_inputs, graph, progress, evaluate_test, seed,
                           round_to, lat)
     else:
-        from ..train import evaluate
-
         dense = evaluate(model, splits.test_x, splits.test_y)["accuracy"] if test else None
         result = _criterion(model, data, target, method, scope, min_channels, round_to, calib_batches, batch_size,
                             seed, example_inputs, graph, lat)
         result.accuracy_dense = dense
     result.bn_batches = bn_batches
     if test and bn_batches:
-        from ..train import evaluate
-
         result.accuracy_before_bn = result.accuracy if result.accuracy is not None else \
             evaluate(model, splits.test_x, splits.test_y)["accuracy"]
     if splits is not None and bn_batches > 0:
         result.bn_batches_used = recalibrate_batchnorm(model, splits, bn_batches, seed, progress)
     if test and (result.accuracy is None or result.bn_batches_used):
-        from ..train import evaluate
-
         ev = evaluate(model, splits.test_x, splits.test_y)
         result.accuracy, result.test_loss = ev["accuracy"], ev["loss"]
     return result
