@@ -9,9 +9,6 @@ from pathlib import Path
 
 SRC = Path(__file__).parents[2] / "src"
 
-# Circles being removed on another branch, allowed until it lands (not required to exist): the channel-graph
-# builder and its verification pass (graph/groups.py <-> graph/_verify.py).
-PENDING = [{"secateurs.graph._verify", "secateurs.graph.groups"}]
 
 
 def import_graph(root: Path = SRC) -> dict[str, set[str]]:
@@ -81,12 +78,8 @@ def circles(edges: dict[str, set[str]]) -> list[set[str]]:
 
 
 def test_no_import_circles():
-    found = [c for c in circles(import_graph()) if not any(p <= c and _only_graph(c) for p in PENDING)]
+    found = circles(import_graph())
     assert not found, "import circles: " + "; ".join(" <-> ".join(sorted(c)) for c in found)
-
-
-def _only_graph(comp: set[str]) -> bool:
-    return all(m.startswith("secateurs.graph.") and m != "secateurs.graph.explain" for m in comp)
 
 
 def test_the_circle_finder_finds_circles():

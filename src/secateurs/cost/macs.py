@@ -124,7 +124,6 @@ class MacsModel(CostModel):
         return {g: float(v.grad.mean()) for g, v in gates.items()}
 
 
-SoftMacsModel = MacsModel  # the name before the cost-model interface
 
 
 def _member_counts(graph: ChannelGraph) -> dict[tuple[str, str], list[tuple[str, torch.Tensor, float | None]]]:
