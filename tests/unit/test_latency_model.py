@@ -288,3 +288,17 @@ def test_attention_heads_are_priced(name):
     assert names[len(graph.layers):] == [a.module for a in graph.attention]
     gid = lm._heads[0].out.groups[0][0]  # the first attention module's head group
     assert lm.exact({gid: [0]}) < lm.dense  # fewer heads: predicted faster
+
+
+def test_interpolation_is_held_below_the_smallest_grid_width():
+    """A steep first segment extrapolated below the grid predicted negative ms for soft counts < 1."""
+    from secateurs.cost.latency import _interp2
+    from secateurs.cost.latency_profile import LayerTable
+
+    table = LayerTable("sig", [1, 2, 4], [1, 2], [[0.1, 0.2], [1.0, 2.0], [2.0, 4.0]])
+    c = torch.tensor(0.2, dtype=torch.float64, requires_grad=True)
+    low = _interp2(table, c, 1.0, False)
+    assert float(low) == pytest.approx(0.1)  # held at the smallest point, not 0.1 - 0.8 * 0.9 < 0
+    assert float(_interp2(table, 0.0, 0.0, False)) == pytest.approx(0.1)
+    assert float(_interp2(table, 1.5, 1.0, False)) == pytest.approx(0.55)  # inside the grid: bilinear as before
+    assert float(_interp2(table, 8.0, 2.0, False)) == pytest.approx(8.0)  # above: the last segment extended

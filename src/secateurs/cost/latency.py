@@ -165,11 +165,14 @@ class LatencyModel(CostModel):
 
 
 def _weights(grid: Sequence[int], c) -> list[tuple[int, object]]:
-    """Piecewise-linear interpolation weights of ``c`` (float or tensor) on ``grid``: [(index, weight)]; linear
-    extrapolation from the end segments outside the grid."""
+    """Piecewise-linear interpolation weights of ``c`` (float or tensor) on ``grid``: [(index, weight)]; below the
+    smallest grid width the value is held at the smallest point (extrapolating there could reach negative ms for
+    soft counts < 1), above the largest it extrapolates the last segment."""
     if len(grid) == 1:
         return [(0, 1.0)]
     v = float(c.detach()) if isinstance(c, torch.Tensor) else float(c)
+    if v <= grid[0]:
+        return [(0, 1.0)]
     i = min(max(bisect.bisect_right(grid, v) - 1, 0), len(grid) - 2)
     u = (c - grid[i]) / (grid[i + 1] - grid[i])
     return [(i, 1 - u), (i + 1, u)]
