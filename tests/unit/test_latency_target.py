@@ -134,8 +134,8 @@ def test_autobot_trains_on_the_latency_model_and_rounds_widths(monkeypatch):
     monkeypatch.setattr(api, "train_bottlenecks", spy)
     model, x, graph, prof = _setup()
     data = get_dataset("digits", seed=0)
-    result = prune(copy.deepcopy(model), data, latency_reduction=0.3, method="autobot", round_to=4,
-                   config=AutoBotConfig(batches=4, batch_size=16, tolerance=0.05),
+    result = prune(copy.deepcopy(model), data, latency_reduction=0.3, method="autobot", round_to=4, tolerance=0.05,
+                   config=AutoBotConfig(batches=4, batch_size=16),
                    latency=LatencyConfig(profile=prof, **QUICK), progress=False)
     (cost, goal), = seen
     assert isinstance(cost, LatencyModel) and goal == pytest.approx(0.7 * cost.dense)
@@ -172,3 +172,35 @@ def test_summary_fields_are_the_documented_set():
                   tolerance=0.05).summary()
     assert all(plain[k] is None for k in SUMMARY_FIELDS)  # a MACs target: not applicable
     assert latency_summary.__doc__
+
+
+def test_autobot_latency_setup_gets_the_latency_tolerance_and_round_to(monkeypatch):
+    """AutoBot's latency window was AutoBotConfig.tolerance (1 point) while criteria got LATENCY_TOLERANCE, and
+    its reachability check ignored round_to; the setup is stopped before any training."""
+    import secateurs.structured.workflow as wf
+    from secateurs.structured.latency import LATENCY_TOLERANCE
+    from secateurs.structured.select import max_reduction
+
+    seen, real = [], wf._latency_setup
+
+    class Stop(Exception):
+        pass
+
+    def spy(*a, **kw):
+        seen.append(real(*a, **kw))
+        raise Stop
+
+    monkeypatch.setattr(wf, "_latency_setup", spy)
+    model, x, graph, prof = _setup()
+    data = [(torch.randn(4, 1, 8, 8), torch.arange(4))]
+    for method in ("autobot", "l1"):
+        with pytest.raises(Stop):
+            prune(copy.deepcopy(model), data, latency_reduction=0.3, method=method, example_inputs=x, round_to=8,
+                  config=AutoBotConfig(tolerance=0.01) if method == "autobot" else None, graph=graph,
+                  latency=LatencyConfig(profile=prof, **QUICK), progress=False)
+    cost = seen[0]["cost"]
+    by_round_to = max_reduction(graph, 1, 8, cost=cost)
+    assert by_round_to < max_reduction(graph, 1, 1, cost=cost)  # round_to matters on this model
+    for lat in seen:
+        assert lat["target"].tolerance == LATENCY_TOLERANCE
+        assert lat["reachable"] == pytest.approx(by_round_to)
