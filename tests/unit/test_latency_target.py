@@ -142,6 +142,10 @@ def test_autobot_trains_on_the_latency_model_and_rounds_widths(monkeypatch):
     for gid, idx in result.selection.kept.items():
         assert len(idx) % 4 == 0 or len(idx) == cost.widths[gid]
     assert "latency_rounds" in result.summary() and result.summary()["requested_flops_reduction"] is None
+    # printed and recorded in the latency cost's terms (the target was a MACs fraction of a goal in ms)
+    assert "(target 30.00% less latency)" in str(result.autobot)
+    soft = [h["soft_cost"] for h in result.summary()["bottleneck_history"]]
+    assert all(0 < v <= cost.dense * 1.0001 for v in soft) and "soft_macs" not in result.autobot.history[0]
 
 
 def test_round_to_in_the_threshold_search():
