@@ -208,3 +208,15 @@ def test_autobot_latency_setup_gets_the_latency_tolerance_and_round_to(monkeypat
     for lat in seen:
         assert lat["target"].tolerance == LATENCY_TOLERANCE
         assert lat["reachable"] == pytest.approx(by_round_to)
+
+
+def test_target_in_ms_is_aimed_at_with_the_measured_dense_latency():
+    model, x, graph, prof = _setup()
+    data = [(torch.randn(4, 1, 8, 8), torch.arange(4))]
+    t_ms = 0.6 * prof.dense_ms  # the synthetic profile's ms are not this machine's: the measured dense differs
+    s = prune(copy.deepcopy(model), data, target_latency_ms=t_ms, method="l1", example_inputs=x, tolerance=0.05,
+              latency=LatencyConfig(profile=prof, **QUICK), progress=False).summary()
+    first = s["latency_rounds"][0]
+    assert first["requested_reduction"] == pytest.approx(0.4)  # the profile's conversion starts the loop
+    assert s["latency_target_reduction"] == pytest.approx(max(0.0, 1 - t_ms / first["latency_ms_dense"]))
+    assert s["latency_target_met"] == (abs(s["latency_reduction"] - s["latency_target_reduction"]) <= 0.05)

@@ -238,7 +238,7 @@ def _with_latency(lat, graph, example_inputs, select) -> tuple["Selection", dict
     from .latency import latency_summary, prune_to_latency
 
     selection, loop = prune_to_latency(lat["dense"], graph, example_inputs, lat["target"], lat["config"], select,
-                                       lat["reachable"], log=lat["log"])
+                                       lat["reachable"], log=lat["log"], target_ms=lat["requested_ms"])
     return selection, latency_summary(lat["cost"], loop, lat["config"], lat["target"], lat["requested_ms"])
 
 
