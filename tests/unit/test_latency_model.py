@@ -302,3 +302,20 @@ def test_interpolation_is_held_below_the_smallest_grid_width():
     assert float(_interp2(table, 0.0, 0.0, False)) == pytest.approx(0.1)
     assert float(_interp2(table, 1.5, 1.0, False)) == pytest.approx(0.55)  # inside the grid: bilinear as before
     assert float(_interp2(table, 8.0, 2.0, False)) == pytest.approx(8.0)  # above: the last segment extended
+
+
+def test_onnxruntime_with_bfloat16_is_refused_by_the_library():
+    from secateurs.cost.measured import measure_latency
+    from secateurs.errors import ArgumentError
+    from secateurs.structured.latency import LatencyConfig
+
+    model = Tiny().eval()
+    graph = build_channel_graph(model, torch.randn(1, *SHAPE))
+    with pytest.raises(ValueError, match="bfloat16"):
+        profile_latency(model, graph, SHAPE, runtime="onnxruntime", dtype="bfloat16", **QUICK)
+    with pytest.raises(ValueError, match="bfloat16"):
+        measure_latency(model, model, SHAPE, runtime="onnxruntime", dtype="bfloat16", budget_s=0.0)
+    with pytest.raises(ArgumentError) as exc:
+        LatencyConfig(runtime="onnxruntime", dtype="bfloat16")
+    assert exc.value.argument == "dtype"
+    assert LatencyConfig(dtype="bfloat16").dtype == "bfloat16"  # torch measures bfloat16

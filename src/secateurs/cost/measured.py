@@ -44,9 +44,12 @@ def measure_latency(dense: nn.Module, pruned: nn.Module, input_shape: Sequence[i
     import copy
 
     from ..timing import interleaved, time_models
-    from .latency_profile import DTYPES
+    from .latency_profile import DTYPES, runtime_dtype_problem
     from .profiling import _runner
 
+    problem = runtime_dtype_problem(runtime, dtype)
+    if problem:
+        raise ValueError(f"dtype {dtype!r} with runtime {runtime!r}: {problem}")
     device = next((p.device for p in dense.parameters()), torch.device("cpu"))
     tdtype = DTYPES[dtype]
     x = torch.randn(batch_size, *input_shape, generator=torch.Generator().manual_seed(0)).to(device, tdtype)

@@ -72,6 +72,11 @@ class LatencyConfig:
         for name, value, ok in checks:
             if not ok:
                 raise ArgumentError(name, value, "invalid value")
+        from ..cost.latency_profile import runtime_dtype_problem
+
+        problem = runtime_dtype_problem(self.runtime, self.dtype)
+        if problem:
+            raise ArgumentError("dtype", self.dtype, f"with runtime {self.runtime!r}: {problem}")
         if self.runtime == "onnxruntime":
             from ..cost.latency_profile import require_onnxruntime
 
