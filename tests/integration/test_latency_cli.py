@@ -128,3 +128,18 @@ def test_prune_to_a_bfloat16_latency(dense, tmp_path):
     s = json.loads((out / "summary.json").read_text())
     assert s["latency_setting"]["dtype"] == "bfloat16" and s["latency_profile"]["key"]["dtype"] == "bfloat16"
     assert all(p.dtype == torch.float32 for p in load_checkpoint(out).model.parameters())
+
+
+def test_report_on_a_hand_edited_summary_shows_dashes(dense, tmp_path, capsys):
+    import shutil
+
+    ckpt = tmp_path / "edited"
+    shutil.copytree(dense, ckpt)
+    s = json.loads((ckpt / "summary.json").read_text()) if (ckpt / "summary.json").exists() else {}
+    s.update({"latency_ms_dense": 2.0, "latency_ms_measured": 1.0,
+              "latency_setting": {"batch_size": 1, "loadavg_before": ["busy"], "loadavg_after": "x"}})
+    (ckpt / "summary.json").write_text(json.dumps(s))
+    assert main(["report", str(ckpt), "--no-latency"]) == 0
+    out = capsys.readouterr().out
+    line = [l for l in out.split("Latency targets")[1].splitlines() if l.startswith("| edited |")][0]
+    assert "| 2.000 | 1.000 | 0.500 |" in line and line.endswith("| - |")
