@@ -243,3 +243,21 @@ def test_target_met_follows_the_measurements(monkeypatch, measured, met):
     assert [r["requested_reduction"] for r in s["latency_rounds"]] == pytest.approx([0.4, 0.5])
     assert s["latency_target_met"] is met and s["latency_reduction"] == pytest.approx(0.38 if met else 0.30)
     assert s["latency_ms_measured"] == pytest.approx(10.0 * (1 - s["latency_reduction"]))
+
+
+def test_prune_vit_tiny_to_a_latency_reduction():
+    """A model with attention heads: the latency target prunes it (the latency model crashed on its head terms)."""
+    from secateurs.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("vit_tiny", num_classes=10, in_channels=3, input_size=16, depth=2).eval()
+    x = torch.randn(1, 3, 16, 16)
+    graph = build_channel_graph(model, x)
+    prof = macs_profile(model, graph, (3, 16, 16))
+    data = [(torch.randn(4, 3, 16, 16), torch.arange(4))]
+    result = prune(model, data, latency_reduction=0.3, method="l1", example_inputs=x, graph=graph,
+                   latency=LatencyConfig(profile=prof, **QUICK), progress=False)
+    s = result.summary()
+    assert s["latency_rounds"] and 0.3 <= s["latency_rounds"][0]["predicted_reduction"] <= 0.32 + 1e-9
+    assert LatencyModel(graph, prof).exact(result.selection.kept) == pytest.approx(s["latency_ms_predicted"])
+    assert model(x).shape == (1, 10) and s["params"] < s["params_dense"]
