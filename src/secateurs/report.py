@@ -140,7 +140,8 @@ LATENCY_FIELDS = ("latency_ms_dense", "latency_ms_predicted", "latency_ms_measur
 
 def latency_record(summary: dict) -> dict | None:
     """The latency-target fields of a ``summary.json`` (dense / predicted / measured ms, the setting and the load
-    during timing), or ``None`` for a run without a latency target. Values of the wrong type are dropped."""
+    during timing), or ``None`` for a run without a latency target. Values of the wrong type or form are dropped
+    (the table then shows '-')."""
     from ._schema import is_number
 
     if not isinstance(summary, dict) or not any(k in summary for k in LATENCY_FIELDS):
@@ -149,10 +150,23 @@ def latency_record(summary: dict) -> dict | None:
     if not rec:  # a MACs-targeted run writes these fields as null
         return None
     setting = summary.get("latency_setting")
-    if isinstance(setting, dict):
-        rec["setting"] = {k: setting[k] for k in ("batch_size", "threads", "runtime", "dtype", "loadavg_before",
-                                                  "loadavg_after") if k in setting}
+    if isinstance(setting, dict):  # a hand-edited file: keep only values of the documented form
+        ok = {"batch_size": _positive_int, "threads": _positive_int,
+              "runtime": lambda v: v in ("torch", "onnxruntime"), "dtype": lambda v: v in ("float32", "float64",
+                                                                                          "bfloat16"),
+              "loadavg_before": _loadavg, "loadavg_after": _loadavg}
+        rec["setting"] = {k: setting[k] for k, valid in ok.items() if k in setting and valid(setting[k])}
     return rec
+
+
+def _positive_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 1
+
+
+def _loadavg(v) -> bool:
+    from ._schema import is_number
+
+    return isinstance(v, list) and 1 <= len(v) <= 3 and all(is_number(x) for x in v)
 
 
 def latency_target_table(rows: Sequence[CheckpointRow]) -> str | None:

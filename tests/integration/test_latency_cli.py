@@ -79,6 +79,8 @@ def test_autoprune_to_a_latency_in_ms_with_round_to(dense, profile, tmp_path):
     (["--latency-reduction", "0.3", "--latency-batch-size", "8"], ["--latency-profile", "measured for"]),
     (["--latency-reduction", "0.3", "--latency-batch-size", "0"], ["--latency-batch-size"]),
     (["--latency-reduction", "1.5"], ["--latency-reduction"]),
+    (["--latency-reduction", "0.3", "--dtype", "bfloat16"], ["--latency-profile", "measured for"]),  # --dtype used
+    (["--latency-reduction", "0.3", "--runtime", "onnxruntime", "--dtype", "bfloat16"], ["--dtype bfloat16", "numpy"]),
 ])
 def test_bad_latency_targets(dense, profile, tmp_path, capsys, extra, needles):
     _fails(["prune", "--checkpoint", str(dense), "--data", "digits", "--criterion", "l1", "--latency-profile",
@@ -109,3 +111,35 @@ def test_unreachable_ms_target_is_said_in_ms(dense, profile, tmp_path, capsys):
             str(prof["fit"]["dense_ms"] / 1000), "--latency-profile", str(profile), "--out", str(tmp_path / "x")]
            + QUIET, capsys, "--target-latency-ms", "the fastest selection runs in", "ms by the latency model",
            "latency reduction is beyond")
+
+
+def test_prune_to_a_bfloat16_latency(dense, tmp_path):
+    """--dtype on prune: a bfloat16 profile (secateurs profile --dtype bfloat16) is usable, and the pruned model
+    is timed in bfloat16; the saved checkpoint keeps its float32 weights."""
+    import torch
+
+    ckpt = load_checkpoint(dense)
+    graph = build_channel_graph(ckpt.model.eval(), torch.zeros(1, *ckpt.spec.input_shape))
+    path = tmp_path / "bf16.json"
+    macs_profile(ckpt.model, graph, tuple(ckpt.spec.input_shape), dtype="bfloat16").save(path)
+    out = tmp_path / "p"
+    assert main(["prune", "--checkpoint", str(dense), "--data", "digits", "--criterion", "l1", "--latency-reduction",
+                 "0.4", "--dtype", "bfloat16", "--latency-profile", str(path), "--out", str(out)] + QUIET + FAST) == 0
+    s = json.loads((out / "summary.json").read_text())
+    assert s["latency_setting"]["dtype"] == "bfloat16" and s["latency_profile"]["key"]["dtype"] == "bfloat16"
+    assert all(p.dtype == torch.float32 for p in load_checkpoint(out).model.parameters())
+
+
+def test_report_on_a_hand_edited_summary_shows_dashes(dense, tmp_path, capsys):
+    import shutil
+
+    ckpt = tmp_path / "edited"
+    shutil.copytree(dense, ckpt)
+    s = json.loads((ckpt / "summary.json").read_text()) if (ckpt / "summary.json").exists() else {}
+    s.update({"latency_ms_dense": 2.0, "latency_ms_measured": 1.0,
+              "latency_setting": {"batch_size": 1, "loadavg_before": ["busy"], "loadavg_after": "x"}})
+    (ckpt / "summary.json").write_text(json.dumps(s))
+    assert main(["report", str(ckpt), "--no-latency"]) == 0
+    out = capsys.readouterr().out
+    line = [l for l in out.split("Latency targets")[1].splitlines() if l.startswith("| edited |")][0]
+    assert "| 2.000 | 1.000 | 0.500 |" in line and line.endswith("| - |")

@@ -73,4 +73,11 @@ def test_out_must_not_be_the_checkpoint(tmp_path, capsys):
                      num_classes=10)
     save(tmp_path / "c", create_model("lenet5", num_classes=10, in_channels=1), spec)
     _fails(["profile", "--checkpoint", str(tmp_path / "c"), "--out", str(tmp_path / "c" / "model.json"),
-            "--overwrite"], capsys, "--out")
+            "--overwrite"], capsys, "--out", "the --checkpoint input")  # the flag, not the argument's name
+
+
+def test_onnxruntime_with_bfloat16_is_refused(tmp_path, capsys):
+    """onnxruntime is fed numpy arrays (no bfloat16): refused before any timing, whether installed or not."""
+    _fails(["profile", *QUICK, "--runtime", "onnxruntime", "--dtype", "bfloat16", "--out", str(tmp_path / "x.json")],
+           capsys, "--dtype bfloat16", "--runtime onnxruntime")
+    assert not (tmp_path / "x.json").exists()

@@ -127,6 +127,28 @@ def test_pruned_mha_with_all_heads_equals_nn_multiheadattention(batch_first, nee
             assert torch.allclose(got[1], want[1], atol=1e-6)
 
 
+def test_pruned_mha_is_causal_follows_nn_multiheadattention():
+    """is_causal is a hint about attn_mask: without one nn.MultiheadAttention refuses (the pruned module built a
+    CPU mask instead, wrong on CUDA); with one the outputs agree. The meta device checks that every tensor the
+    module makes follows its inputs' device."""
+    torch.manual_seed(0)
+    mha = nn.MultiheadAttention(12, 3, batch_first=True).eval()
+    new = PrunedMultiheadAttention.from_module(mha, [0, 1, 2])
+    x = torch.randn(2, 5, 12)
+    causal = nn.Transformer.generate_square_subsequent_mask(5)
+    for m in (mha, new):
+        with pytest.raises(RuntimeError, match="Need attn_mask if specifying the is_causal hint"):
+            m(x, x, x, is_causal=True, need_weights=False)
+    with torch.no_grad():
+        want = mha(x, x, x, attn_mask=causal, is_causal=True, need_weights=False)[0]
+        got = new(x, x, x, attn_mask=causal, is_causal=True, need_weights=False)[0]
+        assert torch.allclose(got, want, atol=1e-6)
+        meta = copy.deepcopy(new).to("meta")
+        out = meta(x.to("meta"), x.to("meta"), x.to("meta"), attn_mask=torch.ones(5, 5, dtype=torch.bool, device="meta").triu(1),
+                   key_padding_mask=torch.zeros(2, 5, dtype=torch.bool, device="meta"), need_weights=True)
+    assert out[0].device.type == "meta" and out[0].shape == (2, 5, 12)
+
+
 def test_pruned_mha_per_head_mask_follows_the_kept_heads():
     """A (batch * heads, L, S) mask: the pruned module applies the rows of the heads it kept."""
     torch.manual_seed(0)

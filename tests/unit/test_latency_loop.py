@@ -79,3 +79,22 @@ def test_start_in_another_cost_finds_the_request_that_measures_the_target():
     calls = []
     loop = meet_latency(*_fake(lambda r: 0.6 * r, calls), target=0.3, tolerance=0.01, start=0.8, max_rounds=4)
     assert calls[0] == 0.8 and loop.met and abs(0.6 * loop.selection - 0.3) <= 0.01
+
+
+def test_a_target_in_ms_is_rederived_from_the_measured_dense_latency():
+    """The profile predicted 10 ms dense (6 ms = 40 % less) but the machine measures 12 ms dense: 6 ms is 50 %
+    less, and a met loop must have measured ~6 ms, not 12 * 0.6 = 7.2 ms."""
+    calls = []
+
+    def select(r):
+        calls.append(r)
+        return r, r
+
+    def measure(r):  # measures exactly what was requested, at a dense latency of 12 ms
+        return MeasuredLatency(12.0, 12.0 * (1 - r), 1 - r, {})
+
+    loop = meet_latency(select, measure, target=0.4, tolerance=0.02, max_rounds=3, target_ms=6.0)
+    assert calls[0] == 0.4 and loop.target == pytest.approx(0.5) and loop.met
+    assert abs(loop.chosen.measured.pruned_ms - 6.0) <= 0.02 * 12.0
+    plain = meet_latency(select, measure, target=0.4, tolerance=0.02, max_rounds=3)  # a fraction stays a fraction
+    assert plain.target == 0.4 and plain.met and plain.chosen.measured.pruned_ms == pytest.approx(7.2)

@@ -256,3 +256,66 @@ def test_built_by_name_like_every_cost_model(tiny):
 def test_monotone_tables_clip_spikes_instead_of_spreading_them():
     spiky = [[1.0, 2.0, 3.0], [1.5, 9.0, 3.5], [2.0, 3.0, 4.0]]  # one disturbed point in the middle
     assert profiling._monotone(spiky) == [[1.0, 2.0, 3.0], [1.5, 3.0, 3.5], [2.0, 3.0, 4.0]]
+
+
+def _attention_model(name):
+    if name == "vit_tiny":
+        from secateurs.models import create_model
+
+        torch.manual_seed(0)
+        return create_model("vit_tiny", num_classes=10, in_channels=3, input_size=16).eval(), torch.randn(1, 3, 16, 16)
+    from fixtures.real_world import make as make_real
+
+    return make_real(name)
+
+
+@pytest.mark.parametrize("name", ["vit_tiny", "vit"])
+def test_attention_heads_are_priced(name):
+    """Attention terms (appended after the layer calls) crashed the model with an IndexError; now their matmuls
+    are priced at the tables' ms per MAC, so a MACs-valued profile reproduces the whole MACs model, heads too."""
+    model, x = _attention_model(name)
+    graph = build_channel_graph(model, x)
+    assert graph.attention
+    lm = LatencyModel(graph, _macs_profile(model, graph, tuple(x.shape[1:])))
+    macs = MacsModel(graph)
+    assert lm.ms_per_mac == pytest.approx(1e-6, rel=1e-9)
+    assert lm.dense == pytest.approx(1e-6 * (macs.dense - macs.constant), rel=1e-9)
+    for seed in range(2):
+        kept = _random_kept(graph, seed)
+        assert lm.exact(kept) == pytest.approx(1e-6 * (macs.exact(kept) - macs.constant), rel=1e-9)
+        assert lm.features(kept)[0] == pytest.approx(lm.exact(kept), rel=1e-9)
+    names = [m for m, _ in lm.layer_ms()]
+    assert names[len(graph.layers):] == [a.module for a in graph.attention]
+    gid = lm._heads[0].out.groups[0][0]  # the first attention module's head group
+    assert lm.exact({gid: [0]}) < lm.dense  # fewer heads: predicted faster
+
+
+def test_interpolation_is_held_below_the_smallest_grid_width():
+    """A steep first segment extrapolated below the grid predicted negative ms for soft counts < 1."""
+    from secateurs.cost.latency import _interp2
+    from secateurs.cost.latency_profile import LayerTable
+
+    table = LayerTable("sig", [1, 2, 4], [1, 2], [[0.1, 0.2], [1.0, 2.0], [2.0, 4.0]])
+    c = torch.tensor(0.2, dtype=torch.float64, requires_grad=True)
+    low = _interp2(table, c, 1.0, False)
+    assert float(low) == pytest.approx(0.1)  # held at the smallest point, not 0.1 - 0.8 * 0.9 < 0
+    assert float(_interp2(table, 0.0, 0.0, False)) == pytest.approx(0.1)
+    assert float(_interp2(table, 1.5, 1.0, False)) == pytest.approx(0.55)  # inside the grid: bilinear as before
+    assert float(_interp2(table, 8.0, 2.0, False)) == pytest.approx(8.0)  # above: the last segment extended
+
+
+def test_onnxruntime_with_bfloat16_is_refused_by_the_library():
+    from secateurs.cost.measured import measure_latency
+    from secateurs.errors import ArgumentError
+    from secateurs.structured.latency import LatencyConfig
+
+    model = Tiny().eval()
+    graph = build_channel_graph(model, torch.randn(1, *SHAPE))
+    with pytest.raises(ValueError, match="bfloat16"):
+        profile_latency(model, graph, SHAPE, runtime="onnxruntime", dtype="bfloat16", **QUICK)
+    with pytest.raises(ValueError, match="bfloat16"):
+        measure_latency(model, model, SHAPE, runtime="onnxruntime", dtype="bfloat16", budget_s=0.0)
+    with pytest.raises(ArgumentError) as exc:
+        LatencyConfig(runtime="onnxruntime", dtype="bfloat16")
+    assert exc.value.argument == "dtype"
+    assert LatencyConfig(dtype="bfloat16").dtype == "bfloat16"  # torch measures bfloat16

@@ -21,3 +21,18 @@ def test_latency_record_and_table():
     line = next(l for l in table.splitlines() if l.startswith("| pruned | 64 |"))
     assert "| 10.000 | 5.000 | 0.500 | 5.200 | 0.650 | 1.50 -> 2.00 |" in line
     assert "Latency targets" not in markdown_table([_row("dense", {})])
+
+
+def test_a_hand_edited_setting_is_dropped_not_formatted():
+    """loadavg values were formatted with :.2f unchecked: a string there crashed `secateurs report`."""
+    summary = {"latency_ms_dense": 10.0, "latency_ms_measured": 5.0,
+               "latency_setting": {"batch_size": "64 | x", "threads": True, "runtime": "tvm", "dtype": 3,
+                                   "loadavg_before": ["high", 1, 1], "loadavg_after": "2.0"}}
+    rec = latency_record(summary)
+    assert rec["setting"] == {} and rec["latency_ms_dense"] == 10.0
+    table = markdown_table([_row("pruned", summary)])
+    line = [l for l in table.split("Latency targets")[1].splitlines() if l.startswith("| pruned |")][0]
+    assert line.startswith("| pruned | - | - | - | 10.000 | 5.000 | 0.500 |") and line.endswith("| - |")
+    good = dict(summary, latency_setting={"batch_size": 1, "threads": 2, "runtime": "torch", "dtype": "bfloat16",
+                                          "loadavg_before": [1.5, 1.0, 1.0], "loadavg_after": [2, 1, 1]})
+    assert latency_record(good)["setting"] == good["latency_setting"]

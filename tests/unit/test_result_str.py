@@ -25,6 +25,7 @@ def test_autoprune_result_prints_source_and_pruned_accuracy():
     row = next(line for line in text.splitlines() if line.startswith("accuracy (%)"))
     assert row.split()[2:] == [f"{100 * result.accuracy_source:.2f}", f"{100 * result.accuracy:.2f}"]
     assert "MACs (M)" in text and f"{result.report.macs_reduction:.2%} fewer MACs" in text
+    assert "(target 50.00% less MACs)" in text and all("soft_cost" in h for h in result.history)
     assert ("θ =" in text) == (result.selection.threshold is not None)
     assert "fewer" in str(result.report) and "max |masked - pruned|" in str(result.report)
     assert len(text) < 900 and max(map(len, text.splitlines())) < 200

@@ -1,12 +1,29 @@
 """The one timing utility: interleaving, alternating order, blocks, budget, threads restored, setting recorded.
-No timing values are asserted (a shared machine), only the structure of the measurement."""
-import time
+No timing of this machine is asserted (a shared machine): where a test needs durations, the timed callables
+advance a fake clock that replaces ``time.perf_counter`` inside ``secateurs.timing``, so the values follow from the
+structure of the measurement alone."""
+import math
+import types
 
 import pytest
 import torch
 from torch import nn
 
+import secateurs.timing as timing
 from secateurs.timing import Timing, interleaved, time_models
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    """``clock.advance(s)`` moves the fake clock of ``secateurs.timing`` on by ``s`` seconds."""
+    state = types.SimpleNamespace(now=1000.0)
+
+    def advance(s):
+        state.now += s
+
+    state.advance = advance
+    monkeypatch.setattr(timing, "time", types.SimpleNamespace(perf_counter=lambda: state.now))
+    return state
 
 
 def _recorder():
@@ -36,25 +53,27 @@ def test_blocks_are_sized_by_min_block_time_and_capped():
     assert t.calls_per_block == [7] and calls.count("x") == 1 + 2 * 3 * 7  # 3 sub-blocks per round
 
 
-def test_a_round_counts_its_fastest_sub_block():
+def test_a_round_counts_its_fastest_sub_block(clock):
     """A preempted block (here: a slow first call in every round) does not count for the round."""
     n = [0]
 
     def f():
         n[0] += 1
-        if n[0] % 3 == 2:  # the first of the 3 sub-blocks of each round (after the one sizing call)
-            time.sleep(0.02)
+        clock.advance(0.001 + (0.02 if n[0] % 3 == 2 else 0.0))  # the first of the 3 sub-blocks of each round
 
     t = interleaved([f], warmup=0, min_rounds=3, max_rounds=3, min_block_s=0.0, sub_blocks=3)
-    assert t.ms[0] < 20.0 and t.calls_per_block == [1]  # a 20 ms sleep never sets a round's time
+    assert t.calls_per_block == [1] and t.rounds == 3
+    assert t.ms[0] == pytest.approx(1.0) and t.best_ms[0] == pytest.approx(1.0)  # the 20 ms never counts
 
 
-def test_budget_adds_rounds_up_to_max():
-    t = interleaved([lambda: time.sleep(0.001)], warmup=0, min_rounds=1, max_rounds=1000, budget_s=0.05,
+def test_budget_adds_rounds_up_to_max(clock):
+    t = interleaved([lambda: clock.advance(0.001)], warmup=0, min_rounds=1, max_rounds=1000, budget_s=0.05,
                     min_block_s=0.0)
-    assert 1 < t.rounds < 1000
-    t = interleaved([lambda: None], warmup=0, min_rounds=3, max_rounds=5, budget_s=60.0, min_block_s=0.0)
-    assert t.rounds == 5
+    # the sizing call (1 ms), then rounds of 3 sub-blocks (3 ms) while less than 50 ms have passed
+    assert t.rounds == math.ceil((0.05 - 0.001) / 0.003)
+    t = interleaved([lambda: clock.advance(0.001)], warmup=0, min_rounds=3, max_rounds=5, budget_s=60.0,
+                    min_block_s=0.0)
+    assert t.rounds == 5  # the budget is not spent: max_rounds stops it
 
 
 def test_threads_are_pinned_and_restored_and_setting_recorded():
@@ -69,11 +88,11 @@ def test_threads_are_pinned_and_restored_and_setting_recorded():
     assert isinstance(Timing(**t.to_dict()), Timing)
 
 
-def test_paired_ratio_reflects_relative_cost():
-    slow = lambda: time.sleep(0.004)  # noqa: E731
-    fast = lambda: time.sleep(0.001)  # noqa: E731
+def test_paired_ratio_reflects_relative_cost(clock):
+    slow = lambda: clock.advance(0.004)  # noqa: E731
+    fast = lambda: clock.advance(0.001)  # noqa: E731
     t = interleaved([slow, fast], warmup=0, min_rounds=3, max_rounds=3, min_block_s=0.0)
-    assert t.ratios[1] < 1.0  # sleep is a lower bound, so this holds under any load
+    assert t.ratios == pytest.approx([1.0, 0.25]) and t.ms == pytest.approx([4.0, 1.0])
 
 
 def test_bad_arguments():
@@ -100,13 +119,17 @@ def test_time_models_uses_eval_mode_and_restores_it():
     assert set(modes) == {(False, True)} and m.training
 
 
-def test_long_calls_run_one_block_per_round():
+def test_long_calls_run_one_block_per_round(clock):
     calls, make = _recorder()
-    fast = make("fast")
+    record = make("fast")
+
+    def fast():
+        record()
+        clock.advance(0.001)
 
     def slow():
         calls.append("slow")
-        time.sleep(0.06)  # longer than sub_block_max_s
+        clock.advance(0.06)  # longer than sub_block_max_s
 
     t = interleaved([fast, slow], warmup=0, min_rounds=2, max_rounds=2, min_block_s=0.0, sub_blocks=3)
     assert calls.count("fast") == 1 + 2 * 3  # sizing call, then 3 sub-blocks per round

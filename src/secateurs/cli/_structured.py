@@ -12,6 +12,7 @@ FLAGS = {"flops_reduction": "--flops-reduction", "method": "--criterion",  # lib
          "latency_tolerance": "--latency-tolerance", "latency_rounds": "--latency-rounds",
          "budget_s": "--latency-time-budget"}
 RUNTIMES = ("torch", "onnxruntime")  # == cost.latency_profile.RUNTIMES (not imported: lazy)
+DTYPES = ("float32", "float64", "bfloat16")  # == cost.latency_profile.DTYPES
 
 
 def add_common_args(p: argparse.ArgumentParser, help_checkpoint: str, zero_reduction: bool) -> argparse._ArgumentGroup:
@@ -49,6 +50,9 @@ def add_latency_args(p: argparse.ArgumentParser) -> None:
                    metavar="B", help="batch size the latency is for (default 1)")
     g.add_argument("--runtime", choices=RUNTIMES, default="torch",
                    help="what runs the model: torch eager, or onnxruntime (when installed; BatchNorm folded)")
+    g.add_argument("--dtype", choices=DTYPES, default="float32",
+                   help="dtype the latency is of (weights and inputs while timing; default float32; the saved model "
+                        "keeps its own dtype)")
     g.add_argument("--latency-tolerance", type=c.fraction("--latency-tolerance", low_inclusive=False), default=0.05,
                    metavar="T", help="the measured reduction must land within +-T of the target (default 0.05)")
     g.add_argument("--latency-rounds", type=c.positive_int("--latency-rounds", 20), default=5, metavar="N",
@@ -90,7 +94,7 @@ def target_kwargs(args: argparse.Namespace) -> dict:
             except CheckpointError as e:
                 raise c.UsageError(f"--latency-profile: {e}") from None
         config = LatencyConfig(batch_size=args.latency_batch_size, threads=args.threads or 1, runtime=args.runtime,
-                               tolerance=args.latency_tolerance, rounds=args.latency_rounds,
+                               dtype=args.dtype, tolerance=args.latency_tolerance, rounds=args.latency_rounds,
                                budget_s=args.latency_time_budget, profile=profile)
     return {"latency_reduction": args.latency_reduction, "target_latency_ms": args.target_latency_ms,
             "latency": config}
@@ -103,7 +107,10 @@ def target_text(args: argparse.Namespace, summary: dict) -> str:
     s = summary
     return (f"latency {s['latency_ms_dense']:.3f} -> {s['latency_ms_measured']:.3f} ms measured "
             f"({s['latency_reduction']:.1%} less, predicted {s['latency_reduction_predicted']:.1%}; "
-            f"{'met' if s['latency_target_met'] else 'MISSED'}: within +-{s['latency_tolerance']:g} of the target)")
+            f"{'met' if s['latency_target_met'] else 'MISSED'}: within +-{s['latency_tolerance']:g} of the target "
+            + (f"{s['latency_target_reduction']:.1%})" if args.target_latency_ms is None else
+               f"{args.target_latency_ms:g} ms = {s['latency_target_reduction']:.1%} less than the dense ms measured "
+               "in round 1)"))
 
 
 def start(args: argparse.Namespace):

@@ -7,7 +7,7 @@ import json
 from . import _common as c
 
 RUNTIMES = ("torch", "onnxruntime")  # == secateurs.cost.latency_profile.RUNTIMES (not imported: lazy)
-DTYPES = ("float32", "float64", "bfloat16")
+DTYPES = ("float32", "float64", "bfloat16")  # == cost.latency_profile.DTYPES (not imported: lazy)
 
 
 def add_parser(sub) -> None:
@@ -50,12 +50,15 @@ def run(args: argparse.Namespace) -> int:
     from ..cost.profiling import profile_latency
     from ..graph import build_channel_graph
 
+    if args.runtime == "onnxruntime" and args.dtype == "bfloat16":  # == cost.latency_profile.runtime_dtype_problem
+        raise c.UsageError("--dtype bfloat16: --runtime onnxruntime is measured through numpy arrays, which have no "
+                           "bfloat16; use --dtype float32 or --runtime torch")
     if args.runtime == "onnxruntime":
         try:
             require_onnxruntime()
         except ImportError as e:
             raise c.UsageError(f"--runtime onnxruntime: {e}") from None
-    inputs = [("checkpoint", args.checkpoint)] if args.checkpoint is not None else []
+    inputs = [("--checkpoint", args.checkpoint)] if args.checkpoint is not None else []
     if args.out:
         c.claim_output(args, "--out", args.out, "file", inputs)
     model, shape, name = c.resolve_model_source(args)

@@ -8,7 +8,13 @@ MACs model: a group's channels weighted by how many of the layer's indices carry
     latency = constant + β · Σ_l T_l(ĉ_in, ĉ_out) + α · Σ_l rows_l · ĉ_out
 
 where T_l is the measured table of the layer's signature, interpolated bilinearly (piecewise-linear in each width,
-monotone by construction), and β, α, constant come from timing whole pruned models. The interpolation is written
+monotone by construction), and β, α, constant come from timing whole pruned models.
+
+Attention heads (``graph.attention``): the matmuls no layer call covers (QKᵀ and AV; the functional projections
+of ``nn.MultiheadAttention``) have no table of their own. Each is one more summand of Σ, linear in the soft count ĥ
+of kept heads: ``r · coef · ĥ`` with coef its MACs per head (the MACs model's term) and r the layer tables' mean
+ms per MAC at full width. It is scaled by β with the tables, so the whole-model fit (which times copies with heads
+removed too) calibrates it like the rest. The interpolation is written
 in torch, so ``soft`` is differentiable in per-channel gates or soft counts (AutoBot's loss); ``exact`` evaluates
 it at hard 0/1 selections: a *predicted* latency, which the caller checks by timing the pruned model.
 """
@@ -44,7 +50,13 @@ class LatencyModel(CostModel):
         self.widths = dict(self._counts.widths)
         self._tables: list[LayerTable] = [profile.tables[c["table"]] for c in profile.calls]
         self._rows = [float(c["rows"]) for c in profile.calls]
-        self._depthwise = [t.inp is None for t in self._counts.terms]
+        n = len(self._tables)  # the MACs terms: one per layer call, then one per attention module
+        self._layers, self._heads = self._counts.terms[:n], self._counts.terms[n:]
+        self._depthwise = [t.inp is None for t in self._layers]
+        layer_macs = sum(t.macs for t in self._layers)
+        self.ms_per_mac = 0.0  # r of the module docstring: the dense layer tables' ms over the layers' MACs
+        if self._heads and layer_macs > 0:
+            self.ms_per_mac = sum(ms for _, ms in self.layer_ms()[:n]) / layer_macs
         self._lists, self._full = {}, {}  # per (group, count vector): the vector as floats, and its sum
         for term in self._counts.terms:
             for side in (term.out, term.inp):
@@ -85,11 +97,13 @@ class LatencyModel(CostModel):
             return c
 
         s = e = 0.0
-        for i, term in enumerate(self._counts.terms):
+        for i, term in enumerate(self._layers):
             c_out = count(term.out)
             c_in = c_out if term.inp is None else count(term.inp)
             s += _interp2(self._tables[i], c_in, c_out, self._depthwise[i])
             e += self._rows[i] * c_out
+        for term in self._heads:
+            s += self.ms_per_mac * term.coef * count(term.out)
         return self.constant + self.beta * s + self.alpha * e
 
     def per_channel(self) -> dict[str, float]:
@@ -107,14 +121,17 @@ class LatencyModel(CostModel):
         return float(s), float(e)
 
     def layer_ms(self, kept: Mapping[str, Sequence[int]] | None = None) -> list[tuple[str, float]]:
-        """Per layer call, its interpolated table ms (before β) at a hard selection (``None``: dense)."""
+        """Per layer call, its interpolated table ms (before β) at a hard selection (``None``: dense); then per
+        attention module, its heads' estimated ms (module docstring)."""
         gates = self._hard(kept or {})
         cache: dict = {}
         out = []
-        for i, term in enumerate(self._counts.terms):
+        for i, term in enumerate(self._layers):
             c_out = self._counts._count(term.out, gates, cache)
             c_in = c_out if term.inp is None else self._counts._count(term.inp, gates, cache)
             out.append((term.module, float(_interp2(self._tables[i], c_in, c_out, self._depthwise[i]))))
+        for term in self._heads:
+            out.append((term.module, float(self.ms_per_mac * term.coef * self._counts._count(term.out, gates, cache))))
         return out
 
     def _hard(self, kept: Mapping[str, Sequence[int]]) -> dict[str, torch.Tensor]:
@@ -137,20 +154,25 @@ class LatencyModel(CostModel):
         zero = torch.zeros((), dtype=dtype, device=ref.device if ref is not None else None)
         s, e = zero, zero
         cache: dict = {}
-        for i, term in enumerate(self._counts.terms):
+        for i, term in enumerate(self._layers):
             c_out = self._counts._count(term.out, gates, cache)
             c_in = c_out if term.inp is None else self._counts._count(term.inp, gates, cache)
             s = s + _interp2(self._tables[i], c_in, c_out, self._depthwise[i])
             e = e + self._rows[i] * c_out
+        for term in self._heads:
+            s = s + self.ms_per_mac * term.coef * self._counts._count(term.out, gates, cache)
         return s, e
 
 
 def _weights(grid: Sequence[int], c) -> list[tuple[int, object]]:
-    """Piecewise-linear interpolation weights of ``c`` (float or tensor) on ``grid``: [(index, weight)]; linear
-    extrapolation from the end segments outside the grid."""
+    """Piecewise-linear interpolation weights of ``c`` (float or tensor) on ``grid``: [(index, weight)]; below the
+    smallest grid width the value is held at the smallest point (extrapolating there could reach negative ms for
+    soft counts < 1), above the largest it extrapolates the last segment."""
     if len(grid) == 1:
         return [(0, 1.0)]
     v = float(c.detach()) if isinstance(c, torch.Tensor) else float(c)
+    if v <= grid[0]:
+        return [(0, 1.0)]
     i = min(max(bisect.bisect_right(grid, v) - 1, 0), len(grid) - 2)
     u = (c - grid[i]) / (grid[i + 1] - grid[i])
     return [(i, 1 - u), (i + 1, u)]

@@ -230,6 +230,14 @@ def _grid(full: int, varied: bool, multiple: int = 1) -> list[int]:
 
 # --- runtimes and keys ----------------------------------------------------------------------------------------
 
+def runtime_dtype_problem(runtime: str, dtype: str) -> str | None:
+    """Why ``dtype`` cannot be measured in ``runtime``, or None: onnxruntime is fed numpy arrays, and numpy has no
+    bfloat16."""
+    if runtime == "onnxruntime" and dtype == "bfloat16":
+        return "onnxruntime is measured through numpy arrays, which have no bfloat16; use float32 or runtime torch"
+    return None
+
+
 def require_onnxruntime():
     """The onnxruntime module, or an :class:`ImportError` saying how to get it."""
     try:

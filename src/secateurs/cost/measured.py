@@ -44,9 +44,12 @@ def measure_latency(dense: nn.Module, pruned: nn.Module, input_shape: Sequence[i
     import copy
 
     from ..timing import interleaved, time_models
-    from .latency_profile import DTYPES
+    from .latency_profile import DTYPES, runtime_dtype_problem
     from .profiling import _runner
 
+    problem = runtime_dtype_problem(runtime, dtype)
+    if problem:
+        raise ValueError(f"dtype {dtype!r} with runtime {runtime!r}: {problem}")
     device = next((p.device for p in dense.parameters()), torch.device("cpu"))
     tdtype = DTYPES[dtype]
     x = torch.randn(batch_size, *input_shape, generator=torch.Generator().manual_seed(0)).to(device, tdtype)
@@ -109,12 +112,16 @@ class LatencyLoop:
 
 def meet_latency(select: Callable[[float], tuple[Any, float]], measure: Callable[[Any], MeasuredLatency], *,
                  target: float, tolerance: float = 0.05, max_rounds: int = 3, reachable: float = 1.0,
-                 log: Callable[[str], None] | None = None, start: float | None = None) -> LatencyLoop:
+                 log: Callable[[str], None] | None = None, start: float | None = None,
+                 target_ms: float | None = None) -> LatencyLoop:
     """Rounds of ``select(requested) -> (selection, predicted reduction)`` and ``measure(selection)`` until the
     measured reduction is within ``tolerance`` of ``target`` (see the module docstring). Requests stay within
     ``[0, reachable]``; a request that repeats an earlier one ends the loop (nothing new to learn), and so does a
     corrected request for which ``select`` returns ``None`` (no selection meets it). ``start``: the first request
-    (default ``target``; another when the selection's reduction is of another cost, e.g. MACs)."""
+    (default ``target``; another when the selection's reduction is of another cost, e.g. MACs). ``target_ms``: the
+    goal is a latency in ms; ``target`` is its first estimate (from a predicted dense latency), re-derived after the
+    first round as ``1 - target_ms / dense ms measured there`` so that a met loop's pruned ms is within
+    ``tolerance`` (of the dense latency) of ``target_ms``; ``loop.target`` is the fraction used."""
     if max_rounds < 1:
         raise ValueError(f"max_rounds must be >= 1, got {max_rounds}")
     loop = LatencyLoop(target, tolerance)
@@ -127,6 +134,11 @@ def meet_latency(select: Callable[[float], tuple[Any, float]], measure: Callable
             break
         selection, predicted = chosen
         measured = measure(selection)
+        if target_ms is not None and k == 0:
+            target = loop.target = max(0.0, 1.0 - target_ms / measured.dense_ms)
+            if log:
+                log(f"target {target_ms:.4g} ms = reduction {target:.3f} of the dense {measured.dense_ms:.4g} ms "
+                    "measured in round 1")
         loop.rounds.append(LatencyRound(requested, predicted, measured))
         selections.append(selection)
         if log:

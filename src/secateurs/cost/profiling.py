@@ -42,7 +42,7 @@ from ..errors import CheckpointError
 from ..graph.groups import ChannelGraph
 from .latency import LatencyModel
 from .latency_profile import (DTYPES, RUNTIMES, LatencyProfile, LayerTable, _Call, cache_path, layer_grids,
-                              profile_key, require_onnxruntime)
+                              profile_key, require_onnxruntime, runtime_dtype_problem)
 
 __all__ = ["profile_latency", "cached_profile", "pruned_copy"]
 
@@ -112,6 +112,9 @@ def profile_latency(model: nn.Module, graph: ChannelGraph, input_shape: Sequence
         raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+    problem = runtime_dtype_problem(runtime, dtype)
+    if problem:
+        raise ValueError(f"dtype {dtype!r} with runtime {runtime!r}: {problem}")
     if runtime == "onnxruntime":
         require_onnxruntime()
     start = time.perf_counter()

@@ -249,8 +249,9 @@ class PrunedMultiheadAttention(nn.Module):
                 if m.dtype == torch.bool else m.to(dtype)
 
         mask = None
-        if attn_mask is None and is_causal:
-            attn_mask = torch.ones(tgt, src, dtype=torch.bool).triu(1)
+        if attn_mask is None and is_causal:  # nn.MultiheadAttention's rule: is_causal is a hint about attn_mask
+            raise RuntimeError("Need attn_mask if specifying the is_causal hint. You may use the Transformer module "
+                               "method `generate_square_subsequent_mask` to create this mask.")
         if attn_mask is not None:
             m = additive(attn_mask)
             if m.dim() == 3:  # (batch * original heads, L, S): keep the rows of the kept heads

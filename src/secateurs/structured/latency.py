@@ -37,7 +37,7 @@ LATENCY_TOLERANCE = 0.02
 SUMMARY_FIELDS = ("requested_latency_reduction", "requested_latency_ms", "latency_ms_dense", "latency_ms_measured",
                   "latency_ms_predicted", "latency_ms_dense_predicted", "latency_reduction",
                   "latency_reduction_predicted", "latency_target_met", "latency_tolerance", "latency_setting",
-                  "latency_rounds", "latency_profile")
+                  "latency_rounds", "latency_profile", "latency_target_reduction")
 
 
 @dataclass(frozen=True)
@@ -72,6 +72,11 @@ class LatencyConfig:
         for name, value, ok in checks:
             if not ok:
                 raise ArgumentError(name, value, "invalid value")
+        from ..cost.latency_profile import runtime_dtype_problem
+
+        problem = runtime_dtype_problem(self.runtime, self.dtype)
+        if problem:
+            raise ArgumentError("dtype", self.dtype, f"with runtime {self.runtime!r}: {problem}")
         if self.runtime == "onnxruntime":
             from ..cost.latency_profile import require_onnxruntime
 
@@ -116,7 +121,8 @@ def latency_model(model: "nn.Module", graph: "ChannelGraph", input_shape: Sequen
 def latency_target(cost: "LatencyModel", *, latency_reduction: float | None = None,
                    target_latency_ms: float | None = None, tolerance: float | None = None) -> Target:
     """The ``Target`` of a latency request: remove ``latency_reduction`` of the dense latency, or run in
-    ``target_latency_ms`` (converted with the profile's dense latency; the argument name stays for errors). The
+    ``target_latency_ms`` (converted with the profile's dense latency, a first estimate that ``prune_to_latency``
+    re-derives from the measured dense latency; the argument name stays for errors). The
     predicted reduction lands in ``[R, R + tolerance]``, default ``LATENCY_TOLERANCE`` (2 points: the measured
     check is ±5 points, and the latency of one channel is coarser than its MACs in small layers)."""
     if (latency_reduction is None) == (target_latency_ms is None):
@@ -138,13 +144,14 @@ def latency_target(cost: "LatencyModel", *, latency_reduction: float | None = No
 
 def prune_to_latency(dense: "nn.Module", graph: "ChannelGraph", example_inputs: Any, target: Target,
                      config: LatencyConfig, select: Callable[[Target], "Selection"], reachable: float,
-                     log: Callable[[str], None] | None = None, measured: float | None = None
-                     ) -> tuple["Selection", "LatencyLoop"]:
+                     log: Callable[[str], None] | None = None, measured: float | None = None,
+                     target_ms: float | None = None) -> tuple["Selection", "LatencyLoop"]:
     """Rounds of ``select(target at a requested reduction)``, a pruned copy of ``dense`` timed against ``dense``
     (``cost.measured``), and a corrected request, until the measured latency reduction is within
     ``config.tolerance`` of ``measured`` (default ``target.reduction``: a latency target; with a MACs ``target``
     this finds the MACs reduction that measures a given latency), at most ``config.rounds`` rounds, the first
-    request ``target.reduction``. ``dense`` is not changed. Returns the chosen selection and the loop's record. A
+    request ``target.reduction``. ``target_ms``: the request was a latency in ms (``target_latency_ms``), so the goal
+    is re-derived from the dense latency measured in the first round (``meet_latency``). ``dense`` is not changed. Returns the chosen selection and the loop's record. A
     corrected request that no selection can meet ends the loop."""
     from ..cost.measured import meet_latency, measure_latency
     from .apply import apply_plan
@@ -174,7 +181,7 @@ def prune_to_latency(dense: "nn.Module", graph: "ChannelGraph", example_inputs: 
 
     goal = target.reduction if measured is None else measured
     loop = meet_latency(guarded, measure, target=goal, tolerance=config.tolerance, max_rounds=config.rounds,
-                        reachable=reachable, log=log, start=target.reduction)
+                        reachable=reachable, log=log, start=target.reduction, target_ms=target_ms)
     return loop.selection, loop
 
 
@@ -192,6 +199,7 @@ def latency_summary(cost: "LatencyModel", loop: "LatencyLoop", config: LatencyCo
         "latency_ms_predicted": predicted_ms, "latency_ms_dense_predicted": cost.dense,
         "latency_reduction": m.reduction, "latency_reduction_predicted": chosen.predicted,
         "latency_target_met": loop.met, "latency_tolerance": config.tolerance,
+        "latency_target_reduction": loop.target,
         "latency_setting": {**config.setting(), **{k: m.setting.get(k) for k in (
             "rounds", "loadavg_before", "loadavg_after", "statistic")}},
         "latency_rounds": loop.to_dict()["rounds"],

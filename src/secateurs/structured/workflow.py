@@ -111,7 +111,7 @@ def prune(
     ``[R, R + tolerance]``; default tolerance 1 point) with ``method``:
 
     * ``"autobot"``: AutoBot's trained bottlenecks and one global threshold (``config``: ``AutoBotConfig``;
-      ``tolerance`` defaults to ``config.tolerance``);
+      ``tolerance`` defaults to ``config.tolerance`` for a MACs target, to ``LATENCY_TOLERANCE`` for a latency one);
     * ``"l1" | "l2" | "bn" | "taylor" | "random"``: a criterion's channel scores, ranked ``scope="global"`` (by
       score / group mean) or ``"local"`` (the same fraction per group), each group keeping at least
       ``min_channels`` and, when pruned, a multiple of ``round_to``; ``taylor`` accumulates gradients over
@@ -136,11 +136,11 @@ def prune(
 
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
-    if method == "autobot" and tolerance is None:
+    wants_latency = latency_reduction is not None or target_latency_ms is not None
+    if method == "autobot" and tolerance is None and not wants_latency:  # a latency target: LATENCY_TOLERANCE
         from .autobot.api import AutoBotConfig
 
         tolerance = (config or AutoBotConfig()).tolerance
-    wants_latency = latency_reduction is not None or target_latency_ms is not None
     if wants_latency and flops_reduction is not None:
         raise TypeError("give one target: flops_reduction or a latency target, not both")
     target = None if wants_latency else target_from_keywords(flops_reduction=flops_reduction, tolerance=tolerance)
@@ -157,8 +157,7 @@ def prune(
     lat = None
     if wants_latency:
         lat = _latency_setup(model, graph, example_inputs, latency, latency_reduction, target_latency_ms,
-                             tolerance, min_channels if method != "autobot" else 1,
-                             round_to if method != "autobot" else 1, progress)
+                             tolerance, min_channels if method != "autobot" else 1, round_to, progress)
         target = lat["target"]
     if method == "autobot":
         result = _autobot(model, data, target, config, example_inputs, graph, progress, evaluate_test, seed,
@@ -234,7 +233,7 @@ def _with_latency(lat, graph, example_inputs, select) -> tuple["Selection", dict
     from .latency import latency_summary, prune_to_latency
 
     selection, loop = prune_to_latency(lat["dense"], graph, example_inputs, lat["target"], lat["config"], select,
-                                       lat["reachable"], log=lat["log"])
+                                       lat["reachable"], log=lat["log"], target_ms=lat["requested_ms"])
     return selection, latency_summary(lat["cost"], loop, lat["config"], lat["target"], lat["requested_ms"])
 
 

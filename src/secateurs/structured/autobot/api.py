@@ -72,16 +72,17 @@ def finetune_config(epochs: float, *, lr: float = 0.02, weight_decay: float = 2e
 class AutoBotResult:
     plan: PruningPlan
     scores: dict[str, torch.Tensor]  # best λ per prunable group (float64)
-    history: list[dict]  # per bottleneck step: loss, ce, l_f, l_b, soft_macs
+    history: list[dict]  # per bottleneck step: loss, ce, l_f, l_b, soft_cost (in the cost model's unit)
     bottleneck_seconds: float
     bottleneck_images: int
     report: PruneReport
     selection: Selection
     best_step: int
-    target_macs: float
+    target_macs: float  # the cost the loss aimed at, in the cost model's unit (ms for a latency cost)
     config: AutoBotConfig = field(default_factory=AutoBotConfig)
     accuracy_source: float | None = None  # test accuracy of the model handed in (None: not evaluated)
     accuracy: float | None = None  # test accuracy after pruning, before any fine-tuning
+    target: Target | None = None  # what was asked (its cost: MACs or latency); None: a MACs target_macs
 
     def __str__(self) -> str:
         """A small table: accuracy, MACs and params before and after, and how the selection was made."""
@@ -96,8 +97,11 @@ class AutoBotResult:
                 ("MACs (M)", f"{r.macs_before / 1e6:.3f}", f"{r.macs_after / 1e6:.3f}"),
                 ("params", f"{r.params_before:,}", f"{r.params_after:,}")]
         width = max(len(a) for _, a, _ in rows + [("", "source", "")])
-        lines = [f"AutoBot: {r.macs_reduction:.2%} fewer MACs (target "
-                 f"{1 - self.target_macs / max(r.macs_before, 1):.2%}), {r.params_reduction:.2%} fewer params",
+        if self.target is not None:
+            asked = f"{self.target.reduction:.2%} less {'MACs' if self.target.cost == 'macs' else self.target.cost}"
+        else:
+            asked = f"{1 - self.target_macs / max(r.macs_before, 1):.2%}"
+        lines = [f"AutoBot: {r.macs_reduction:.2%} fewer MACs (target {asked}), {r.params_reduction:.2%} fewer params",
                  f"{'':13s} {'source':>{width}s}  pruned (before fine-tuning)"]
         lines += [f"{name:13s} {a:>{width}s}  {b}" for name, a, b in rows]
         lines.append(f"selection: {how}; bottlenecks {len(self.history)} steps, {self.bottleneck_images:,} images "
@@ -182,4 +186,4 @@ def autoprune(
     report = apply_plan(model, plan, example_inputs, graph=graph, atol=config.atol)
     accuracy = evaluate(model, data.test_x, data.test_y)["accuracy"] if test else None
     return AutoBotResult(plan, run.scores, run.history, run.seconds, run.images, report, selection, run.best_step,
-                         goal, config, accuracy_source, accuracy)
+                         goal, config, accuracy_source, accuracy, target)

@@ -40,7 +40,7 @@ class LossTerms:
     macs: torch.Tensor
 
     def values(self) -> dict[str, float]:
-        named = {"loss": self.total, "ce": self.ce, "l_f": self.flops, "l_b": self.binar, "soft_macs": self.macs}
+        named = {"loss": self.total, "ce": self.ce, "l_f": self.flops, "l_b": self.binar, "soft_cost": self.macs}
         return {k: float(v.detach()) for k, v in named.items()}
 
 

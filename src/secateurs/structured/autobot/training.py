@@ -34,7 +34,7 @@ class BottleneckRun:
     alphas: dict[str, torch.Tensor]  # the matching α (ranking key that never saturates)
     best_step: int
     best_loss: float
-    history: list[dict] = field(default_factory=list)  # per step: step, loss, ce, l_f, l_b, soft_macs
+    history: list[dict] = field(default_factory=list)  # per step: step, loss, ce, l_f, l_b, soft_cost
     seconds: float = 0.0
     images: int = 0
 
@@ -119,7 +119,7 @@ def train_bottlenecks(
             if before is not None and (best is None or row["loss"] < best[1]):
                 best = (step, row["loss"], before)
             bar.update(1, ce=f"{row['ce']:.3f}", l_f=f"{row['l_f']:.3f}", l_b=f"{row['l_b']:.3f}",
-                       **{cost.name: f"{_fmt(row['soft_macs'], cost.unit)}/{_fmt(target_macs, cost.unit)}"})
+                       **{cost.name: f"{_fmt(row['soft_cost'], cost.unit)}/{_fmt(target_macs, cost.unit)}"})
     seconds = time.perf_counter() - t0
     bar.close()
     step, loss, alphas = best
@@ -128,7 +128,7 @@ def train_bottlenecks(
         what = "MACs" if cost.unit == "MACs" else cost.name
         print(f"bottlenecks: {steps} steps, {images} images in {seconds:.1f}s; best step {step}: loss {b['loss']:.4f} "
               f"(ce {b['ce']:.4f}, l_f {b['l_f']:.4f}, l_b {b['l_b']:.4f}), soft {what} "
-              f"{_fmt(b['soft_macs'], cost.unit)} (target {_fmt(target_macs, cost.unit)})", file=sys.stderr, flush=True)
+              f"{_fmt(b['soft_cost'], cost.unit)} (target {_fmt(target_macs, cost.unit)})", file=sys.stderr, flush=True)
     alphas = {g: a.double().cpu() for g, a in alphas.items()}
     return BottleneckRun({g: a.sigmoid() for g, a in alphas.items()}, alphas, step, loss, history, seconds, images)
 
