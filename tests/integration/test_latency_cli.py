@@ -6,6 +6,7 @@ import json
 import pytest
 
 from fixtures.latency import macs_profile
+from fixtures.cli import fails as _fails
 from secateurs.cli import main
 from secateurs.graph import build_channel_graph
 from secateurs.io import load_checkpoint
@@ -32,15 +33,6 @@ def profile(dense, tmp_path_factory):
     path = tmp_path_factory.mktemp("prof") / "lat.json"
     macs_profile(ckpt.model, graph, tuple(ckpt.spec.input_shape)).save(path)
     return path
-
-
-def _fails(argv, capsys, *needles):
-    with pytest.raises(SystemExit) as exc:
-        main(argv)
-    err = capsys.readouterr().err.strip()
-    assert exc.value.code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, err
-    for n in needles:
-        assert n in err, err
 
 
 def test_prune_to_a_latency_reduction(dense, profile, tmp_path, capsys):

@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from fixtures.cli import fails as _fails
 from secateurs.cli import main
 from secateurs.cost.latency_profile import LatencyProfile
 
@@ -15,16 +16,6 @@ QUICK = ["--model", "lenet5", "--input-shape", "1,28,28", "--latency-batch-size"
 def cache(tmp_path, monkeypatch):
     monkeypatch.setenv("SECATEURS_CACHE", str(tmp_path / "cache"))
     return tmp_path / "cache" / "latency"
-
-
-def _fails(argv, capsys, *needles):
-    with pytest.raises(SystemExit) as exc:
-        main(argv)
-    err = capsys.readouterr().err.strip()
-    assert exc.value.code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, err
-    for n in needles:
-        assert n in err, err
-    return err
 
 
 def test_profile_writes_out_and_cache_and_prints_the_error(tmp_path, cache, capsys):

@@ -23,7 +23,7 @@ __all__ = ["CostModel"]
 
 class CostModel:
     """Abstract base; see the module docstring. Subclasses set ``name``, ``unit``, ``widths``, ``dense`` and
-    ``constant`` and implement ``soft``, ``exact`` and ``per_channel``."""
+    ``constant`` and implement ``soft`` and ``exact``; ``per_channel`` follows from ``soft``."""
 
     name: str  # "macs" | "latency"
     unit: str  # "MACs" | "ms"
@@ -38,7 +38,15 @@ class CostModel:
         raise NotImplementedError
 
     def per_channel(self) -> dict[str, float]:
-        raise NotImplementedError
+        """The cost one channel of each group is worth at full width: the mean over its channels of the gradient
+        of ``soft`` at all-ones gates."""
+        import torch
+
+        gates = {g: torch.ones(w, dtype=torch.float64, requires_grad=True) for g, w in self.widths.items()}
+        if not gates:
+            return {}
+        self.soft(gates).backward()
+        return {g: float(v.grad.mean()) for g, v in gates.items()}
 
     def reduction(self, kept: Mapping[str, Sequence[int]]) -> float:
         """The fraction of ``dense`` that keeping ``kept`` removes: ``1 - exact(kept) / dense``."""

@@ -106,14 +106,6 @@ class LatencyModel(CostModel):
             s += self.ms_per_mac * term.coef * count(term.out)
         return self.constant + self.beta * s + self.alpha * e
 
-    def per_channel(self) -> dict[str, float]:
-        """Predicted ms one channel of each group is worth at full width (mean over its channels of the gradient)."""
-        gates = {g: torch.ones(w, dtype=torch.float64, requires_grad=True) for g, w in self.widths.items()}
-        if not gates:
-            return {}
-        self.soft(gates).backward()
-        return {g: float(v.grad.mean()) for g, v in gates.items()}
-
     # -- parts ---------------------------------------------------------------------------------------------------
     def features(self, kept: Mapping[str, Sequence[int]]) -> tuple[float, float]:
         """(Σ layer-table ms, Σ output elements) at a hard selection: what the profile's fit regresses on."""

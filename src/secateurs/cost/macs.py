@@ -115,14 +115,6 @@ class MacsModel(CostModel):
             gates[gid] = v
         return int(round(float(self.soft(gates))))
 
-    def per_channel(self) -> dict[str, float]:
-        """MACs one channel of each group is worth at full width (mean over its channels of dF/dλ)."""
-        gates = {g: torch.ones(w, dtype=torch.float64, requires_grad=True) for g, w in self.widths.items()}
-        if not gates:
-            return {}
-        self.soft(gates).backward()
-        return {g: float(v.grad.mean()) for g, v in gates.items()}
-
 
 
 
