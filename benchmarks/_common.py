@@ -37,14 +37,9 @@ RECIPES = {
 def environment(threads: int) -> dict:
     from secateurs import __version__
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from secateurs._device import cpu_model
+
+    cpu = cpu_model() or platform.machine()
     return {"secateurs": __version__, "torch": torch.__version__, "python": platform.python_version(),
             "platform": platform.platform(), "cpu": cpu, "cpu_count": os.cpu_count(), "torch_threads": threads,
             "date": time.strftime("%Y-%m-%d %H:%M:%S"), "argv": sys.argv, "loadavg_start": os.getloadavg()}

@@ -6,13 +6,12 @@ import argparse
 import contextlib
 
 from . import _common as c
+from ..cost._names import DTYPE_NAMES, RUNTIMES
 from ._graph_args import add_graph_limit_args, graph_limits
 
 FLAGS = {"flops_reduction": "--flops-reduction", "method": "--criterion",  # library argument -> flag
          "latency_tolerance": "--latency-tolerance", "latency_rounds": "--latency-rounds",
          "budget_s": "--latency-time-budget"}
-RUNTIMES = ("torch", "onnxruntime")  # == cost.latency_profile.RUNTIMES (not imported: lazy)
-DTYPES = ("float32", "float64", "bfloat16")  # == cost.latency_profile.DTYPES
 
 
 def add_common_args(p: argparse.ArgumentParser, help_checkpoint: str, zero_reduction: bool) -> argparse._ArgumentGroup:
@@ -50,7 +49,7 @@ def add_latency_args(p: argparse.ArgumentParser) -> None:
                    metavar="B", help="batch size the latency is for (default 1)")
     g.add_argument("--runtime", choices=RUNTIMES, default="torch",
                    help="what runs the model: torch eager, or onnxruntime (when installed; BatchNorm folded)")
-    g.add_argument("--dtype", choices=DTYPES, default="float32",
+    g.add_argument("--dtype", choices=DTYPE_NAMES, default="float32",
                    help="dtype the latency is of (weights and inputs while timing; default float32; the saved model "
                         "keeps its own dtype)")
     g.add_argument("--latency-tolerance", type=c.fraction("--latency-tolerance", low_inclusive=False), default=0.05,

@@ -4,10 +4,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from ..cost._names import DTYPE_NAMES, RUNTIMES
 from . import _common as c
-
-RUNTIMES = ("torch", "onnxruntime")  # == secateurs.cost.latency_profile.RUNTIMES (not imported: lazy)
-DTYPES = ("float32", "float64", "bfloat16")  # == cost.latency_profile.DTYPES (not imported: lazy)
 
 
 def add_parser(sub) -> None:
@@ -29,7 +27,7 @@ def add_parser(sub) -> None:
     p.add_argument("--runtime", choices=RUNTIMES, default="torch",
                    help="what runs the model: torch eager, or onnxruntime (when installed; BatchNorm is folded "
                         "into the convs by its graph optimiser)")
-    p.add_argument("--dtype", choices=DTYPES, default="float32", help="dtype of weights and inputs")
+    p.add_argument("--dtype", choices=DTYPE_NAMES, default="float32", help="dtype of weights and inputs")
     p.add_argument("--held-out", type=c.positive_int("--held-out", 100), default=3, metavar="K",
                    help="pruned random-width copies timed only to check the prediction")
     p.add_argument("--time-budget", type=c.positive_float("--time-budget", allow_zero=True, high=3600.0),

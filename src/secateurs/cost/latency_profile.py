@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import platform
 from dataclasses import dataclass, field
@@ -17,16 +16,18 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import nn
 
+from .._device import cpu_model
+from .._schema import is_number
 from ..errors import CheckpointError
 from ..graph.groups import ChannelGraph
+from ._names import DTYPE_NAMES, RUNTIMES
 
 __all__ = ["LatencyProfile", "LayerTable", "layer_grids", "cache_dir", "cache_path", "profile_key", "device_name",
            "require_onnxruntime", "RUNTIMES", "DTYPES", "GRID"]
 
 FORMAT = "secateurs-latency-profile"
 VERSION = 1
-RUNTIMES = ("torch", "onnxruntime")
-DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16}
+DTYPES = {name: getattr(torch, name) for name in DTYPE_NAMES}
 GRID = (0.25, 0.5, 0.75, 1.0)  # fractions of the full width, plus 1 channel: 5 points per varied width
 MAX_LAYERS = 100_000
 MAX_GRID = 64
@@ -128,7 +129,7 @@ class LatencyProfile:
         for k in ("beta", "alpha", "dense_ms"):
             if not _nonneg(fit.get(k)):
                 bad(f"fit.{k}", f"expected a non-negative number, got {fit.get(k)!r:.60}")
-        if not _finite(fit.get("constant_ms")):
+        if not is_number(fit.get("constant_ms")):
             bad("fit.constant_ms", f"expected a number, got {fit.get('constant_ms')!r:.60}")
         extra = {k: d.get(k) if isinstance(d.get(k), dict) else {} for k in ("validation", "timing")}
         build_s = float(d["build_s"]) if _nonneg(d.get("build_s")) else 0.0
@@ -151,12 +152,8 @@ def _is_int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def _finite(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
 def _nonneg(v) -> bool:
-    return _finite(v) and v >= 0
+    return is_number(v) and v >= 0
 
 
 # --- what a layer call is -------------------------------------------------------------------------------------
@@ -259,15 +256,7 @@ def device_name(device: torch.device | str = "cpu") -> str:
     device = torch.device(device)
     if device.type == "cuda":
         return f"cuda:{torch.cuda.get_device_name(device)}"
-    name = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"cpu:{platform.machine()}:{name or 'unknown'}"
+    return f"cpu:{platform.machine()}:{cpu_model() or 'unknown'}"
 
 
 def profile_key(model: nn.Module, graph: ChannelGraph, input_shape: Sequence[int], *, batch_size: int,

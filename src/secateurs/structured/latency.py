@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import math
 import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
+from .._schema import is_number
 from ..errors import ArgumentError
 from .target import Target
 
@@ -66,9 +66,9 @@ class LatencyConfig:
                   ("threads", self.threads, isinstance(self.threads, int) and self.threads >= 1),
                   ("runtime", self.runtime, self.runtime in RUNTIMES),
                   ("dtype", self.dtype, self.dtype in DTYPES),
-                  ("latency_tolerance", self.tolerance, _finite(self.tolerance) and 0 < self.tolerance < 1),
+                  ("latency_tolerance", self.tolerance, is_number(self.tolerance) and 0 < self.tolerance < 1),
                   ("latency_rounds", self.rounds, isinstance(self.rounds, int) and self.rounds >= 1),
-                  ("budget_s", self.budget_s, _finite(self.budget_s) and self.budget_s >= 0)]
+                  ("budget_s", self.budget_s, is_number(self.budget_s) and self.budget_s >= 0)]
         for name, value, ok in checks:
             if not ok:
                 raise ArgumentError(name, value, "invalid value")
@@ -87,10 +87,6 @@ class LatencyConfig:
 
     def setting(self) -> dict:
         return {"batch_size": self.batch_size, "threads": self.threads, "runtime": self.runtime, "dtype": self.dtype}
-
-
-def _finite(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def latency_model(model: "nn.Module", graph: "ChannelGraph", input_shape: Sequence[int], config: LatencyConfig,
@@ -130,14 +126,14 @@ def latency_target(cost: "LatencyModel", *, latency_reduction: float | None = No
     tol = LATENCY_TOLERANCE if tolerance is None else float(tolerance)
     if target_latency_ms is not None:
         t = target_latency_ms
-        if not _finite(t) or t <= 0:
+        if not is_number(t) or t <= 0:
             raise ArgumentError("target_latency_ms", t, "must be a positive number of milliseconds")
         if t >= cost.dense:
             raise ArgumentError("target_latency_ms", t, f"the dense model already runs in {cost.dense:.3f} ms in "
                                                         "this setting: nothing to prune")
         return Target(1 - t / cost.dense, tol, "latency", "target_latency_ms")
     r = latency_reduction
-    if not _finite(r) or not 0 < r < 1:
+    if not is_number(r) or not 0 < r < 1:
         raise ArgumentError("latency_reduction", r, "must be in (0, 1)")
     return Target(float(r), tol, "latency", "latency_reduction")
 
