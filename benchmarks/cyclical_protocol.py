@@ -16,6 +16,7 @@ Two studies:
   training defaults), GMP run once per seed and shared.
 * ``--study grid-low``: the same at low sparsity (0.9, 0.95), where the default ties GMP: learning-rate restarts per
   cycle, ramp fraction, restart sparsity.
+* ``--study grid-last``: a longer last cycle (the one whose mask is kept), at low and high sparsity.
 * ``--study protocol``: the protocol at every sparsity and seed with the configuration given by ``--config``
   (``distill``: the sparse phase trains with :class:`secateurs.distill.DistillationLoss` from the dense model,
   library defaults A = 0.5, T = 4, for GMP and cyclical alike).
@@ -98,6 +99,7 @@ class Setting:
     ramp: float | None = None
     distill: bool = False               # train the sparse student with DistillationLoss from the dense model
     lr_restart: bool = False            # restart the cosine learning rate at every cycle start (cyclical only)
+    last_cycle: float | None = None     # fraction of the steps the last cycle gets (None: the library default)
 
     def train_config(self, seed: int, **kw) -> TrainConfig:
         extra = {} if self.nesterov is None else {"nesterov": self.nesterov}
@@ -109,7 +111,8 @@ class Setting:
         if not cyclical:
             return Cyclical(sparsity, total_steps, cycles=1)
         kw = {k: v for k, v in (("cycles", self.cycles), ("restart_sparsity", self.restart_sparsity),
-                                ("ramp", self.ramp)) if v is not None}
+                                ("ramp", self.ramp), ("last_cycle", self.last_cycle))
+              if v is not None}
         return Cyclical(sparsity, total_steps, **kw)
 
 
@@ -201,6 +204,13 @@ GRID_LOW = [
     Setting("C=2, ramp 0.9", ramp=0.9),
     Setting("C=2, restart 0.5", restart_sparsity=0.5),
 ]
+# the last cycle is the one whose mask is kept: with equal cycles it gets half of GMP's ramp and recovery; a longer
+# last cycle (the earlier ones sharing the rest) is the cycle-length candidate
+GRID_LAST = [
+    Setting("C=2, last cycle 2/3", last_cycle=2 / 3),
+    Setting("C=2, last cycle 3/4", last_cycle=0.75),
+    Setting("C=3, last cycle 1/2", cycles=3, last_cycle=0.5),
+]
 CONFIGS = {
     "defaults": Setting("library defaults (all training data)"),
     "reference-like": Setting("Nesterov off, 60k", nesterov=False),
@@ -231,7 +241,7 @@ def table(rows: list[dict], sparsities, settings: list[str]) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--study", choices=("factors", "grid", "grid-low", "protocol"), required=True)
+    p.add_argument("--study", choices=("factors", "grid", "grid-low", "grid-last", "protocol"), required=True)
     p.add_argument("--setup", choices=sorted(RECIPES), default="mlp", help="model, data and budgets (see RECIPES)")
     p.add_argument("--config", choices=sorted(CONFIGS), default="defaults", help="protocol study: the setting")
     p.add_argument("--sparsities", type=float, nargs="+", default=[0.99])
@@ -248,7 +258,7 @@ def main() -> None:
     if args.study == "factors" and args.setup != "mlp":
         p.error("--study factors compares with the reference script, which runs LeNet-300-100 only: --setup mlp")
     torch.set_num_threads(args.threads)
-    settings = {"factors": FACTORS, "grid": GRID, "grid-low": GRID_LOW}.get(args.study) or [CONFIGS[args.config]]
+    settings = {"factors": FACTORS, "grid": GRID, "grid-low": GRID_LOW, "grid-last": GRID_LAST}.get(args.study) or [CONFIGS[args.config]]
     stem = (f"cyclical_{args.study}" + ("" if args.setup == "mlp" else f"_{args.setup}")
             + (f"_{args.tag}" if args.tag else ""))
     env = environment(args.threads)

@@ -14,7 +14,9 @@ Three schedules:
   cycles from ``restart_sparsity`` (0 = dense again). ``Cyclical(cycles=1)`` equals :class:`GMP` exactly.
 
 Cycle boundaries: the ``T' = total_steps − begin_step`` steps are split as ``t_c = begin_step + floor(c · T' / C)``,
-so cycle lengths differ by at most one step and the longer cycles come last.
+so cycle lengths differ by at most one step and the longer cycles come last. With ``last_cycle = f`` the last cycle
+gets the fraction ``f`` of ``T'`` and the earlier ones share the rest equally:
+``t_c = begin_step + floor(c · (1 − f) · T' / (C − 1))`` for ``c < C``.
 
 Every schedule also tells the sparsifier where the mask must be refreshed regardless of ``update_every``
 (:meth:`Schedule.boundaries`: cycle starts and hold starts) and from which step the mask is final
@@ -228,6 +230,8 @@ class Cyclical(Schedule):
 
     The first cycle starts at ``initial_sparsity``; every later cycle restarts at ``restart_sparsity``
     (0 = dense again, letting weights pruned in one cycle return in the next). Dense before ``begin_step``.
+    ``last_cycle`` (``None`` = equal cycles) is the fraction of the steps the last cycle gets: the last cycle is the
+    one whose mask is kept, so a longer one gives it a slower ramp and a longer recovery.
     """
 
     final_sparsity: float
@@ -237,6 +241,7 @@ class Cyclical(Schedule):
     initial_sparsity: float = 0.0
     restart_sparsity: float = 0.0
     begin_step: int = 0
+    last_cycle: float | None = None
     kind: ClassVar[str] = "cyclical"
 
     def __post_init__(self) -> None:
@@ -251,13 +256,27 @@ class Cyclical(Schedule):
                              "available after begin_step")
         if not (0.0 < self.ramp <= 1.0):
             raise ValueError(f"ramp must be in (0, 1], got {self.ramp!r}")
+        if self.last_cycle is not None:
+            f = self.last_cycle
+            if isinstance(f, bool) or not isinstance(f, (int, float)) or not (0.0 < f < 1.0) or math.isnan(f):
+                raise ValueError(f"last_cycle must be in (0, 1) or None, got {f!r}")
+            if self.cycles == 1:
+                raise ValueError("last_cycle needs cycles >= 2 (a single cycle is all the steps)")
+            if any(self.cycle_start(c + 1) <= self.cycle_start(c) for c in range(self.cycles)):
+                raise ValueError(f"last_cycle={f!r} leaves a cycle of {self.cycles} with no steps in "
+                                 f"{self.total_steps - self.begin_step}")
 
     def cycle_start(self, c: int) -> int:
         """First step of cycle ``c`` (``c = cycles`` gives ``total_steps``)."""
-        return self.begin_step + (c * (self.total_steps - self.begin_step)) // self.cycles
+        span = self.total_steps - self.begin_step
+        if self.last_cycle is None or c >= self.cycles:
+            return self.begin_step + (c * span) // self.cycles
+        return self.begin_step + math.floor(c * (1.0 - self.last_cycle) * span / (self.cycles - 1))
 
     def cycle_of(self, step: int) -> int:
         """Index of the cycle containing ``step`` (clamped to ``[0, cycles − 1]``)."""
+        if self.last_cycle is not None:
+            return max([0] + [c for c in range(self.cycles) if step >= self.cycle_start(c)])
         c = ((step - self.begin_step) * self.cycles) // (self.total_steps - self.begin_step)
         c = min(max(c, 0), self.cycles - 1)
         # floor division of the inverse map can be off by one at boundaries: settle it exactly
