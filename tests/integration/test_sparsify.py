@@ -71,6 +71,9 @@ def test_from_scratch_oneshot_layer_scope(tmp_path):
     (["--sparsity", "0.5", "--cycles", "0"], "--cycles must be >= 1, got 0"),
     (["--sparsity", "0.5", "--cycles", "500", "--epochs", "1"], "--cycles: cycles=500 exceeds"),
     (["--sparsity", "0.5", "--schedule", "gmp", "--cycles", "2"], "apply to --schedule cyclical"),
+    (["--sparsity", "0.5", "--schedule", "gmp", "--last-cycle", "0.6"], "apply to --schedule cyclical"),
+    (["--sparsity", "0.5", "--cycles", "1", "--last-cycle", "0.6"], "--last-cycle: last_cycle needs cycles >= 2"),
+    (["--sparsity", "0.5", "--last-cycle", "1"], "--last-cycle must be in (0, 1), got 1"),
     (["--sparsity", "0.5", "--include", "nothing*"], "--include/--exclude: no prunable tensors"),
     (["--sparsity", "0.99", "--scope", "global", "--min-density", "0.5"], "--min-density: min_density=0.5 keeps"),
     (["--sparsity", "0.5", "--min-density", "1"], "--min-density must be in [0, 1), got 1"),
@@ -82,6 +85,13 @@ def test_bad_values_exit_2(argv, needle, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert needle in err and "Traceback" not in err
     assert not (tmp_path / "x").exists()
+
+
+def test_last_cycle_reaches_the_schedule(capsys):
+    assert main(["sparsify", "--model", "mlp", "--sparsity", "0.8", "--epochs", "3", "--last-cycle", "0.75",
+                 *COMMON, "--plan-only"]) == 0
+    out = capsys.readouterr().out
+    assert "last_cycle=0.75" in out
 
 
 def test_plan_only_prints_the_table(capsys):

@@ -135,3 +135,27 @@ def test_peak_sparsity_covers_restarts_above_the_final_sparsity():
     assert Cyclical(0.9, 100, cycles=3).peak_sparsity() == 0.9
     assert Cyclical(0.5, 100, cycles=3, restart_sparsity=0.7).peak_sparsity() == 0.7
     assert OneShot(0.8, 10, prune_step=3).peak_sparsity() == 0.8
+
+
+def test_last_cycle_gives_the_kept_mask_a_longer_cycle():
+    s = Cyclical(0.9, 1000, cycles=3, last_cycle=0.5)
+    assert [s.cycle_start(c) for c in range(4)] == [0, 250, 500, 1000]  # the first two share the other half
+    assert [s.hold_start(c) for c in range(3)] == [188, 438, 875]
+    for t in range(1000):
+        c = s.cycle_of(t)
+        assert s.cycle_start(c) <= t < s.cycle_start(c + 1)
+    assert s.sparsity_at(250) == 0.0 and s.sparsity_at(500) == 0.0 and s.sparsity_at(874) < 0.9
+    assert s.freeze_step == 875 and s.sparsity_at(875) == 0.9
+    # None is the equal split exactly, and the field survives the state round trip
+    assert Cyclical(0.9, 1003, cycles=4, last_cycle=None) == Cyclical(0.9, 1003, cycles=4)
+    assert schedule_from_dict(s.to_dict()) == s
+
+
+@pytest.mark.parametrize("kw,match", [
+    (dict(last_cycle=1.0), "last_cycle"), (dict(last_cycle=0.0), "last_cycle"), (dict(last_cycle=True), "last_cycle"),
+    (dict(last_cycle=float("nan")), "last_cycle"), (dict(cycles=1, last_cycle=0.5), "cycles >= 2"),
+    (dict(total_steps=4, cycles=3, last_cycle=0.9), "no steps"),
+])
+def test_last_cycle_refusals_name_the_field(kw, match):
+    with pytest.raises(ValueError, match=match):
+        Cyclical(**{"final_sparsity": 0.9, "total_steps": 100, **kw})

@@ -40,6 +40,9 @@ def add_parser(sub) -> None:
                    help=f"cyclical: number of cycles (default {DEFAULT_CYCLES}; 1 = GMP)")
     g.add_argument("--restart-sparsity", type=c.fraction("--restart-sparsity"), default=0.0, metavar="R",
                    help="cyclical: sparsity at the start of cycles 2..C (default 0 = dense again)")
+    g.add_argument("--last-cycle", type=c.fraction("--last-cycle", low_inclusive=False), default=None, metavar="F",
+                   help="cyclical: fraction of the steps the last cycle (the one whose mask is kept) gets; the "
+                        "earlier cycles share the rest (default: equal cycles)")
     g.add_argument("--initial-sparsity", type=c.fraction("--initial-sparsity"), default=0.0, metavar="S_I",
                    help="gmp/cyclical: sparsity at the start of the first ramp (default 0)")
     g.add_argument("--ramp", type=c.fraction("--ramp", low_inclusive=False, high_inclusive=True), default=0.75,
@@ -102,9 +105,11 @@ def _schedule(args, total_steps: int, steps_per_epoch: int):
                   begin_step=round(args.begin_epochs * steps_per_epoch))
         if args.schedule == "cyclical":
             kw.update(cycles=args.cycles or DEFAULT_CYCLES, restart_sparsity=args.restart_sparsity)
+            if args.last_cycle is not None:
+                kw["last_cycle"] = args.last_cycle
     flags = {"final_sparsity": "--sparsity", "cycles": "--cycles", "ramp": "--ramp", "begin_step": "--begin-epochs",
              "initial_sparsity": "--initial-sparsity", "restart_sparsity": "--restart-sparsity",
-             "prune_step": "--prune-at", "total_steps": "--epochs"}
+             "prune_step": "--prune-at", "total_steps": "--epochs", "last_cycle": "--last-cycle"}
     try:
         return make_schedule(args.schedule, args.sparsity, total_steps, **kw)
     except ValueError as e:
@@ -166,8 +171,9 @@ def run(args: argparse.Namespace) -> int:
         raise c.UsageError("--out: required (or pass --plan-only)")
     if args.out is not None and not args.plan_only:
         c.check_out(args)
-    if args.schedule != "cyclical" and (args.cycles is not None or args.restart_sparsity or args.lr_restart):
-        raise c.UsageError(f"--cycles/--restart-sparsity/--lr-restart apply to --schedule cyclical, "
+    if args.schedule != "cyclical" and (args.cycles is not None or args.restart_sparsity or args.lr_restart
+                                        or args.last_cycle is not None):
+        raise c.UsageError(f"--cycles/--restart-sparsity/--last-cycle/--lr-restart apply to --schedule cyclical, "
                            f"not {args.schedule}")
     pattern = _pattern(args)
     c.setup_threads(args)
