@@ -119,3 +119,35 @@ def test_cost_model_interface_of_macs():
     gid = next(iter(cost.widths))
     kept = {gid: [0]}
     assert cost.reduction(kept) == pytest.approx(1 - cost.exact(kept) / cost.dense) and cost.reduction(kept) > 0
+
+
+class _Pricey(_Delegating):
+    """MACs, except that every channel of one group costs ``factor`` times as much: a stand-in latency model."""
+
+    name, unit = "latency", "ms"
+
+    def __init__(self, inner: MacsModel, group: str, factor: float):
+        super().__init__(inner)
+        self.group, self.factor = group, factor
+        self.dense = self.exact({})
+
+    def exact(self, kept):
+        base = self.inner.exact(kept)
+        width = self.inner.widths[self.group]
+        return base + (self.factor - 1) * 1e5 * len(kept.get(self.group, range(width)))
+
+
+def test_cost_aware_ranking_removes_the_expensive_channels_first():
+    model, x, graph, shape = zoo_case("vgg16")
+    scores = channel_scores(model, graph, "l1")
+    group = graph.prunable_groups()[2].id
+    aware = select_channels(graph, scores, 0.3, cost=_Pricey(MacsModel(graph), group, 50.0))
+    off = select_channels(graph, scores, 0.3, cost=_Pricey(MacsModel(graph), group, 50.0), cost_aware=False)
+    width = off.widths[group]
+    assert aware.plan.meta["cost_aware"] and not off.plan.meta["cost_aware"]
+    assert len(aware.kept.get(group, range(width))) < len(off.kept.get(group, range(width)))
+    assert 0.3 <= aware.reduction <= 0.31 and 0.3 <= off.reduction <= 0.31
+    # the MACs default is the plain ranking (Torch-Pruning's convention): the same plan as before the option
+    macs = select_channels(graph, scores, 0.3)
+    assert not macs.plan.meta["cost_aware"]
+    assert select_channels(graph, scores, 0.3, cost_aware=False).kept == macs.kept

@@ -21,6 +21,14 @@ Scopes:
   selection above the budget, groups lose one more width step in order of their pruned fraction (the furthest
   behind first) until the budget is met — every group's fraction stays within one width step of the others'.
 
+Cost-aware ranking (``cost_aware``; on by default when the cost model is not MACs, i.e. for latency): a channel's
+normalised score is divided by what one channel of its group is worth in the cost, relative to the mean over
+groups, so the ranking removes the least importance per unit of cost saved first (HALP's importance / latency ratio,
+in Torch-Pruning's normalised units). A group's channel worth is its exact saving when it alone goes to its smallest
+allowed width, divided by the channels that removes -- a mean over the group's whole range, because a latency
+table is a step function of the width and its slope at full width can be zero. A group whose removal saves nothing
+is ranked last. MACs keeps the plain normalised ranking (Torch-Pruning's convention) unless asked.
+
 Constraints: a group keeps at least ``min_channels`` (default 1). ``round_to = K`` makes every pruned group's width
 a multiple of K (a group narrower than its smallest allowed multiple is left whole; an unpruned group keeps its
 full width even if that is not a multiple). Unlike Torch-Pruning's ``round_to``, which floors each group's width
@@ -202,11 +210,13 @@ def select_channels(
     graph: ChannelGraph, scores: Mapping[str, torch.Tensor], flops_reduction: float | Target, *,
     scope: str = "global", min_channels: int = 1, round_to: int = 1, normalize: str | None = "mean",
     tolerance: float = DEFAULT_TOLERANCE, meta: Mapping[str, Any] | None = None, cost: CostModel | None = None,
+    cost_aware: bool | None = None,
 ) -> Selection:
     """Choose the kept channels of every scored prunable group so that the reduction lies in the target's window
     ``[R, R + tolerance]`` (see the module docstring); raise ``TargetError`` if no selection does. Groups without
     scores keep all their channels. ``flops_reduction``: R (a MACs target with ``tolerance``) or a ``Target``;
-    ``cost``: the cost model of ``graph`` that the target reduces (built when not given)."""
+    ``cost``: the cost model of ``graph`` that the target reduces (built when not given); ``cost_aware``: rank by
+    score per unit of cost (default: for every cost model but MACs)."""
     target = flops_reduction if isinstance(flops_reduction, Target) else Target(flops_reduction, tolerance)
     if scope not in SCOPES:
         raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
@@ -217,6 +227,10 @@ def select_channels(
     cost = cost if cost is not None else target.cost_model(graph)
     groups = _groups(graph, scores, int(min_channels), int(round_to), normalize)
     ev = _Evaluator(cost, groups)
+    if cost_aware is None:
+        cost_aware = cost.unit != "MACs"
+    if cost_aware:
+        _weigh_by_cost(groups, ev)
     dense = cost.dense
     eps = 1e-9 * dense
     fits = lambda w: ev.macs(w) <= target.budget(dense) + eps  # noqa: E731
@@ -251,11 +265,31 @@ def select_channels(
         raise RuntimeError(f"internal error: cost {ev.macs(widths)} (search) != {exact} ({type(cost).__name__})")
     info = {"target": target.reduction, "achieved": 1 - exact / dense if dense > 0 else 0.0, "scope": scope,
             "min_channels": int(min_channels), "round_to": int(round_to), "normalize": normalize,
-            **(dict(meta) if meta else {})}
+            "cost_aware": bool(cost_aware), **(dict(meta) if meta else {})}
     plan = PruningPlan.from_kept(graph, kept, meta=info)
     all_widths = {g.id: g.width for g in graph.groups}
     all_widths.update({g.id: w for g, w in zip(groups, widths)})
     return Selection(kept, exact, dense, target, scope, all_widths, plan=plan)
+
+
+def _weigh_by_cost(groups: list[_Group], ev: _Evaluator) -> None:
+    """Divide each group's normalised scores by its channels' relative worth in the cost (module docstring)."""
+    full = [g.width for g in groups]
+    dense = ev.macs(full)
+    worth = []
+    for gi, g in enumerate(groups):
+        removable = g.width - g.allowed[-1]
+        if removable <= 0:
+            worth.append(0.0)
+            continue
+        alone = full[:gi] + [g.allowed[-1]] + full[gi + 1:]
+        worth.append(max(dense - ev.macs(alone), 0.0) / removable)
+    positive = [w for w in worth if w > 0]
+    if not positive:
+        return
+    mean = sum(positive) / len(positive)
+    for g, w in zip(groups, worth):
+        g.norm = g.norm / (w / mean) if w > 0 else torch.full_like(g.norm, math.inf)
 
 
 def _global_configs(groups: list[_Group]):
