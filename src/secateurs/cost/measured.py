@@ -5,7 +5,8 @@ selection for a predicted reduction, times the pruned model interleaved with the
 (:func:`measure_latency`: paired ratios, the same runtime and setting as the profile), and, while the measured
 reduction misses the target by more than the tolerance, asks again with a request corrected by the measured
 points (the first correction shifts the request by the miss; later ones interpolate the two nearest measured
-points, a secant step on "measured as a function of requested"), for a bounded number of rounds. The result
+points, a secant step on "measured as a function of requested", kept inside the bracket of requests measured on
+either side of the target once there is one), for a bounded number of rounds. The result
 keeps every round, so a report can show the path, and the best round (within tolerance, else the nearest).
 
 Measured acceptance is symmetric, ``|measured − R| ≤ tolerance``: timing noise on a shared machine is a few per
@@ -156,12 +157,28 @@ def meet_latency(select: Callable[[float], tuple[Any, float]], measure: Callable
 
 
 def _next_request(rounds: Sequence[LatencyRound], target: float) -> float:
-    """The request expected to measure ``target``: shift by the miss after one round; afterwards the secant through
-    the two rounds measured nearest the target (a flat or inverted secant falls back to the shift)."""
+    """The request expected to measure ``target``. Once rounds on both sides of the target bracket it (the highest
+    request measured below, the lowest measured above, in that order), the next request stays inside the bracket:
+    the secant through its two ends, or its midpoint when the secant lands in the outer tenth at either end
+    (a measured latency can jump where a kernel changes algorithm at some width, and an unbracketed secant then
+    oscillates across the jump). Before that: the shift by the miss after one round, then the secant through the
+    two rounds measured nearest the target (a flat or inverted secant falls back to the shift)."""
     last = rounds[-1]
     shift = last.requested + (target - last.measured.reduction)
     if len(rounds) < 2:
         return shift
+    below = [r for r in rounds if r.measured.reduction < target]
+    above = [r for r in rounds if r.measured.reduction > target]
+    if below and above:
+        lo = max(below, key=lambda r: r.requested)
+        hi = min(above, key=lambda r: r.requested)
+        width = hi.requested - lo.requested
+        if width > 0:
+            dm = hi.measured.reduction - lo.measured.reduction
+            guess = lo.requested + (target - lo.measured.reduction) * width / dm
+            if not (lo.requested + 0.1 * width <= guess <= hi.requested - 0.1 * width):
+                guess = lo.requested + 0.5 * width
+            return guess
     a, b = sorted(rounds, key=lambda r: abs(r.measured.reduction - target))[:2]
     dm = b.measured.reduction - a.measured.reduction
     dr = b.requested - a.requested
