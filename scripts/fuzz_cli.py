@@ -299,6 +299,7 @@ CHECKPOINT_COMMANDS: dict[str, list[str]] = {
                  "--out", "{o}", "--quiet"],
     "autoprune": ["autoprune", "--checkpoint", "{c}", "--data", "digits", "--flops-reduction", "0.3",
                   "--batches", "2", "--out", "{o}", "--quiet"],
+    "profile": ["profile", "--checkpoint", "{c}", "--held-out", "1", "--time-budget", "0.2", "--out", "{o}.json"],
 }
 
 TRAIN = ["train", "--model", "mlp", "--data", "digits", "--epochs", "1", "--quiet", "--out", "{o}"]
@@ -307,6 +308,8 @@ SPARSIFY = ["sparsify", "--model", "mlp", "--data", "digits", "--sparsity", "0.5
 FINETUNE = CHECKPOINT_COMMANDS["finetune"]
 AUTOPRUNE = CHECKPOINT_COMMANDS["autoprune"]
 PRUNE = CHECKPOINT_COMMANDS["prune"]
+PROFILE = CHECKPOINT_COMMANDS["profile"]
+LATENCY_PRUNE = PRUNE[:7] + ["--latency-reduction", "0.3"] + PRUNE[9:]
 
 FLAG_CASES: list[tuple[str, list[str]]] = [
     *[(f"train --lr {v}", TRAIN + ["--lr", v]) for v in ("1e308", "nan", "inf", "-1", "0", "x", "1e4")],
@@ -334,6 +337,30 @@ FLAG_CASES: list[tuple[str, list[str]]] = [
     ("sparsify --include nothing", SPARSIFY + ["--include", "nothing*"]),
     ("sparsify --restart on gmp", SPARSIFY + ["--schedule", "gmp", "--restart-sparsity", "0.2"]),
     ("sparsify no --out", SPARSIFY[:-2]),
+    *[(f"sparsify --last-cycle {v}", SPARSIFY + ["--last-cycle", v]) for v in ("1", "0", "nan", "x")],
+    ("sparsify --last-cycle on gmp", SPARSIFY + ["--schedule", "gmp", "--last-cycle", "0.6"]),
+    ("sparsify --last-cycle with one cycle", SPARSIFY + ["--cycles", "1", "--last-cycle", "0.6"]),
+    *[(f"profile --latency-batch-size {v}", PROFILE + ["--latency-batch-size", v]) for v in ("0", "1e9", "x")],
+    *[(f"profile --threads {v}", PROFILE + ["--threads", v]) for v in ("0", "1e9")],
+    *[(f"profile --held-out {v}", PROFILE[:3] + ["--held-out", v] + PROFILE[5:]) for v in ("-1", "1e9")],
+    *[(f"profile --time-budget {v}", PROFILE[:5] + ["--time-budget", v] + PROFILE[7:]) for v in ("nan", "-1",
+                                                                                               "1e308")],
+    ("profile --runtime onnxruntime --dtype bfloat16", PROFILE + ["--runtime", "onnxruntime", "--dtype",
+                                                                  "bfloat16"]),
+    ("profile --runtime tensorrt", PROFILE + ["--runtime", "tensorrt"]),
+    ("profile --input-shape 0,8,8", ["profile", "--model", "mlp", "--input-shape", "0,8,8"]),
+    ("profile no model", ["profile", "--out", "{o}.json"]),
+    *[(f"prune --latency-reduction {v}", PRUNE[:7] + ["--latency-reduction", v] + PRUNE[9:])
+      for v in ("0", "1", "nan", "-0.5", "0.9999")],
+    *[(f"prune --target-latency-ms {v}", PRUNE[:7] + ["--target-latency-ms", v] + PRUNE[9:])
+      for v in ("0", "-1", "nan", "inf", "1e-9")],
+    ("prune --latency-reduction and --flops-reduction", PRUNE + ["--latency-reduction", "0.3"]),
+    *[(f"prune --latency-tolerance {v}", LATENCY_PRUNE + ["--latency-tolerance", v]) for v in ("0", "2", "nan")],
+    *[(f"prune --latency-rounds {v}", LATENCY_PRUNE + ["--latency-rounds", v]) for v in ("0", "1e9")],
+    ("prune --latency-batch-size 0", LATENCY_PRUNE + ["--latency-batch-size", "0"]),
+    ("prune --latency-profile missing", LATENCY_PRUNE + ["--latency-profile", "{d}/nope.json"]),
+    ("prune --latency flags without a latency target", PRUNE + ["--latency-batch-size", "4"]),
+    ("autoprune --target-latency-ms 1e-9", AUTOPRUNE[:5] + ["--target-latency-ms", "1e-9"] + AUTOPRUNE[7:]),
     *[(f"autoprune --beta {v}", AUTOPRUNE + ["--beta", v]) for v in ("1e308", "inf", "-1")],
     *[(f"autoprune --gamma {v}", AUTOPRUNE + ["--gamma", v]) for v in ("1e308", "nan")],
     *[(f"autoprune --flops-reduction {v}", AUTOPRUNE[:5] + ["--flops-reduction", v] + AUTOPRUNE[7:])
@@ -401,6 +428,21 @@ OUTPUT_CASES: list[tuple[str, list[str], Callable[[Path], None]]] = [
     ("sparsify --out = --checkpoint", CHECKPOINT_COMMANDS["sparsify"][:-3] + ["--out", "{c}", "--overwrite"],
      lambda d: None),
     ("autoprune --out contains checkpoint", AUTOPRUNE[:-3] + ["--out", "{d}", "--overwrite"], lambda d: None),
+    ("profile --out existing file", PROFILE[:-1] + ["{d}/table.md"], write("table.md", "mine")),
+    ("profile --out checkpoint model.json --overwrite", PROFILE[:-1] + ["{c}/model.json", "--overwrite"],
+     lambda d: None),
+    ("profile --out a directory --overwrite", PROFILE[:-1] + ["{d}/empty", "--overwrite"], lambda d: None),
+]
+
+PROFILE_FILES: dict[str, str] = {
+    "garbage": "{garbage", "list": "[]", "empty object": "{}", "NaN fields": '{"version": 1, "dense_ms": NaN}',
+    "future version": '{"version": 99}', "huge": "[" * 200000 + "]" * 200000,
+}
+PROFILE_FILE_CASES: list[tuple[str, list[str], Callable[[Path], None]]] = [
+    *[(f"prune --latency-profile {k}", LATENCY_PRUNE + ["--latency-profile", "{d}/lat.json"], write("lat.json", v))
+      for k, v in PROFILE_FILES.items()],
+    ("autoprune --latency-profile garbage", AUTOPRUNE[:5] + ["--latency-reduction", "0.3"] + AUTOPRUNE[7:]
+     + ["--latency-profile", "{d}/lat.json"], write("lat.json", "{garbage")),
 ]
 
 STATE_KINDS = ("empty", "garbage", "list", "no config", "wrong format", "future version", "bad types",
@@ -446,6 +488,8 @@ def build_matrix() -> list[Case]:
                               group="state files"))
     for name, argv, craft in DATA_CASES:
         cases.append(Case(name, argv, craft, group="data"))
+    for name, argv, craft in PROFILE_FILE_CASES:
+        cases.append(Case(name, argv, craft, group="latency profiles"))
     for name, argv, craft in SUBPROCESS_CASES:
         cases.append(Case(name, argv, craft, subprocess=True, group="import path"))
     return cases

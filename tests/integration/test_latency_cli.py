@@ -72,12 +72,24 @@ def test_autoprune_to_a_latency_in_ms_with_round_to(dense, profile, tmp_path):
     (["--latency-reduction", "0.3", "--latency-batch-size", "8"], ["--latency-profile", "measured for"]),
     (["--latency-reduction", "0.3", "--latency-batch-size", "0"], ["--latency-batch-size"]),
     (["--latency-reduction", "1.5"], ["--latency-reduction"]),
+    (["--flops-reduction", "0.3"], ["--latency-profile: applies to a latency target", "not to --flops-reduction"]),
     (["--latency-reduction", "0.3", "--dtype", "bfloat16"], ["--latency-profile", "measured for"]),  # --dtype used
     (["--latency-reduction", "0.3", "--runtime", "onnxruntime", "--dtype", "bfloat16"], ["--dtype bfloat16", "numpy"]),
 ])
 def test_bad_latency_targets(dense, profile, tmp_path, capsys, extra, needles):
     _fails(["prune", "--checkpoint", str(dense), "--data", "digits", "--criterion", "l1", "--latency-profile",
             str(profile), "--out", str(tmp_path / "x")] + QUIET + extra, capsys, *needles)
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("command", ["prune", "autoprune"])
+@pytest.mark.parametrize("flag, value", [("--latency-batch-size", "4"), ("--runtime", "torch"), ("--dtype", "float64"),
+                                         ("--latency-tolerance", "0.1"), ("--latency-rounds", "2"),
+                                         ("--latency-time-budget", "1")])
+def test_latency_flags_with_a_macs_target_are_refused_not_ignored(dense, tmp_path, capsys, command, flag, value):
+    extra = ["--criterion", "l1"] if command == "prune" else []
+    _fails([command, "--checkpoint", str(dense), "--data", "digits", *extra, "--flops-reduction", "0.3", flag, value,
+            "--out", str(tmp_path / "x")] + QUIET, capsys, f"{flag}: applies to a latency target")
     assert not (tmp_path / "x").exists()
 
 

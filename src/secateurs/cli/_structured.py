@@ -45,20 +45,20 @@ def add_round_to_arg(g) -> None:
 def add_latency_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("latency target (with --latency-reduction or --target-latency-ms; --threads sets the "
                              "threads, default 1)")
-    g.add_argument("--latency-batch-size", type=c.positive_int("--latency-batch-size", c.MAX_BATCH_SIZE), default=1,
-                   metavar="B", help="batch size the latency is for (default 1)")
-    g.add_argument("--runtime", choices=RUNTIMES, default="torch",
+    g.add_argument("--latency-batch-size", type=c.positive_int("--latency-batch-size", c.MAX_BATCH_SIZE),
+                   default=None, metavar="B", help="batch size the latency is for (default 1)")
+    g.add_argument("--runtime", choices=RUNTIMES, default=None,
                    help="what runs the model: torch eager, or onnxruntime (when installed; BatchNorm folded)")
-    g.add_argument("--dtype", choices=DTYPE_NAMES, default="float32",
+    g.add_argument("--dtype", choices=DTYPE_NAMES, default=None,
                    help="dtype the latency is of (weights and inputs while timing; default float32; the saved model "
                         "keeps its own dtype)")
-    g.add_argument("--latency-tolerance", type=c.fraction("--latency-tolerance", low_inclusive=False), default=0.05,
+    g.add_argument("--latency-tolerance", type=c.fraction("--latency-tolerance", low_inclusive=False), default=None,
                    metavar="T", help="the measured reduction must land within +-T of the target (default 0.05)")
-    g.add_argument("--latency-rounds", type=c.positive_int("--latency-rounds", 20), default=5, metavar="N",
+    g.add_argument("--latency-rounds", type=c.positive_int("--latency-rounds", 20), default=None, metavar="N",
                    help="measure-and-correct rounds at most (default 5)")
     g.add_argument("--latency-time-budget", type=c.positive_float("--latency-time-budget", allow_zero=True,
                                                                    high=3600.0),
-                   default=3.0, metavar="SECONDS", help="timing of dense vs pruned per round (default 3; at least "
+                   default=None, metavar="SECONDS", help="timing of dense vs pruned per round (default 3; at least "
                                                          "5 interleaved rounds)")
     g.add_argument("--latency-profile", type=_existing_file("--latency-profile"), default=None, metavar="FILE",
                    help="a profile from `secateurs profile --out` (default: this machine's cached profile, "
@@ -76,25 +76,48 @@ def _existing_file(flag: str):
     return parse
 
 
+# the latency flags (argparse default None, so that a flag given without a latency target is refused, not ignored)
+LATENCY_FLAGS = {"latency_batch_size": ("--latency-batch-size", 1), "runtime": ("--runtime", "torch"),
+                 "dtype": ("--dtype", "float32"), "latency_tolerance": ("--latency-tolerance", 0.05),
+                 "latency_rounds": ("--latency-rounds", 5), "latency_time_budget": ("--latency-time-budget", 3.0),
+                 "latency_profile": ("--latency-profile", None)}
+
+
+def _latency_flag(args: argparse.Namespace, name: str):
+    value = getattr(args, name)
+    return LATENCY_FLAGS[name][1] if value is None else value
+
+
+def check_latency_flags(args: argparse.Namespace) -> None:
+    """A latency flag with a MACs target would be ignored: refuse it, naming the flag."""
+    if args.flops_reduction is None:
+        return
+    given = [flag for name, (flag, _) in LATENCY_FLAGS.items() if getattr(args, name) is not None]
+    if given:
+        raise c.UsageError(f"{given[0]}: applies to a latency target (--latency-reduction or --target-latency-ms), "
+                           f"not to --flops-reduction {args.flops_reduction:g}")
+
+
 def target_kwargs(args: argparse.Namespace) -> dict:
     """The front door's target keywords from the flags: ``flops_reduction`` or a latency target and its setting."""
     if args.flops_reduction is not None:
         return {"flops_reduction": args.flops_reduction}
+    lf = lambda name: _latency_flag(args, name)  # noqa: E731
     from ..errors import CheckpointError
     from ..structured.latency import LatencyConfig
 
     with flags_named():
         profile = None
-        if args.latency_profile is not None:
+        if lf("latency_profile") is not None:
             from ..cost.latency_profile import LatencyProfile
 
             try:
-                profile = LatencyProfile.load(args.latency_profile)
+                profile = LatencyProfile.load(lf("latency_profile"))
             except CheckpointError as e:
                 raise c.UsageError(f"--latency-profile: {e}") from None
-        config = LatencyConfig(batch_size=args.latency_batch_size, threads=args.threads or 1, runtime=args.runtime,
-                               dtype=args.dtype, tolerance=args.latency_tolerance, rounds=args.latency_rounds,
-                               budget_s=args.latency_time_budget, profile=profile)
+        config = LatencyConfig(batch_size=lf("latency_batch_size"), threads=args.threads or 1, runtime=lf("runtime"),
+                               dtype=lf("dtype"), tolerance=lf("latency_tolerance"), rounds=lf("latency_rounds"),
+                               budget_s=lf("latency_time_budget"), profile=profile)
     return {"latency_reduction": args.latency_reduction, "target_latency_ms": args.target_latency_ms,
             "latency": config}
 
@@ -116,6 +139,7 @@ def start(args: argparse.Namespace):
     """(checkpoint, data, graph limits) after the output, flag and thread checks."""
     if getattr(args, "distill", False) and args.finetune_epochs == 0:
         raise c.UsageError("--distill: distillation applies to fine-tuning; give --finetune-epochs E > 0")
+    check_latency_flags(args)
     c.check_out(args)
     c.setup_threads(args)
     data = c.load_data(args)
