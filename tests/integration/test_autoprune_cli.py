@@ -139,3 +139,20 @@ def test_autoprune_finetune_with_distillation_from_the_source(dense, tmp_path, c
                           "--out", str(tmp_path / "bad")])
     assert e.value.code == 2 and "--finetune-epochs" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
+
+
+def test_min_fraction_floors_every_group_and_is_refused_early_when_it_blocks_the_target(dense, tmp_path, capsys):
+    out = tmp_path / "ab"
+    assert main(AUTOPRUNE + ["--checkpoint", str(dense), "--flops-reduction", "0.4", "--min-fraction", "0.5",
+                             "--quiet", "--out", str(out)]) == 0
+    s = json.loads((out / "summary.json").read_text())
+    assert s["autobot"]["min_fraction"] == 0.5 and 0.4 <= s["flops_reduction"] <= 0.41
+    assert all(s["widths"][g] >= w / 2 for g, w in s["widths_dense"].items())
+    # half the channels of every group cannot remove 90% of the MACs: refused before any bottleneck training
+    with pytest.raises(SystemExit) as exc:
+        main(AUTOPRUNE + ["--checkpoint", str(dense), "--flops-reduction", "0.9", "--min-fraction", "0.5",
+                          "--quiet", "--out", str(tmp_path / "o")])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert "--flops-reduction 0.9" in err and "min_fraction=0.5" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "o").exists()

@@ -3,6 +3,8 @@ import copy
 import math
 
 import pytest
+
+from secateurs.structured.target import TargetError
 import torch
 
 from fixtures.topologies import make, zoo_case
@@ -143,6 +145,27 @@ def test_threshold_search_meets_exact_target(reduction):
             kept = set(sel.kept[g])
             assert all(s[i] > sel.threshold for i in kept if len(kept) > 1)
             assert all(s[i] <= sel.threshold for i in range(len(s)) if i not in kept)
+
+
+@pytest.mark.parametrize("round_to", [1, 4])
+def test_min_fraction_keeps_that_share_of_every_group(round_to):
+    model, x, graph, shape = zoo_case("resnet20")
+    soft = MacsModel(graph)
+    scores = _scores(graph)
+    scores["layer1.0.conv1:out"] = torch.full((16,), 1e-6, dtype=torch.float64)  # alone it would keep one channel
+    free = search_threshold(scores, soft, 0.5, tolerance=0.01, round_to=round_to)
+    held = search_threshold(scores, soft, 0.5, tolerance=0.01, round_to=round_to, min_fraction=0.5)
+    assert len(free.kept["layer1.0.conv1:out"]) == round_to
+    assert 0.5 <= held.reduction <= 0.51 and held.macs == soft.exact(held.kept)
+    for g, w in soft.widths.items():
+        assert len(held.kept[g]) >= w / 2, g
+    # the floor is the best half by score: the forced channels of a tied group are its lowest indices
+    assert held.kept["layer1.0.conv1:out"] == list(range(8))
+    assert search_threshold(scores, soft, 0.5, tolerance=0.01, round_to=round_to, min_fraction=0.0).kept == free.kept
+    with pytest.raises(TargetError, match="min_fraction=0.9"):
+        search_threshold(scores, soft, 0.5, tolerance=0.01, min_fraction=0.9)
+    with pytest.raises(ValueError, match="min_fraction"):
+        search_threshold(scores, soft, 0.5, min_fraction=1.0)
 
 
 def test_threshold_search_ties_fall_back_to_ranked_sweep():

@@ -36,6 +36,8 @@ def add_parser(sub) -> None:
     g.add_argument("--tolerance", type=c.fraction("--tolerance", low_inclusive=False), default=0.01,
                    help="the achieved reduction (of a latency target: predicted) lies in [R, R + this] (default "
                         "0.01)")
+    g.add_argument("--min-fraction", type=c.fraction("--min-fraction"), default=0.0, metavar="F",
+                   help="every group keeps at least this fraction of its channels, its best (default 0: one)")
     s.add_round_to_arg(g)
     s.add_finetune_args(p)
     p.set_defaults(run=run)
@@ -60,7 +62,8 @@ def run(args: argparse.Namespace) -> int:
     source_model = copy.deepcopy(model)  # timed against the pruned one at the end (interleaved)
     torch.manual_seed(args.seed)
     config = AutoBotConfig(beta=args.beta, gamma=args.gamma, lr=args.lr, batches=args.batches,
-                           batch_size=args.batch_size, tolerance=args.tolerance, seed=args.seed)
+                           batch_size=args.batch_size, tolerance=args.tolerance, seed=args.seed,
+                           min_fraction=args.min_fraction)
     with s.flags_named():
         result = prune(model, data, **s.target_kwargs(args), method="autobot", config=config, round_to=args.round_to,
                        bn_batches=args.bn_batches, seed=args.seed, graph_limits=limits, progress=progress)

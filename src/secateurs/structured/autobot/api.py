@@ -37,6 +37,7 @@ class AutoBotConfig:
     best_fraction: float = 0.4  # best scores are taken from the last 40% of the steps
     tolerance: float = DEFAULT_TOLERANCE  # achieved MACs reduction in [R, R + tolerance] (structured.target)
     max_search_iter: int = 50
+    min_fraction: float = 0.0  # every group keeps at least this fraction of its channels (0: at least one)
     augment: bool = True  # the training split's usual augmentation
     seed: int = 0
     atol: float = 1e-5  # apply_plan's masked-vs-pruned check (float64)
@@ -52,6 +53,7 @@ class AutoBotConfig:
             ("best_fraction", self.best_fraction, 0 < self.best_fraction <= 1),
             ("tolerance", self.tolerance, 0 < self.tolerance < 1),
             ("max_search_iter", self.max_search_iter, self.max_search_iter >= 1),
+            ("min_fraction", self.min_fraction, 0 <= self.min_fraction < 1),
         ]
         for name, value, ok in checks:
             if not ok:
@@ -162,9 +164,11 @@ def autoprune(
     goal = target.budget(cost.dense)  # the loss aims at the budget: at most (1 - R) of the dense cost
     if int(round_to) != round_to or round_to < 1:
         raise ValueError(f"round_to must be an integer >= 1, got {round_to!r}")
-    smallest = {g.id: list(range(min(g.width, round_to))) for g in graph.prunable_groups()}
-    target.check_reachable(cost, smallest, "one channel per prunable group" if round_to == 1 else
-                           f"{round_to} channels per prunable group (round_to={round_to})")
+    smallest = {g.id: list(range(min(g.width, max(round_to, math.ceil(config.min_fraction * g.width - 1e-9)))))
+                for g in graph.prunable_groups()}
+    target.check_reachable(cost, smallest, ("one channel per prunable group" if round_to == 1 else
+                                            f"{round_to} channels per prunable group (round_to={round_to})")
+                           + (f", min_fraction={config.min_fraction:g}" if config.min_fraction > 0 else ""))
 
     test = evaluate_test and isinstance(data, DataSplits) and len(data.test_x) > 0
     accuracy_source = evaluate(model, data.test_x, data.test_y)["accuracy"] if test else None
@@ -175,13 +179,14 @@ def autoprune(
                             best_fraction=config.best_fraction, progress=progress)
     def search(t: Target) -> Selection:
         return search_threshold(run.scores, cost, t, alphas=run.alphas, max_iter=config.max_search_iter,
-                                round_to=round_to)
+                                round_to=round_to, min_fraction=config.min_fraction)
 
     selection = search(target) if choose is None else choose(search)
     plan = PruningPlan.from_kept(graph, selection.kept, meta={
         "method": "autobot", target.argument: target.reduction, "achieved": selection.reduction,
         "threshold": selection.threshold, "selection": selection.method, "best_step": run.best_step,
-        **{k: v for k, v in asdict(config).items() if k in ("beta", "gamma", "lr", "batches", "batch_size", "seed")},
+        **{k: v for k, v in asdict(config).items() if k in ("beta", "gamma", "lr", "batches", "batch_size", "seed",
+                                                                 "min_fraction")},
     })
     report = apply_plan(model, plan, example_inputs, graph=graph, atol=config.atol)
     accuracy = evaluate(model, data.test_x, data.test_y)["accuracy"] if test else None

@@ -1,7 +1,8 @@
 """Threshold strategy (AutoBot's): one global threshold θ on the trained scores such that the *exact* cost of the
 hard selection lands in the target's window ``[R, R + tolerance]``.
 
-Every group keeps its highest-scoring channel whatever θ is (a group cannot vanish). The cost of a hard selection
+Every group keeps its highest-scoring channel whatever θ is (a group cannot vanish); with ``min_fraction = f`` it
+keeps at least ``ceil(f · width)`` of its best channels (by α), so no group is thinned below that fraction. The cost of a hard selection
 is exact from ``CostModel.exact`` (for MACs: the count of the physically pruned network, tested), so no candidate
 network is ever built.
 
@@ -21,6 +22,8 @@ from __future__ import annotations
 
 from typing import Mapping
 
+import math
+
 import torch
 
 from ...cost.base import CostModel
@@ -28,16 +31,25 @@ from ..target import DEFAULT_TOLERANCE, Target
 from .result import Selection
 
 
-def _forced(scores: Mapping[str, torch.Tensor], alphas: Mapping[str, torch.Tensor]) -> dict[str, int]:
-    return {g: int(torch.argmax(alphas[g])) for g in scores}
+def _forced(scores: Mapping[str, torch.Tensor], alphas: Mapping[str, torch.Tensor],
+            min_fraction: float = 0.0) -> dict[str, list[int]]:
+    """Per group the channels every selection keeps: its best (by α, then index), at least one and at least
+    ``ceil(min_fraction · width)``."""
+    out = {}
+    for g, a in alphas.items():
+        k = max(1, math.ceil(min_fraction * len(a) - 1e-9))
+        out[g] = sorted(sorted(range(len(a)), key=lambda i: (-float(a[i]), i))[:k])
+    return out
 
 
-def kept_at(scores: Mapping[str, torch.Tensor], threshold: float, forced: Mapping[str, int]) -> dict[str, list[int]]:
-    """Channels with λ > θ, plus each group's best channel."""
+def kept_at(scores: Mapping[str, torch.Tensor], threshold: float,
+            forced: Mapping[str, int | list[int]]) -> dict[str, list[int]]:
+    """Channels with λ > θ, plus each group's forced channels (its best one, or a list)."""
     out = {}
     for g, s in scores.items():
         idx = set(torch.nonzero(s > threshold).flatten().tolist())
-        idx.add(forced[g])
+        f = forced[g]
+        idx.update([f] if isinstance(f, int) else f)
         out[g] = sorted(idx)
     return out
 
@@ -45,19 +57,22 @@ def kept_at(scores: Mapping[str, torch.Tensor], threshold: float, forced: Mappin
 def search_threshold(
     scores: Mapping[str, torch.Tensor], cost: CostModel, reduction: float | Target, *,
     tolerance: float = DEFAULT_TOLERANCE, alphas: Mapping[str, torch.Tensor] | None = None, max_iter: int = 50,
-    round_to: int = 1,
+    round_to: int = 1, min_fraction: float = 0.0,
 ) -> Selection:
     """Kept channels per group whose exact reduction of ``cost`` lies in ``[R, R + tolerance]`` (``reduction``
     is R, or a ``Target``). ``round_to`` K > 1: a group that loses channels keeps a multiple of K, its best-scored
     ones (the count a threshold leaves rounded to the nearest multiple, at least K); step 3 then grows groups by
-    K channels at a time (best-scored steps first) instead of one."""
+    K channels at a time (best-scored steps first) instead of one. ``min_fraction``: every group keeps at least
+    that fraction of its channels (its best by α)."""
+    if not (0.0 <= min_fraction < 1.0) or math.isnan(min_fraction):
+        raise ValueError(f"min_fraction must be in [0, 1), got {min_fraction!r}")
     target = reduction if isinstance(reduction, Target) else Target(reduction, tolerance)
     scores = {g: s.detach().double().cpu() for g, s in scores.items()}
     alphas = alphas if alphas is not None else {g: torch.logit(s) for g, s in scores.items()}
     alphas = {g: a.detach().double().cpu() for g, a in alphas.items()}
     dense = cost.dense
     lo, hi = target.floor(dense), target.budget(dense)  # the cost window
-    forced = _forced(scores, alphas)
+    forced = _forced(scores, alphas, min_fraction)
     snap = _snapper(scores, alphas, forced, int(round_to))
 
     def measure(kept) -> float:
@@ -67,8 +82,10 @@ def search_threshold(
         kept = {g: sorted(v) for g, v in snap(kept).items()}
         return Selection(kept, c, dense, target, method, {g: len(v) for g, v in kept.items()}, theta, iterations)
 
-    target.check_reachable(cost, snap({g: [i] for g, i in forced.items()}),
-                           "one channel per prunable group" if round_to == 1 else f"round_to={round_to}")
+    floor_text = "one channel per prunable group" if round_to == 1 else f"round_to={round_to}"
+    if min_fraction > 0:
+        floor_text += f", min_fraction={min_fraction:g}"
+    target.check_reachable(cost, snap({g: list(f) for g, f in forced.items()}), floor_text)
 
     # 1. binary search on θ
     theta, step = 0.5, 0.25
@@ -82,10 +99,10 @@ def search_threshold(
 
     # 2. the same search at one-channel resolution over the global ranking
     ranked = sorted(((float(scores[g][i]), float(alphas[g][i]), g, i) for g in scores
-                     for i in range(len(scores[g])) if i != forced[g]), key=lambda r: (-r[0], -r[1], r[2], r[3]))
+                     for i in range(len(scores[g])) if i not in forced[g]), key=lambda r: (-r[0], -r[1], r[2], r[3]))
 
     def prefix(k: int) -> dict[str, list[int]]:
-        kept = {g: [i] for g, i in forced.items()}
+        kept = {g: list(f) for g, f in forced.items()}
         for _, _, g, i in ranked[:k]:
             kept[g].append(i)
         return kept
@@ -151,7 +168,7 @@ def _snapper(scores, alphas, forced, round_to: int):
     ``round_to``), its best channels in (forced first, score, α, index) order; the identity for 1."""
     if round_to == 1:
         return lambda kept: kept
-    order = {g: sorted(range(len(s)), key=lambda i: (i != forced[g], -float(s[i]), -float(alphas[g][i]), i))
+    order = {g: sorted(range(len(s)), key=lambda i: (i not in forced[g], -float(s[i]), -float(alphas[g][i]), i))
              for g, s in scores.items()}
 
     def snap(kept):
