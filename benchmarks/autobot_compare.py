@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import os
 import time
 
 import torch
@@ -46,26 +47,32 @@ def baseline(model, data, graph, example, criterion, scope, reduction, seed, tay
     return m, "no selection within 1 point of AutoBot's reduction", time.perf_counter() - t0
 
 
-def run_one(args, model_name, R, seed, ckpt, full, ft, test, graph, epoch_s, log):
+def run_one(args, model_name, R, seed, ckpt, full, ft, test, graph, epoch_s, log, rows, save):
+    """AutoBot (and its ``--autobot-min-fraction`` variants), then the baselines at AutoBot's achieved MACs;
+    appends to ``rows`` and calls ``save()`` after every row (a run cut short keeps what it measured)."""
     from secateurs.structured.autobot import AutoBotConfig, autoprune
 
-    rows = []
     example = full.train_x[:1]
-    m = copy.deepcopy(ckpt.model)
-    cfg = AutoBotConfig(batches=args.batches, seed=seed)
-    res = autoprune(m, full, R, config=cfg, example_inputs=example, graph=graph, progress=False)
-    before = accuracy(m, test)
-    before_bn = bn_recalibrated_accuracy(m, full, test, seed)
-    after, ft_s = finetune(m, ft, args.finetune_epochs, seed, args.finetune_batch_size, test,
-                         teacher=ckpt.model if args.distill else None)
-    achieved = res.report.macs_reduction
-    rows.append({"model": model_name, "target": R, "seed": seed, "method": "autobot", "scope": "global",
-                 "reduction": achieved, "macs": res.report.macs_after, "params": res.report.params_after,
-                 "acc_before_ft": before, "acc_before_ft_bn": before_bn, "acc_after_ft": after, "finetune_s": ft_s,
-                 "bottleneck_s": res.bottleneck_seconds, "bottleneck_images": res.bottleneck_images,
-                 "bottleneck_epoch_fraction": res.bottleneck_seconds / epoch_s,
-                 "selection": res.selection.method, "widths": {g: len(k) for g, k in res.plan.groups.items()}})
-    log(rows[-1])
+    achieved = None
+    for frac in [0.0] + [f for f in args.autobot_min_fraction if f > 0]:
+        m = copy.deepcopy(ckpt.model)
+        cfg = AutoBotConfig(batches=args.batches, seed=seed, min_fraction=frac)
+        res = autoprune(m, full, R, config=cfg, example_inputs=example, graph=graph, progress=False)
+        before = accuracy(m, test)
+        before_bn = bn_recalibrated_accuracy(m, full, test, seed)
+        after, ft_s = finetune(m, ft, args.finetune_epochs, seed, args.finetune_batch_size, test,
+                               teacher=ckpt.model if args.distill else None)
+        achieved = res.report.macs_reduction if achieved is None else achieved  # the baselines match the default
+        rows.append({"model": model_name, "target": R, "seed": seed,
+                     "method": "autobot" if frac == 0 else f"autobot min_fraction={frac:g}", "scope": "global",
+                     "reduction": res.report.macs_reduction, "macs": res.report.macs_after,
+                     "params": res.report.params_after,
+                     "acc_before_ft": before, "acc_before_ft_bn": before_bn, "acc_after_ft": after, "finetune_s": ft_s,
+                     "bottleneck_s": res.bottleneck_seconds, "bottleneck_images": res.bottleneck_images,
+                     "bottleneck_epoch_fraction": res.bottleneck_seconds / epoch_s,
+                     "selection": res.selection.method, "widths": {g: len(k) for g, k in res.plan.groups.items()}})
+        log(rows[-1])
+        save()
     pairs = ([tuple(b.split(":")) for b in args.baselines] if args.baselines
              else [(c, s) for c in args.criteria for s in args.scopes])
     for crit, scope in pairs:
@@ -84,13 +91,15 @@ def run_one(args, model_name, R, seed, ckpt, full, ft, test, graph, epoch_s, log
                        acc_before_ft=before, acc_before_ft_bn=before_bn, acc_after_ft=after, finetune_s=ft_s)
         rows.append(row)
         log(row)
-    return rows
+        save()
 
 
 def markdown(rows, dense, args, env, settings, elapsed):
     md = ["# AutoBot vs structured criteria (fashion-mnist)", "",
           f"torch {env['torch']}, {env['cpu']} ({env['cpu_count']} cores, {args.threads} thread(s)); "
-          f"{elapsed / 60:.0f} min in all. Mean ± std over seeds {sorted({r['seed'] for r in rows})}.", "",
+          f"{elapsed / 60:.0f} min in all; 1-minute load average {env['loadavg_start'][0]:.2f} at the start"
+          + (f", {env['loadavg_now'][0]:.2f} at the last row" if "loadavg_now" in env else "")
+          + f". Mean ± std over seeds {sorted({r['seed'] for r in rows})}.", "",
           "**Reduced configuration** (CPU budget): " + settings["reduced"], "",
           "Baselines are selected at AutoBot's *achieved* MACs reduction of the same seed (±0.25 point; wider only "
           "if a selection cannot land there, see `reduction`). Every method gets the same fine-tune. Accuracies in %. "
@@ -137,7 +146,7 @@ def headline(rows, dense) -> list[str]:
     def best(sub, key):
         means = {}
         for r in sub:
-            if r["method"] != "autobot" and key in r:
+            if not r["method"].startswith("autobot") and key in r:
                 means.setdefault((r["method"], r["scope"]), []).append(r[key])
         if not means:
             return "–"
@@ -200,6 +209,9 @@ def main() -> None:
                         "--criteria x --scopes")
     p.add_argument("--batches", type=int, default=200, help="AutoBot bottleneck batches (of 64)")
     p.add_argument("--taylor-batches", type=int, default=10, help="batches of 64 for the taylor criterion")
+    p.add_argument("--autobot-min-fraction", type=float, nargs="*", default=[],
+                   help="also run AutoBot with these AutoBotConfig.min_fraction values (the baselines match the "
+                        "default run's MACs)")
     p.add_argument("--finetune-epochs", type=float, default=1.0)
     p.add_argument("--finetune-batch-size", type=int, default=128)
     p.add_argument("--distill", action="store_true",
@@ -243,14 +255,16 @@ def main() -> None:
                              "checkpoint": str(ckpt.path), "dense_epochs": ckpt.summary.get("epochs"),
                              "dense_train_images": ckpt.summary.get("train_images")}
         print(f"{model_name}: dense {dense[model_name]}", flush=True)
+        def save():
+            elapsed = time.perf_counter() - t0
+            payload = {"environment": env | {"loadavg_now": os.getloadavg()}, "settings": settings, "dense": dense,
+                       "rows": rows, "elapsed_s": elapsed}
+            write_results(args.stem, payload, markdown(rows, dense, args, env, settings, elapsed))
+
         for seed in args.seeds:  # seeds outermost: a run cut short still has every target for the first seeds
             for R in args.targets:
-                rows += run_one(args, model_name, R, seed, ckpt, full, ft, test, graph,
-                                dense[model_name]["epoch_s"], log)
-                elapsed = time.perf_counter() - t0
-                payload = {"environment": env, "settings": settings, "dense": dense, "rows": rows,
-                           "elapsed_s": elapsed}
-                write_results(args.stem, payload, markdown(rows, dense, args, env, settings, elapsed))
+                run_one(args, model_name, R, seed, ckpt, full, ft, test, graph, dense[model_name]["epoch_s"], log,
+                        rows, save)
 
 
 if __name__ == "__main__":
