@@ -137,17 +137,23 @@ class _Pricey(_Delegating):
         return base + (self.factor - 1) * 1e5 * len(kept.get(self.group, range(width)))
 
 
-def test_cost_aware_ranking_removes_the_expensive_channels_first():
+def test_cost_weighted_ranking_removes_the_expensive_channels_first():
     model, x, graph, shape = zoo_case("vgg16")
     scores = channel_scores(model, graph, "l1")
     group = graph.prunable_groups()[2].id
-    aware = select_channels(graph, scores, 0.3, cost=_Pricey(MacsModel(graph), group, 50.0))
-    off = select_channels(graph, scores, 0.3, cost=_Pricey(MacsModel(graph), group, 50.0), cost_aware=False)
+    pricey = _Pricey(MacsModel(graph), group, 50.0)
+    full = select_channels(graph, scores, 0.3, cost=pricey, cost_weight=1.0)
+    half = select_channels(graph, scores, 0.3, cost=pricey, cost_weight=0.5)
+    off = select_channels(graph, scores, 0.3, cost=pricey, cost_weight=0.0)
     width = off.widths[group]
-    assert aware.plan.meta["cost_aware"] and not off.plan.meta["cost_aware"]
-    assert len(aware.kept.get(group, range(width))) < len(off.kept.get(group, range(width)))
-    assert 0.3 <= aware.reduction <= 0.31 and 0.3 <= off.reduction <= 0.31
-    # the MACs default is the plain ranking (Torch-Pruning's convention): the same plan as before the option
-    macs = select_channels(graph, scores, 0.3)
-    assert not macs.plan.meta["cost_aware"]
-    assert select_channels(graph, scores, 0.3, cost_aware=False).kept == macs.kept
+    assert full.plan.meta["cost_weight"] == 1.0 and off.plan.meta["cost_weight"] == 0.0
+    assert len(full.kept[group]) <= len(half.kept[group]) < len(off.kept.get(group, range(width)))
+    for sel in (full, half, off):
+        assert 0.3 <= sel.reduction <= 0.31
+    # the defaults: 0 for MACs (Torch-Pruning's convention), LATENCY_COST_WEIGHT for any other cost
+    from secateurs.structured.select.ranking import LATENCY_COST_WEIGHT
+
+    assert select_channels(graph, scores, 0.3).plan.meta["cost_weight"] == 0.0
+    assert select_channels(graph, scores, 0.3, cost=pricey).plan.meta["cost_weight"] == LATENCY_COST_WEIGHT
+    with pytest.raises(ValueError, match="cost_weight"):
+        select_channels(graph, scores, 0.3, cost_weight=1.5)

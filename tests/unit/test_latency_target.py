@@ -100,8 +100,10 @@ def test_criterion_prune_to_latency_records_prediction_and_measurement():
     cost = LatencyModel(graph, prof)
     assert cost.exact(result.selection.kept) == pytest.approx(s["latency_ms_predicted"])
     assert sum(p.numel() for p in pruned.parameters()) == s["params"] < s["params_dense"]
-    # the criterion's ranking weighed channels by their latency (select_channels' default for a latency cost)
-    assert result.selection.plan.meta["cost_aware"] is True
+    # the criterion's ranking weighed channels by their latency as much as select_channels' latency default says
+    from secateurs.structured.select.ranking import LATENCY_COST_WEIGHT
+
+    assert result.selection.plan.meta["cost_weight"] == LATENCY_COST_WEIGHT
 
 
 def test_unreachable_latency_target_is_refused_before_training(monkeypatch):
