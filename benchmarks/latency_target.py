@@ -85,7 +85,7 @@ def part_a(models, batches, targets, threads, log) -> list[dict]:
 
 
 def part_b(models, targets, threads, autobot_batches, test_subset, log, batches=(1,), ft=None,
-           save=lambda rows: None) -> list[dict]:
+           save=lambda rows: None, min_fraction=0.0) -> list[dict]:
     from autobot_common import accuracy, bn_recalibrated_accuracy, finetune, setup
     from secateurs.graph import build_channel_graph
     from secateurs.structured import (AutoBotConfig, Target, apply_plan, autoprune, channel_scores, max_reduction,
@@ -101,7 +101,8 @@ def part_b(models, targets, threads, autobot_batches, test_subset, log, batches=
         shape = tuple(x.shape[1:])
         graph = build_channel_graph(dense, x)
         scores = channel_scores(dense, graph, "l1")
-        ab = AutoBotConfig(batches=autobot_batches, batch_size=64, tolerance=0.02)
+        dense_out = _out_channels(dense)
+        ab = AutoBotConfig(batches=autobot_batches, batch_size=64, tolerance=0.02, min_fraction=min_fraction)
         for batch, r in [(b, r) for b in batches for r in targets]:
             t0 = time.perf_counter()
             cost = latency_model(dense, graph, shape, LatencyConfig(batch_size=batch, threads=threads))
@@ -113,7 +114,10 @@ def part_b(models, targets, threads, autobot_batches, test_subset, log, batches=
                 out[method] = {"accuracy": accuracy(model, test),
                                "accuracy_bn": bn_recalibrated_accuracy(model, full, test, seed=0),
                                "measured": measured, "macs_reduction": macs_red, "rounds": rounds,
-                               "seconds": seconds, "params": sum(p.numel() for p in model.parameters())}
+                               "seconds": seconds, "params": sum(p.numel() for p in model.parameters()),
+                               "out_channels": _out_channels(model)}
+                kept = {k: v / dense_out[k] for k, v in out[method]["out_channels"].items() if k in dense_out}
+                out[method]["min_kept_fraction"] = min(kept.values())
                 if ft:
                     torch.set_num_threads(ft["threads"])
                     out[method]["accuracy_ft"], out[method]["ft_seconds"] = finetune(
@@ -160,6 +164,11 @@ def part_b(models, targets, threads, autobot_batches, test_subset, log, batches=
     return rows
 
 
+def _out_channels(model) -> dict[str, int]:
+    """Output channels of every conv (the kept widths, read off the pruned network)."""
+    return {n: m.out_channels for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)}
+
+
 def _macs(model, shape) -> int:
     from secateurs.flops import count_model
 
@@ -180,6 +189,8 @@ def main() -> None:
     p.add_argument("--finetune-epochs", type=float, default=1.0, help="part B: 0 = no fine-tuning")
     p.add_argument("--finetune-subset", type=int, default=12000, help="part B: training images fine-tuned on")
     p.add_argument("--finetune-threads", type=int, default=2)
+    p.add_argument("--autobot-min-fraction", type=float, default=0.0,
+                   help="part B: AutoBotConfig.min_fraction of both AutoBot runs (default 0, the library's)")
     p.add_argument("--stem", default="latency_target")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -198,7 +209,8 @@ def main() -> None:
     ft = {"epochs": args.finetune_epochs, "subset": args.finetune_subset, "threads": args.finetune_threads} \
         if args.finetune_epochs > 0 else None
     b = part_b(args.models_b, args.targets, args.threads, args.autobot_batches, args.test_subset, log,
-               batches=args.batches_b, ft=ft, save=lambda rows: save(a, rows)) if "B" in args.part else []
+               batches=args.batches_b, ft=ft, save=lambda rows: save(a, rows),
+               min_fraction=args.autobot_min_fraction) if "B" in args.part else []
     save(a, b, partial=False)
 
 
@@ -227,19 +239,21 @@ def markdown(env, args, a, b, partial=False) -> str:
         ft = (f"after {args.finetune_epochs:g} epoch(s) of fine-tuning on {args.finetune_subset} training images "
               "(batch 128, the AutoBot recipe)") if args.finetune_epochs > 0 else "no fine-tuning"
         md += ["", "## B. Accuracy at equal measured latency (Fashion-MNIST checkpoints, 1x28x28)",
-               "", f"AutoBot: {args.autobot_batches} bottleneck steps of 64 (reduced from 200); accuracy on "
+               "", f"AutoBot: {args.autobot_batches} bottleneck steps of 64 (reduced from 200), min_fraction "
+               f"{args.autobot_min_fraction:g}; accuracy on "
                f"{args.test_subset} test images; *BN* = after re-estimating BatchNorm statistics on 20 training "
                f"batches; *FT* = {ft}. The MACs-targeted twin's MACs reduction was searched until its measured "
                "latency reduction matched (±0.02) the latency-targeted run's.", "",
-               "| model | batch | target | method | measured reduction | MACs removed | params | accuracy | "
-               "accuracy (BN) | accuracy (FT) | rounds |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+               "| model | batch | target | method | measured reduction | MACs removed | params | thinnest conv kept | "
+               "accuracy | accuracy (BN) | accuracy (FT) | rounds |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         wins = {"accuracy_bn": [], "accuracy_ft": []}
         for r in b:
             for m in ("l1-latency", "l1-macs", "autobot-latency", "autobot-macs"):
                 v = r[m]
                 ftv = f"{100 * v['accuracy_ft']:.2f}" if "accuracy_ft" in v else "–"
                 md.append(f"| {r['model']} | {r.get('batch', 1)} | {r['target']:.2f} | {m} | {v['measured']:.3f} | "
-                          f"{v['macs_reduction']:.3f} | {v.get('params', 0) / 1e3:.0f}k | {100 * v['accuracy']:.2f} | "
+                          f"{v['macs_reduction']:.3f} | {v.get('params', 0) / 1e3:.0f}k | "
+                          f"{v.get('min_kept_fraction', float('nan')):.2f} | {100 * v['accuracy']:.2f} | "
                           f"{100 * v['accuracy_bn']:.2f} | {ftv} | {v['rounds']} |")
             for m in ("l1", "autobot"):
                 for k in wins:
