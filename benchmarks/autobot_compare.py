@@ -50,6 +50,7 @@ def baseline(model, data, graph, example, criterion, scope, reduction, seed, tay
 def run_one(args, model_name, R, seed, ckpt, full, ft, test, graph, epoch_s, log, rows, save):
     """AutoBot (and its ``--autobot-min-fraction`` variants), then the baselines at AutoBot's achieved MACs;
     appends to ``rows`` and calls ``save()`` after every row (a run cut short keeps what it measured)."""
+    from secateurs.structured import TargetError
     from secateurs.structured.autobot import AutoBotConfig, autoprune
 
     example = full.train_x[:1]
@@ -57,14 +58,24 @@ def run_one(args, model_name, R, seed, ckpt, full, ft, test, graph, epoch_s, log
     for frac in [0.0] + [f for f in args.autobot_min_fraction if f > 0]:
         m = copy.deepcopy(ckpt.model)
         cfg = AutoBotConfig(batches=args.batches, seed=seed, min_fraction=frac)
-        res = autoprune(m, full, R, config=cfg, example_inputs=example, graph=graph, progress=False)
+        name = "autobot" if frac == 0 else f"autobot min_fraction={frac:g}"
+        try:
+            res = autoprune(m, full, R, config=cfg, example_inputs=example, graph=graph, progress=False)
+        except TargetError as e:
+            if frac == 0:
+                raise
+            rows.append({"model": model_name, "target": R, "seed": seed, "method": name, "scope": "global",
+                         "error": e.reason.splitlines()[0]})
+            log(rows[-1])
+            save()
+            continue
         before = accuracy(m, test)
         before_bn = bn_recalibrated_accuracy(m, full, test, seed)
         after, ft_s = finetune(m, ft, args.finetune_epochs, seed, args.finetune_batch_size, test,
                                teacher=ckpt.model if args.distill else None)
         achieved = res.report.macs_reduction if achieved is None else achieved  # the baselines match the default
         rows.append({"model": model_name, "target": R, "seed": seed,
-                     "method": "autobot" if frac == 0 else f"autobot min_fraction={frac:g}", "scope": "global",
+                     "method": name, "scope": "global",
                      "reduction": res.report.macs_reduction, "macs": res.report.macs_after,
                      "params": res.report.params_after,
                      "acc_before_ft": before, "acc_before_ft_bn": before_bn, "acc_after_ft": after, "finetune_s": ft_s,
@@ -257,9 +268,9 @@ def main() -> None:
         print(f"{model_name}: dense {dense[model_name]}", flush=True)
         def save():
             elapsed = time.perf_counter() - t0
-            payload = {"environment": env | {"loadavg_now": os.getloadavg()}, "settings": settings, "dense": dense,
-                       "rows": rows, "elapsed_s": elapsed}
-            write_results(args.stem, payload, markdown(rows, dense, args, env, settings, elapsed))
+            now = env | {"loadavg_now": os.getloadavg()}
+            payload = {"environment": now, "settings": settings, "dense": dense, "rows": rows, "elapsed_s": elapsed}
+            write_results(args.stem, payload, markdown(rows, dense, args, now, settings, elapsed))
 
         for seed in args.seeds:  # seeds outermost: a run cut short still has every target for the first seeds
             for R in args.targets:

@@ -263,15 +263,16 @@ class Cyclical(Schedule):
             if self.cycles == 1:
                 raise ValueError("last_cycle needs cycles >= 2 (a single cycle is all the steps)")
             if any(self.cycle_start(c + 1) <= self.cycle_start(c) for c in range(self.cycles)):
-                raise ValueError(f"last_cycle={f!r} leaves a cycle of {self.cycles} with no steps in "
-                                 f"{self.total_steps - self.begin_step}")
+                raise ValueError(f"last_cycle={f!r} leaves one of the {self.cycles} cycles without steps "
+                                 f"({self.total_steps - self.begin_step} steps after begin_step)")
 
     def cycle_start(self, c: int) -> int:
         """First step of cycle ``c`` (``c = cycles`` gives ``total_steps``)."""
         span = self.total_steps - self.begin_step
         if self.last_cycle is None or c >= self.cycles:
             return self.begin_step + (c * span) // self.cycles
-        return self.begin_step + math.floor(c * (1.0 - self.last_cycle) * span / (self.cycles - 1))
+        # + 1e-9: (1 - f) is inexact in binary (1 - 0.9 = 0.09999...), and the floor must not lose a step to it
+        return self.begin_step + math.floor(c * (1.0 - self.last_cycle) * span / (self.cycles - 1) + 1e-9)
 
     def cycle_of(self, step: int) -> int:
         """Index of the cycle containing ``step`` (clamped to ``[0, cycles − 1]``)."""

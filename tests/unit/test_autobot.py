@@ -159,13 +159,27 @@ def test_min_fraction_keeps_that_share_of_every_group(round_to):
     assert 0.5 <= held.reduction <= 0.51 and held.macs == soft.exact(held.kept)
     for g, w in soft.widths.items():
         assert len(held.kept[g]) >= w / 2, g
-    # the floor is the best half by score: the forced channels of a tied group are its lowest indices
+    # the floor is the best half by α: the forced channels of a tied group are its lowest indices
     assert held.kept["layer1.0.conv1:out"] == list(range(8))
     assert search_threshold(scores, soft, 0.5, tolerance=0.01, round_to=round_to, min_fraction=0.0).kept == free.kept
     with pytest.raises(TargetError, match="min_fraction=0.9"):
         search_threshold(scores, soft, 0.5, tolerance=0.01, min_fraction=0.9)
     with pytest.raises(ValueError, match="min_fraction"):
         search_threshold(scores, soft, 0.5, min_fraction=1.0)
+
+
+def test_min_fraction_floor_rounds_up_to_round_to():
+    # a floor of ceil(0.3 * 16) = 5 channels with round_to 4 keeps 8, never 4 (the nearest multiple is below it)
+    from secateurs.structured.autobot.api import autobot_floor
+
+    model, x, graph, shape = zoo_case("resnet20")
+    soft = MacsModel(graph)
+    scores = {g: torch.full((w,), 1e-6, dtype=torch.float64) for g, w in soft.widths.items()}
+    sel = search_threshold(scores, soft, 0.4, tolerance=0.02, round_to=4, min_fraction=0.3)
+    for g, w in soft.widths.items():
+        assert len(sel.kept[g]) >= math.ceil(0.3 * w) and (len(sel.kept[g]) % 4 == 0 or len(sel.kept[g]) == w), g
+    assert [autobot_floor(16, 4, f) for f in (0.0, 0.3, 0.5, 0.625, 0.99)] == [4, 8, 8, 12, 16]
+    assert autobot_floor(16) == 1 and autobot_floor(3, 4) == 3
 
 
 def test_threshold_search_ties_fall_back_to_ranked_sweep():

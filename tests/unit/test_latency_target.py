@@ -126,6 +126,29 @@ def test_unreachable_latency_target_is_refused_before_training(monkeypatch):
         assert exc.value.argument == "latency_reduction" and exc.value.reachable == pytest.approx(best, abs=1e-6)
 
 
+def test_min_fraction_blocking_a_target_in_ms_is_refused_in_ms_before_training(monkeypatch):
+    # min_fraction raises AutoBot's floor: the early check must use it, and say the refusal in the unit asked in
+    import secateurs.structured.autobot.api as api
+
+    model, x, graph, prof = _setup()
+    cost = LatencyModel(graph, prof)
+    half = {g: list(range(-(-w // 2))) for g, w in cost.widths.items()}
+    reachable_ms = cost.exact(half)
+
+    def never(*a, **kw):
+        raise AssertionError("bottlenecks were trained for an unreachable target")
+
+    monkeypatch.setattr(api, "train_bottlenecks", never)
+    data = get_dataset("digits", seed=0)
+    with pytest.raises(TargetError) as exc:
+        prune(copy.deepcopy(model), data, target_latency_ms=0.9 * reachable_ms, method="autobot",
+              config=AutoBotConfig(min_fraction=0.5), latency=LatencyConfig(profile=prof, **QUICK), progress=False)
+    e = exc.value
+    assert e.argument == "target_latency_ms" and e.value == pytest.approx(0.9 * reachable_ms)
+    assert "min_fraction=0.5" in str(e) and " ms" in str(e)
+    assert e.reachable == pytest.approx(cost.reduction(half))
+
+
 def test_autobot_trains_on_the_latency_model_and_rounds_widths(monkeypatch):
     import secateurs.structured.autobot.api as api
 

@@ -149,12 +149,17 @@ def test_last_cycle_gives_the_kept_mask_a_longer_cycle():
     # None is the equal split exactly, and the field survives the state round trip
     assert Cyclical(0.9, 1003, cycles=4, last_cycle=None) == Cyclical(0.9, 1003, cycles=4)
     assert schedule_from_dict(s.to_dict()) == s
+    # 1 - 0.9 is 0.0999... in binary: the split must still be the documented floor(c (1 - f) T' / (C - 1))
+    assert [Cyclical(0.9, 100, cycles=2, last_cycle=0.9).cycle_start(c) for c in range(3)] == [0, 10, 100]
+    assert [Cyclical(0.9, 10, cycles=2, last_cycle=0.9).cycle_start(c) for c in range(3)] == [0, 1, 10]
+    b = Cyclical(0.9, 110, cycles=3, begin_step=10, last_cycle=0.5)
+    assert [b.cycle_start(c) for c in range(4)] == [10, 35, 60, 110] and b.sparsity_at(9) == 0.0
 
 
 @pytest.mark.parametrize("kw,match", [
     (dict(last_cycle=1.0), "last_cycle"), (dict(last_cycle=0.0), "last_cycle"), (dict(last_cycle=True), "last_cycle"),
     (dict(last_cycle=float("nan")), "last_cycle"), (dict(cycles=1, last_cycle=0.5), "cycles >= 2"),
-    (dict(total_steps=4, cycles=3, last_cycle=0.9), "no steps"),
+    (dict(total_steps=4, cycles=3, last_cycle=0.9), "without steps"),
 ])
 def test_last_cycle_refusals_name_the_field(kw, match):
     with pytest.raises(ValueError, match=match):

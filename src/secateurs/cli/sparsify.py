@@ -171,10 +171,14 @@ def run(args: argparse.Namespace) -> int:
         raise c.UsageError("--out: required (or pass --plan-only)")
     if args.out is not None and not args.plan_only:
         c.check_out(args)
-    if args.schedule != "cyclical" and (args.cycles is not None or args.restart_sparsity or args.lr_restart
-                                        or args.last_cycle is not None):
-        raise c.UsageError(f"--cycles/--restart-sparsity/--last-cycle/--lr-restart apply to --schedule cyclical, "
-                           f"not {args.schedule}")
+    if args.schedule != "cyclical":
+        given = [f"{flag} {value}" for flag, value, on in (
+            ("--cycles", args.cycles, args.cycles is not None), ("--restart-sparsity", args.restart_sparsity,
+                                                                  bool(args.restart_sparsity)),
+            ("--last-cycle", args.last_cycle, args.last_cycle is not None), ("--lr-restart", "", args.lr_restart)) if on]
+        if given:
+            raise c.UsageError(f"{given[0].strip()}: --cycles/--restart-sparsity/--last-cycle/--lr-restart apply to "
+                               f"--schedule cyclical, not {args.schedule}")
     pattern = _pattern(args)
     c.setup_threads(args)
     distributed.init_from_env()

@@ -6,7 +6,7 @@ selection for a predicted reduction, times the pruned model interleaved with the
 reduction misses the target by more than the tolerance, asks again with a request corrected by the measured
 points (the first correction shifts the request by the miss; later ones interpolate the two nearest measured
 points, a secant step on "measured as a function of requested", kept inside the bracket of requests measured on
-either side of the target once there is one), for a bounded number of rounds. The result
+either side of the target once there is one, in order), for a bounded number of rounds. The result
 keeps every round, so a report can show the path, and the best round (within tolerance, else the nearest).
 
 Measured acceptance is symmetric, ``|measured − R| ≤ tolerance``: timing noise on a shared machine is a few per

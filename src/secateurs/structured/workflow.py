@@ -156,8 +156,20 @@ def prune(
     test = evaluate_test and splits is not None and len(splits.test_x) > 0
     lat = None
     if wants_latency:
+        if method == "autobot":  # AutoBot's floor: its forced channels (one, or min_fraction), rounded up
+            from .autobot.api import AutoBotConfig, autobot_floor
+
+            fraction = (config or AutoBotConfig()).min_fraction
+            smallest = {g.id: list(range(autobot_floor(g.width, round_to, fraction)))
+                        for g in graph.prunable_groups()}
+            constraint = (f"min_fraction={fraction:g} of every prunable group" if fraction > 0 else
+                          "one channel per prunable group")
+        else:
+            smallest = _smallest_kept(graph, min_channels, round_to)
+            constraint = f"min_channels={min_channels}"
+        constraint += f", round_to={round_to}" if round_to > 1 else ""
         lat = _latency_setup(model, graph, example_inputs, latency, latency_reduction, target_latency_ms,
-                             tolerance, min_channels if method != "autobot" else 1, round_to, progress)
+                             tolerance, smallest, constraint, progress)
         target = lat["target"]
     if method == "autobot":
         result = _autobot(model, data, target, config, example_inputs, graph, progress, evaluate_test, seed,
@@ -194,12 +206,11 @@ def recalibrate_batchnorm(model: "nn.Module", data: "DataSplits", batches: int, 
 
 
 def _latency_setup(model, graph, example_inputs, config, latency_reduction, target_latency_ms, tolerance,
-                   min_channels, round_to, progress) -> dict[str, Any]:
+                   smallest, constraint, progress) -> dict[str, Any]:
     """The latency cost model, the target and the reachable maximum, before any scoring or training."""
     import copy
 
     from .latency import LatencyConfig, latency_model, latency_target
-    from .select import max_reduction
     from .target import TargetError
 
     config = config or LatencyConfig()
@@ -207,10 +218,9 @@ def _latency_setup(model, graph, example_inputs, config, latency_reduction, targ
     cost = latency_model(model, graph, tuple(example_inputs.shape[1:]), config, log=log)
     target = latency_target(cost, latency_reduction=latency_reduction, target_latency_ms=target_latency_ms,
                             tolerance=tolerance)
-    reachable = max_reduction(graph, min_channels, round_to, cost=cost)
+    reachable = cost.reduction(smallest)
     try:
-        target.check_reachable(cost, _smallest_kept(graph, min_channels, round_to),
-                               f"min_channels={min_channels}" + (f", round_to={round_to}" if round_to > 1 else ""))
+        target.check_reachable(cost, smallest, constraint)
     except TargetError as e:
         if target_latency_ms is None:
             raise

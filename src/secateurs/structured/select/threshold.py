@@ -36,7 +36,8 @@ def _forced(scores: Mapping[str, torch.Tensor], alphas: Mapping[str, torch.Tenso
     """Per group the channels every selection keeps: its best (by α, then index), at least one and at least
     ``ceil(min_fraction · width)``."""
     out = {}
-    for g, a in alphas.items():
+    for g in scores:
+        a = alphas[g]
         k = max(1, math.ceil(min_fraction * len(a) - 1e-9))
         out[g] = sorted(sorted(range(len(a)), key=lambda i: (-float(a[i]), i))[:k])
     return out
@@ -82,9 +83,10 @@ def search_threshold(
         kept = {g: sorted(v) for g, v in snap(kept).items()}
         return Selection(kept, c, dense, target, method, {g: len(v) for g, v in kept.items()}, theta, iterations)
 
-    floor_text = "one channel per prunable group" if round_to == 1 else f"round_to={round_to}"
-    if min_fraction > 0:
-        floor_text += f", min_fraction={min_fraction:g}"
+    floor_text = (f"min_fraction={min_fraction:g} of every prunable group" if min_fraction > 0 else
+                  "one channel per prunable group")
+    if round_to > 1:
+        floor_text += f", round_to={round_to}"
     target.check_reachable(cost, snap({g: list(f) for g, f in forced.items()}), floor_text)
 
     # 1. binary search on θ
@@ -165,7 +167,8 @@ def search_threshold(
 
 def _snapper(scores, alphas, forced, round_to: int):
     """``kept -> kept`` with every group that loses channels keeping a multiple of ``round_to`` (at least
-    ``round_to``), its best channels in (forced first, score, α, index) order; the identity for 1."""
+    ``round_to`` and never fewer than its forced channels: the multiple at or above their count), its best
+    channels in (forced first, score, α, index) order; the identity for 1."""
     if round_to == 1:
         return lambda kept: kept
     order = {g: sorted(range(len(s)), key=lambda i: (i not in forced[g], -float(s[i]), -float(alphas[g][i]), i))
@@ -175,7 +178,8 @@ def _snapper(scores, alphas, forced, round_to: int):
         out = {}
         for g, idx in kept.items():
             w = len(order[g])
-            k = max(round_to, int(round(len(idx) / round_to)) * round_to)
+            k = max(round_to, int(round(len(idx) / round_to)) * round_to,
+                    math.ceil(len(forced[g]) / round_to) * round_to)
             out[g] = list(range(w)) if len(idx) >= w or k >= w else sorted(order[g][:k])
         return out
 
