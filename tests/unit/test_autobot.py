@@ -170,7 +170,7 @@ def test_min_fraction_keeps_that_share_of_every_group(round_to):
 
 def test_min_fraction_floor_rounds_up_to_round_to():
     # a floor of ceil(0.3 * 16) = 5 channels with round_to 4 keeps 8, never 4 (the nearest multiple is below it)
-    from secateurs.structured.autobot.api import autobot_floor
+    from secateurs.structured.select.threshold import autobot_floor
 
     model, x, graph, shape = zoo_case("resnet20")
     soft = MacsModel(graph)

@@ -157,17 +157,14 @@ def prune(
     lat = None
     if wants_latency:
         if method == "autobot":  # AutoBot's floor: its forced channels (one, or min_fraction), rounded up
-            from .autobot.api import AutoBotConfig, autobot_floor
+            from .autobot.api import AutoBotConfig
+            from .select.threshold import floor_selection
 
-            fraction = (config or AutoBotConfig()).min_fraction
-            smallest = {g.id: list(range(autobot_floor(g.width, round_to, fraction)))
-                        for g in graph.prunable_groups()}
-            constraint = (f"min_fraction={fraction:g} of every prunable group" if fraction > 0 else
-                          "one channel per prunable group")
+            smallest, constraint = floor_selection({g.id: g.width for g in graph.prunable_groups()}, round_to,
+                                                   (config or AutoBotConfig()).min_fraction)
         else:
             smallest = _smallest_kept(graph, min_channels, round_to)
-            constraint = f"min_channels={min_channels}"
-        constraint += f", round_to={round_to}" if round_to > 1 else ""
+            constraint = f"min_channels={min_channels}" + (f", round_to={round_to}" if round_to > 1 else "")
         lat = _latency_setup(model, graph, example_inputs, latency, latency_reduction, target_latency_ms,
                              tolerance, smallest, constraint, progress)
         target = lat["target"]

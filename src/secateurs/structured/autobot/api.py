@@ -16,6 +16,7 @@ from ...train import TrainConfig, evaluate
 from ..apply import PruneReport, apply_plan
 from ..plan import PruningPlan
 from ..select import Selection, search_threshold
+from ..select.threshold import floor_selection
 from ..target import DEFAULT_TOLERANCE, Target
 from .bottleneck import Bottlenecks
 from .training import train_bottlenecks, training_batches
@@ -58,13 +59,6 @@ class AutoBotConfig:
         for name, value, ok in checks:
             if not ok:
                 raise ValueError(f"AutoBotConfig.{name}: invalid value {value!r}")
-
-
-def autobot_floor(width: int, round_to: int = 1, min_fraction: float = 0.0) -> int:
-    """The fewest channels AutoBot's threshold search leaves a group of ``width``: its forced channels (one, or
-    ``ceil(min_fraction * width)``) rounded up to a multiple of ``round_to``, at most the width."""
-    forced = max(1, math.ceil(min_fraction * width - 1e-9))
-    return min(width, max(round_to, math.ceil(forced / round_to) * round_to))
 
 
 def finetune_config(epochs: float, *, lr: float = 0.02, weight_decay: float = 2e-3, momentum: float = 0.9,
@@ -171,11 +165,8 @@ def autoprune(
     goal = target.budget(cost.dense)  # the loss aims at the budget: at most (1 - R) of the dense cost
     if int(round_to) != round_to or round_to < 1:
         raise ValueError(f"round_to must be an integer >= 1, got {round_to!r}")
-    smallest = {g.id: list(range(autobot_floor(g.width, round_to, config.min_fraction)))
-                for g in graph.prunable_groups()}
-    target.check_reachable(cost, smallest, (f"min_fraction={config.min_fraction:g} of every prunable group"
-                                            if config.min_fraction > 0 else "one channel per prunable group")
-                           + (f", round_to={round_to}" if round_to > 1 else ""))
+    target.check_reachable(cost, *floor_selection({g.id: g.width for g in graph.prunable_groups()}, round_to,
+                                                  config.min_fraction))
 
     test = evaluate_test and isinstance(data, DataSplits) and len(data.test_x) > 0
     accuracy_source = evaluate(model, data.test_x, data.test_y)["accuracy"] if test else None

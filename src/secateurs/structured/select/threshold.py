@@ -20,9 +20,8 @@ If nothing lands in the window, ``TargetError`` says which reductions are reacha
 """
 from __future__ import annotations
 
-from typing import Mapping
-
 import math
+from typing import Mapping
 
 import torch
 
@@ -31,15 +30,39 @@ from ..target import DEFAULT_TOLERANCE, Target
 from .result import Selection
 
 
+def _forced_count(width: int, min_fraction: float) -> int:
+    """How many channels of a group of ``width`` every selection keeps: one, and at least ceil(min_fraction·width)."""
+    return max(1, math.ceil(min_fraction * width - 1e-9))
+
+
+def autobot_floor(width: int, round_to: int = 1, min_fraction: float = 0.0) -> int:
+    """The fewest channels the threshold search leaves a group of ``width``: its forced channels rounded up to a
+    multiple of ``round_to`` (at least ``round_to``), at most the width."""
+    return min(width, max(round_to, math.ceil(_forced_count(width, min_fraction) / round_to) * round_to))
+
+
+def floor_text(min_fraction: float = 0.0, round_to: int = 1) -> str:
+    """The floor in words, for the reachability error: what every group keeps."""
+    text = f"min_fraction={min_fraction:g} of every prunable group" if min_fraction > 0 else \
+        "one channel per prunable group"
+    return text + (f", round_to={round_to}" if round_to > 1 else "")
+
+
+def floor_selection(widths: Mapping[str, int], round_to: int = 1,
+                    min_fraction: float = 0.0) -> tuple[dict[str, list[int]], str]:
+    """Every group at the floor (its first ``autobot_floor`` channels), and the floor in words: the smallest
+    selection the threshold search can reach, for checking a target before any bottleneck training."""
+    kept = {g: list(range(autobot_floor(w, round_to, min_fraction))) for g, w in widths.items()}
+    return kept, floor_text(min_fraction, round_to)
+
+
 def _forced(scores: Mapping[str, torch.Tensor], alphas: Mapping[str, torch.Tensor],
             min_fraction: float = 0.0) -> dict[str, list[int]]:
-    """Per group the channels every selection keeps: its best (by α, then index), at least one and at least
-    ``ceil(min_fraction · width)``."""
+    """Per group the channels every selection keeps: its best ``_forced_count`` (by α, then index)."""
     out = {}
     for g in scores:
         a = alphas[g]
-        k = max(1, math.ceil(min_fraction * len(a) - 1e-9))
-        out[g] = sorted(sorted(range(len(a)), key=lambda i: (-float(a[i]), i))[:k])
+        out[g] = sorted(sorted(range(len(a)), key=lambda i: (-float(a[i]), i))[:_forced_count(len(a), min_fraction)])
     return out
 
 
@@ -83,11 +106,7 @@ def search_threshold(
         kept = {g: sorted(v) for g, v in snap(kept).items()}
         return Selection(kept, c, dense, target, method, {g: len(v) for g, v in kept.items()}, theta, iterations)
 
-    floor_text = (f"min_fraction={min_fraction:g} of every prunable group" if min_fraction > 0 else
-                  "one channel per prunable group")
-    if round_to > 1:
-        floor_text += f", round_to={round_to}"
-    target.check_reachable(cost, snap({g: list(f) for g, f in forced.items()}), floor_text)
+    target.check_reachable(cost, snap({g: list(f) for g, f in forced.items()}), floor_text(min_fraction, round_to))
 
     # 1. binary search on θ
     theta, step = 0.5, 0.25
