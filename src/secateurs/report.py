@@ -151,10 +151,10 @@ def latency_record(summary: dict) -> dict | None:
         return None
     setting = summary.get("latency_setting")
     if isinstance(setting, dict):  # a hand-edited file: keep only values of the documented form
-        ok = {"batch_size": _positive_int, "threads": _positive_int,
-              "runtime": lambda v: v in ("torch", "onnxruntime"), "dtype": lambda v: v in ("float32", "float64",
-                                                                                          "bfloat16"),
-              "loadavg_before": _loadavg, "loadavg_after": _loadavg}
+        from .cost._names import DTYPE_NAMES, RUNTIMES
+
+        ok = {"batch_size": _positive_int, "threads": _positive_int, "runtime": lambda v: v in RUNTIMES,
+              "dtype": lambda v: v in DTYPE_NAMES, "loadavg_before": _loadavg, "loadavg_after": _loadavg}
         rec["setting"] = {k: setting[k] for k, valid in ok.items() if k in setting and valid(setting[k])}
     return rec
 

@@ -44,13 +44,13 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from ..cost.latency_profile import cache_path, require_onnxruntime
+    from ..cost.latency_profile import cache_path, require_onnxruntime, runtime_dtype_problem
     from ..cost.profiling import profile_latency
     from ..graph import build_channel_graph
 
-    if args.runtime == "onnxruntime" and args.dtype == "bfloat16":  # == cost.latency_profile.runtime_dtype_problem
-        raise c.UsageError("--dtype bfloat16: --runtime onnxruntime is measured through numpy arrays, which have no "
-                           "bfloat16; use --dtype float32 or --runtime torch")
+    problem = runtime_dtype_problem(args.runtime, args.dtype)
+    if problem:
+        raise c.UsageError(f"--dtype {args.dtype}: with --runtime {args.runtime}: {problem}")
     if args.runtime == "onnxruntime":
         try:
             require_onnxruntime()
