@@ -172,12 +172,12 @@ def run(args: argparse.Namespace) -> int:
     if args.out is not None and not args.plan_only:
         c.check_out(args)
     if args.schedule != "cyclical":
-        given = [f"{flag} {value}" for flag, value, on in (
-            ("--cycles", args.cycles, args.cycles is not None), ("--restart-sparsity", args.restart_sparsity,
-                                                                  bool(args.restart_sparsity)),
-            ("--last-cycle", args.last_cycle, args.last_cycle is not None), ("--lr-restart", "", args.lr_restart)) if on]
+        given = [text for text, on in ((f"--cycles {args.cycles}", args.cycles is not None),
+                                       (f"--restart-sparsity {args.restart_sparsity}", bool(args.restart_sparsity)),
+                                       (f"--last-cycle {args.last_cycle}", args.last_cycle is not None),
+                                       ("--lr-restart", args.lr_restart)) if on]
         if given:
-            raise c.UsageError(f"{given[0].strip()}: --cycles/--restart-sparsity/--last-cycle/--lr-restart apply to "
+            raise c.UsageError(f"{given[0]}: --cycles/--restart-sparsity/--last-cycle/--lr-restart apply to "
                                f"--schedule cyclical, not {args.schedule}")
     pattern = _pattern(args)
     c.setup_threads(args)
