@@ -48,6 +48,11 @@ class CostModel:
         self.soft(gates).backward()
         return {g: float(v.grad.mean()) for g, v in gates.items()}
 
+    @property
+    def quantity(self) -> str:
+        """What the cost counts, in words for messages: "MACs", or the model's name ("latency")."""
+        return "MACs" if self.unit == "MACs" else self.name
+
     def reduction(self, kept: Mapping[str, Sequence[int]]) -> float:
         """The fraction of ``dense`` that keeping ``kept`` removes: ``1 - exact(kept) / dense``."""
         return 1 - self.exact(kept) / self.dense if self.dense > 0 else 0.0

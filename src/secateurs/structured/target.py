@@ -85,7 +85,7 @@ class Target:
         best = 1 - least / cost.dense if cost.dense > 0 else 0.0
         dense = f"{cost.dense:,}" if isinstance(cost.dense, int) else f"{cost.dense:.4g}"
         raise self.error(
-            f"a {self.reduction:.1%} {'MACs' if cost.unit == 'MACs' else cost.name} reduction is beyond what "
+            f"a {self.reduction:.1%} {cost.quantity} reduction is beyond what "
             f"{constraint} allows: at most {best:.2%} "
             f"(out of reach: {len(cost.widths)} prunable groups at their minimum widths; the rest of the "
             f"{dense} {cost.unit} cannot be removed, see `secateurs explain`)", reachable=best)

@@ -125,9 +125,8 @@ def train_bottlenecks(
     step, loss, alphas = best
     if progress is not False:
         b = history[step]
-        what = "MACs" if cost.unit == "MACs" else cost.name
         print(f"bottlenecks: {steps} steps, {images} images in {seconds:.1f}s; best step {step}: loss {b['loss']:.4f} "
-              f"(ce {b['ce']:.4f}, l_f {b['l_f']:.4f}, l_b {b['l_b']:.4f}), soft {what} "
+              f"(ce {b['ce']:.4f}, l_f {b['l_f']:.4f}, l_b {b['l_b']:.4f}), soft {cost.quantity} "
               f"{_fmt(b['soft_cost'], cost.unit)} (target {_fmt(target_macs, cost.unit)})", file=sys.stderr, flush=True)
     alphas = {g: a.double().cpu() for g, a in alphas.items()}
     return BottleneckRun({g: a.sigmoid() for g, a in alphas.items()}, alphas, step, loss, history, seconds, images)

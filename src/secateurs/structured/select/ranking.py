@@ -264,7 +264,7 @@ def select_channels(
         got = 1 - ev.macs(hi) / dense
         raise target.error(
             f"cannot land within {target.tolerance:.0%} of a {target.reduction:.1%} "
-            f"{'MACs' if cost.unit == 'MACs' else cost.name} reduction with "
+            f"{cost.quantity} reduction with "
             f"{constraint} ({scope} scope): the nearest selections reach {lo_red:.2%} and {got:.2%}; the width "
             "steps are too coarse here (lower --round-to or --min-channels, or try the other --scope)")
     widths = max(candidates, key=ev.macs)  # the one closest to the budget
