@@ -51,9 +51,18 @@ def bn_recalibrated_accuracy(model, data, test, seed: int, batches: int = 20, ba
     return accuracy(m, test)
 
 
-def finetune(model, ft_data, epochs: float, seed: int, batch_size: int, test, teacher=None) -> tuple[float, float]:
+def finetune(model, ft_data, epochs: float, seed: int, batch_size: int, test, teacher=None,
+             threads: int | None = None) -> tuple[float, float]:
     """The same short fine-tune for every method (the paper's CIFAR recipe, docs/autobot.md, shortened); returns
-    (accuracy, seconds). ``teacher``: distil from it (``secateurs.distill.DistillationLoss``, library defaults)."""
+    (accuracy, seconds). ``teacher``: distil from it (``secateurs.distill.DistillationLoss``, library defaults).
+    ``threads``: train (and evaluate) with that many torch threads, restored afterwards."""
+    if threads is not None:
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            return finetune(model, ft_data, epochs, seed, batch_size, test, teacher)
+        finally:
+            torch.set_num_threads(before)
     from secateurs.structured.autobot import finetune_config
     from secateurs.train import fit
 

@@ -46,12 +46,10 @@ def run(args, log) -> list[dict]:
                 sel = select_channels(graph, scores, Target(r, 0.02, cost="latency"), cost=cost, cost_weight=w)
                 model = copy.deepcopy(dense)
                 report = apply_plan(model, sel.plan, x, graph=graph)
-                torch.set_num_threads(args.threads)
                 m = measure_latency(dense, model, shape, batch_size=1, threads=args.threads)
                 bn = bn_recalibrated_accuracy(model, full, test, seed=0)
-                torch.set_num_threads(args.finetune_threads)
-                acc_ft, ft_s = finetune(copy.deepcopy(model), ft_data, args.finetune_epochs, 0, 128, test)
-                torch.set_num_threads(args.threads)
+                acc_ft, ft_s = finetune(copy.deepcopy(model), ft_data, args.finetune_epochs, 0, 128, test,
+                                        threads=args.finetune_threads)
                 kept = {g: sel.widths[g] / widths[g] for g in widths}
                 row = {"model": name, "target": r, "weight": w, "predicted": sel.reduction,
                        "measured": m.reduction, "macs_reduction": report.macs_reduction,

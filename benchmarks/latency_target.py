@@ -119,10 +119,8 @@ def part_b(models, targets, threads, autobot_batches, test_subset, log, batches=
                 kept = {k: v / dense_out[k] for k, v in out[method]["out_channels"].items() if k in dense_out}
                 out[method]["min_kept_fraction"] = min(kept.values())
                 if ft:
-                    torch.set_num_threads(ft["threads"])
                     out[method]["accuracy_ft"], out[method]["ft_seconds"] = finetune(
-                        copy.deepcopy(model), ft_data, ft["epochs"], 0, 128, test)
-                    torch.set_num_threads(threads)
+                        copy.deepcopy(model), ft_data, ft["epochs"], 0, 128, test, threads=ft["threads"])
                 log(f"B {name} b{batch} R {r:.2f} {method:15s}: measured {measured:.3f}, MACs {macs_red:.3f}, "
                     f"accuracy {out[method]['accuracy']:.4f} (BN re-estimated {out[method]['accuracy_bn']:.4f}, "
                     f"fine-tuned {out[method].get('accuracy_ft', float('nan')):.4f}), {seconds:.0f} s")
