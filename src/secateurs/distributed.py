@@ -10,7 +10,7 @@ import os
 import torch
 import torch.distributed as dist
 
-__all__ = ["init_from_env", "is_distributed", "rank", "world_size", "is_main", "barrier", "broadcast_"]
+__all__ = ["init_from_env", "is_distributed", "rank", "world_size", "is_main", "barrier", "broadcast_", "shutdown"]
 
 
 def init_from_env() -> bool:
@@ -49,6 +49,19 @@ def is_main() -> bool:
 def barrier() -> None:
     if is_distributed():
         dist.barrier()
+
+
+def shutdown() -> None:
+    """End of a command: wait for every rank, then destroy the process group (a no-op when none is active).
+
+    The barrier matters: a rank that tears gloo down while its peer is still closing its side aborted the process at
+    exit (``terminate called without an active exception``) in about one run in five under torch 2.13.
+    """
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    if dist.get_world_size() > 1:
+        dist.barrier()
+    dist.destroy_process_group()
 
 
 def broadcast_(tensor: torch.Tensor, src: int = 0) -> torch.Tensor:

@@ -82,5 +82,5 @@ def run(args: argparse.Namespace) -> int:
               f"accuracy "
               f"{before['accuracy']:.4f} -> {result.accuracy:.4f}"
               + (f", sparsity {summary['sparsity']:.4f}" if masks else "") + f" -> {args.out}")
-    distributed.barrier()
+    distributed.shutdown()
     return 0

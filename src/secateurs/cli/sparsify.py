@@ -260,5 +260,5 @@ def run(args: argparse.Namespace) -> int:
         print(f"{spec.name} on {data.name}: {args.schedule} sparsity {sp['sparsity']:.4f} "
               f"(target {args.sparsity:g}), accuracy {result.accuracy:.4f}, recovered "
               f"{sp['recovered_fraction']:.3f}, {summary['elapsed_s']:.1f}s -> {args.out}")
-    distributed.barrier()
+    distributed.shutdown()
     return 0

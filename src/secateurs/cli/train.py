@@ -54,5 +54,5 @@ def run(args: argparse.Namespace) -> int:
         save(args.out, model, spec, summary, overwrite=args.overwrite)
         print(f"{args.model} on {data.name}: accuracy {result.accuracy:.4f}, {cost.params:,} params, "
               f"{cost.macs / 1e6:.2f} M MACs, {result.epochs:g} epochs in {result.elapsed_s:.1f}s -> {args.out}")
-    distributed.barrier()
+    distributed.shutdown()
     return 0
