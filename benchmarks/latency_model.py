@@ -9,6 +9,12 @@ second time (interleaved with the dense model again), the difference between the
 the noise floor is as good as this machine can tell.
 
     python benchmarks/latency_model.py [--models resnet56 mobilenetv2] [--batches 1 64] [--threads 1]
+                                       [--grids current previous] [--stairs]
+
+``--grids current previous`` profiles every (model, batch) twice, with the library's width grid (1 channel, the
+quarters, and one point *above* each multiple of 8) and with the rule it replaced (one point *below* each multiple
+of 8), one after the other, and reports both. ``--stairs`` first times one 3x3 conv of each ResNet stage alone at
+every width around the multiples of 8 (the staircase the grid has to carry).
 
 The machine is shared (2 cores, other jobs including a long single-threaded benchmark): the load average before
 and after every profile is recorded, and the markdown says so.
@@ -36,6 +42,45 @@ def noise_floor(model, graph, prof, shape, batch: int) -> list[float]:
     return [t.best_ms[0] * r for r in t.ratios[1:]]
 
 
+def _grid_previous(full: int, varied: bool, multiple: int = 1) -> list[int]:
+    """The width grid before the staircase fix: one point *below* each multiple of 8 (for the ablation only)."""
+    from secateurs.cost.latency_profile import GRID
+
+    if not varied or full <= 1:
+        return [full]
+    pts = {max(multiple, int(round(f * full / multiple)) * multiple) for f in GRID} | {multiple}
+    pts |= {p - multiple for p in pts if p % 8 == 0 and p - multiple >= multiple}
+    return sorted(p for p in pts if p <= full)
+
+
+def stairs(batches, threads) -> list[dict]:
+    """A 3x3 conv (c -> c channels) of each ResNet-56 stage timed alone at widths around the multiples of 8,
+    interleaved, best round per width."""
+    from torch import nn
+
+    from secateurs.timing import interleaved
+
+    out = []
+    for batch in batches:
+        for hw, full in ((32, 16), (16, 32), (8, 64)):
+            widths = sorted({1} | {w for m in range(8, full + 1, 8) for w in (m - 1, m, m + 1) if w <= full})
+            fns = []
+            for c in widths:
+                conv, x = nn.Conv2d(c, c, 3, 1, 1, bias=False).eval(), torch.randn(batch, c, hw, hw)
+
+                def run(conv=conv, x=x):
+                    with torch.inference_mode():
+                        conv(x)
+                fns.append(run)
+            t = interleaved(fns, warmup=1, min_rounds=5, max_rounds=50, budget_s=3.0, min_block_s=0.002,
+                            sub_blocks=1)
+            out.append({"batch": batch, "hw": hw, "full": full, "threads": threads,
+                        "ms": dict(zip(widths, t.best_ms)), "loadavg": os.getloadavg()})
+            print(f"stairs batch {batch} {hw}x{hw}: " + " ".join(f"{c}:{ms:.2f}" for c, ms in zip(widths, t.best_ms)),
+                  flush=True)
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", nargs="+", default=["resnet56", "mobilenetv2"])
@@ -45,51 +90,61 @@ def main() -> None:
     p.add_argument("--runtime", default="torch")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--stem", default="latency_model")
+    p.add_argument("--grids", nargs="+", default=["current"], choices=["current", "previous"],
+                   help="width-grid rules to profile with (previous = one point below each multiple of 8)")
+    p.add_argument("--stairs", action="store_true", help="first time one conv per ResNet stage at every width")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    from secateurs.cost import latency_profile
     from secateurs.cost.profiling import profile_latency
     from secateurs.graph import build_channel_graph
     from secateurs.models import create_model
 
     shape = (3, 32, 32)
     rows, start = [], time.perf_counter()
-    for name in args.models:
+    stair_rows = stairs(args.batches, args.threads) if args.stairs else []
+    current = latency_profile._grid
+    for name, batch, grid in ((n, b, g) for n in args.models for b in args.batches for g in args.grids):
         torch.manual_seed(0)
         model = create_model(name, num_classes=10, in_channels=3).eval()
         graph = build_channel_graph(model, torch.zeros(1, *shape))
-        for batch in args.batches:
-            load_before = os.getloadavg()
+        load_before = os.getloadavg()
+        latency_profile._grid = current if grid == "current" else _grid_previous
+        try:
             prof = profile_latency(model, graph, shape, batch_size=batch, threads=args.threads,
                                    runtime=args.runtime, held_out=args.held_out, seed=args.seed)
-            again = noise_floor(model, graph, prof, shape, batch) if args.runtime == "torch" else None
-            dense = prof.dense_ms
-            held = []
-            for k, r in enumerate(prof.validation["held_out"]):
-                m = r["measured_ms"]
-                held.append({"fraction_kept": r["fraction_kept"], "macs_ratio": r["macs_ratio"], "measured_ms": m,
-                             "predicted_ms": r["predicted_ms"], "error_model": r["predicted_ms"] / m - 1,
-                             "error_macs": r["macs_ratio"] * dense / m - 1,
-                             "error_tables_only": r["tables_only_ms"] / m - 1,
-                             "measured_again_ms": again[k] if again else None,
-                             "noise": again[k] / m - 1 if again else None})
-            mae = {k: 100 * statistics.fmean(abs(h[k]) for h in held)
-                   for k in ("error_model", "error_macs", "error_tables_only") + (("noise",) if again else ())}
-            row = {"model": name, "batch": batch, "threads": args.threads, "runtime": args.runtime,
-                   "dense_ms": dense, "constant_ms": prof.constant_ms, "fit": prof.validation["form"],
-                   "beta": prof.beta, "alpha": prof.alpha, "tables": len(prof.tables), "calls": len(prof.calls),
-                   "profile_s": prof.build_s, "mean_abs_error_pct": mae, "held_out": held,
-                   "loadavg_before": load_before, "loadavg_after": os.getloadavg(), "timing": prof.timing}
-            rows.append(row)
-            print(f"{name:12s} batch {batch:3d}: dense {dense:8.2f} ms, profile {prof.build_s:5.1f} s, "
-                  f"mean |error| model {mae['error_model']:.1f}%  MACs {mae['error_macs']:.1f}%  "
-                  f"tables-only {mae['error_tables_only']:.1f}%" +
-                  (f"  noise floor {mae['noise']:.1f}%" if again else "") +
-                  f"  (load {load_before[0]:.2f} -> {os.getloadavg()[0]:.2f})", flush=True)
+        finally:
+            latency_profile._grid = current
+        again = noise_floor(model, graph, prof, shape, batch) if args.runtime == "torch" else None
+        dense = prof.dense_ms
+        held = []
+        for k, r in enumerate(prof.validation["held_out"]):
+            m = r["measured_ms"]
+            held.append({"fraction_kept": r["fraction_kept"], "macs_ratio": r["macs_ratio"], "measured_ms": m,
+                         "predicted_ms": r["predicted_ms"], "error_model": r["predicted_ms"] / m - 1,
+                         "error_macs": r["macs_ratio"] * dense / m - 1,
+                         "error_tables_only": r["tables_only_ms"] / m - 1,
+                         "measured_again_ms": again[k] if again else None,
+                         "noise": again[k] / m - 1 if again else None})
+        mae = {k: 100 * statistics.fmean(abs(h[k]) for h in held)
+               for k in ("error_model", "error_macs", "error_tables_only") + (("noise",) if again else ())}
+        row = {"model": name, "batch": batch, "grid": grid, "threads": args.threads, "runtime": args.runtime,
+               "dense_ms": dense, "constant_ms": prof.constant_ms, "fit": prof.validation["form"],
+               "beta": prof.beta, "alpha": prof.alpha, "tables": len(prof.tables), "calls": len(prof.calls),
+               "profile_s": prof.build_s, "mean_abs_error_pct": mae, "held_out": held,
+               "loadavg_before": load_before, "loadavg_after": os.getloadavg(), "timing": prof.timing}
+        rows.append(row)
+        print(f"{name:12s} batch {batch:3d} grid {grid:8s}: dense {dense:8.2f} ms, profile {prof.build_s:5.1f} s, "
+              f"mean |error| model {mae['error_model']:.1f}%  MACs {mae['error_macs']:.1f}%  "
+              f"tables-only {mae['error_tables_only']:.1f}%" +
+              (f"  noise floor {mae['noise']:.1f}%" if again else "") +
+              f"  (load {load_before[0]:.2f} -> {os.getloadavg()[0]:.2f})", flush=True)
     env = environment(args.threads) | {"loadavg_end": os.getloadavg(), "elapsed_s": time.perf_counter() - start}
-    write_results(args.stem, {"environment": env, "args": vars(args), "rows": rows}, markdown(env, args, rows))
+    write_results(args.stem, {"environment": env, "args": vars(args), "rows": rows, "stairs": stair_rows},
+                  markdown(env, args, rows, stair_rows))
 
 
-def markdown(env, args, rows) -> str:
+def markdown(env, args, rows, stair_rows=()) -> str:
     loads = [r["loadavg_before"][0] for r in rows] + [r["loadavg_after"][0] for r in rows]
     md = ["# Latency cost model: prediction error on held-out pruned widths", "",
           f"torch {env['torch']}, {env['cpu']} ({env['cpu_count']} cores), {args.threads} thread(s), runtime "
@@ -99,16 +154,24 @@ def markdown(env, args, rows) -> str:
           "widths the fit never saw. Error = predicted / measured - 1 (mean of |error| over the held-out copies). "
           "*MACs* predicts latency proportional to MACs; *tables only* uses the isolated layer tables without the "
           "whole-model fit; *noise floor* = the same copies timed a second time vs the first time.",
-          f"**The machine was shared** (2 cores; other engineers' jobs and a long single-threaded benchmark): load "
-          f"average {min(loads):.2f}-{max(loads):.2f} during the runs. Timings are interleaved medians of paired "
-          "ratios on the best round; on a loaded machine the noise floor is high and the errors with it.", "",
-          "| model | batch | dense ms | profile s | fit | model error % | MACs-proportional error % | "
-          "tables-only error % | noise floor % | load before / after |",
-          "|---|---|---|---|---|---|---|---|---|---|"]
+          f"Load average {min(loads):.2f}-{max(loads):.2f} (1-minute) during the runs. Timings are interleaved "
+          "medians of paired ratios on the best round; on a loaded machine the noise floor is high and the errors "
+          "with it. *grid*: the width grid of the layer tables (*current*: 1 channel, the quarters, and one point "
+          "above each multiple of 8; *previous*: one point below each multiple of 8 instead).", ""]
+    if stair_rows:
+        md += ["**The staircase**: one 3x3 conv (c -> c channels, no bias) of each ResNet-56 stage timed alone, "
+               "best interleaved round, ms:", ""]
+        for r in stair_rows:
+            md.append(f"- batch {r['batch']}, {r['hw']}x{r['hw']}: " +
+                      ", ".join(f"{c}: {ms:.2f}" for c, ms in r["ms"].items()))
+        md.append("")
+    md += ["| model | batch | grid | dense ms | profile s | fit | model error % | MACs-proportional error % | "
+           "tables-only error % | noise floor % | load before / after |",
+           "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         e = r["mean_abs_error_pct"]
         noise = f"{e['noise']:.1f}" if "noise" in e else "-"
-        md.append(f"| {r['model']} | {r['batch']} | {r['dense_ms']:.2f} | {r['profile_s']:.1f} | {r['fit']} "
+        md.append(f"| {r['model']} | {r['batch']} | {r.get('grid', 'previous')} | {r['dense_ms']:.2f} | {r['profile_s']:.1f} | {r['fit']} "
                   f"(β {r['beta']:.2f}) | {e['error_model']:.1f} | {e['error_macs']:.1f} | "
                   f"{e['error_tables_only']:.1f} | {noise} | {r['loadavg_before'][0]:.2f} / "
                   f"{r['loadavg_after'][0]:.2f} |")
@@ -124,7 +187,7 @@ def markdown(env, args, rows) -> str:
     for r in rows:
         for h in r["held_out"]:
             again = f", again {h['measured_again_ms']:.2f} ms" if h["measured_again_ms"] is not None else ""
-            md.append(f"- {r['model']} b{r['batch']}: kept {100 * h['fraction_kept']:.0f}%, MACs x"
+            md.append(f"- {r['model']} b{r['batch']} {r.get('grid', 'previous')}: kept {100 * h['fraction_kept']:.0f}%, MACs x"
                       f"{h['macs_ratio']:.2f}, {h['measured_ms']:.2f} ms; errors {100 * h['error_model']:+.1f} / "
                       f"{100 * h['error_macs']:+.1f} / {100 * h['error_tables_only']:+.1f}{again}")
     return "\n".join(md) + "\n"
@@ -136,7 +199,8 @@ def rewrite(stem: str) -> None:
 
     from _common import rewrite_markdown
 
-    rewrite_markdown(stem, lambda d: markdown(d["environment"], Namespace(**d["args"]), d["rows"]))
+    rewrite_markdown(stem, lambda d: markdown(d["environment"], Namespace(**d["args"]), d["rows"],
+                                              d.get("stairs", [])))
 
 
 if __name__ == "__main__":
