@@ -9,11 +9,11 @@ second time (interleaved with the dense model again), the difference between the
 the noise floor is as good as this machine can tell.
 
     python benchmarks/latency_model.py [--models resnet56 mobilenetv2] [--batches 1 64] [--threads 1]
-                                       [--grids current previous] [--stairs]
+                                       [--grids current below above] [--stairs]
 
-``--grids current previous`` profiles every (model, batch) twice, with the library's width grid (1 channel, the
-quarters, and one point *above* each multiple of 8) and with the rule it replaced (one point *below* each multiple
-of 8), one after the other, and reports both. ``--stairs`` first times one 3x3 conv of each ResNet stage alone at
+``--grids current below above`` profiles every (model, batch) once per width-grid rule, one after the other: the
+library's (1 channel, the quarters, and a point on each side of every multiple of 8), *below* (the rule it
+replaced: only one below each multiple of 8) and *above* (only one above). ``--stairs`` first times one 3x3 conv of each ResNet stage alone at
 every width around the multiples of 8 (the staircase the grid has to carry).
 
 The machine is shared (2 cores, other jobs including a long single-threaded benchmark): the load average before
@@ -42,15 +42,18 @@ def noise_floor(model, graph, prof, shape, batch: int) -> list[float]:
     return [t.best_ms[0] * r for r in t.ratios[1:]]
 
 
-def _grid_previous(full: int, varied: bool, multiple: int = 1) -> list[int]:
-    """The width grid before the staircase fix: one point *below* each multiple of 8 (for the ablation only)."""
+def _one_side(sign: int):
+    """A width grid with the point on one side of each multiple of 8 only (for the ablation: ``sign`` -1 is the
+    rule before the staircase fix, +1 the other half of the current rule)."""
     from secateurs.cost.latency_profile import GRID
 
-    if not varied or full <= 1:
-        return [full]
-    pts = {max(multiple, int(round(f * full / multiple)) * multiple) for f in GRID} | {multiple}
-    pts |= {p - multiple for p in pts if p % 8 == 0 and p - multiple >= multiple}
-    return sorted(p for p in pts if p <= full)
+    def grid(full: int, varied: bool, multiple: int = 1) -> list[int]:
+        if not varied or full <= 1:
+            return [full]
+        pts = {max(multiple, int(round(f * full / multiple)) * multiple) for f in GRID} | {multiple}
+        pts |= {p + sign * multiple for p in pts if p % 8 == 0 and p + sign * multiple >= multiple}
+        return sorted(p for p in pts if p <= full)
+    return grid
 
 
 def stairs(batches, threads) -> list[dict]:
@@ -90,8 +93,9 @@ def main() -> None:
     p.add_argument("--runtime", default="torch")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--stem", default="latency_model")
-    p.add_argument("--grids", nargs="+", default=["current"], choices=["current", "previous"],
-                   help="width-grid rules to profile with (previous = one point below each multiple of 8)")
+    p.add_argument("--grids", nargs="+", default=["current"], choices=["current", "below", "above"],
+                   help="width-grid rules to profile with (below / above: one point on that side of each multiple "
+                        "of 8 only)")
     p.add_argument("--stairs", action="store_true", help="first time one conv per ResNet stage at every width")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -109,7 +113,7 @@ def main() -> None:
         model = create_model(name, num_classes=10, in_channels=3).eval()
         graph = build_channel_graph(model, torch.zeros(1, *shape))
         load_before = os.getloadavg()
-        latency_profile._grid = current if grid == "current" else _grid_previous
+        latency_profile._grid = current if grid == "current" else _one_side(-1 if grid == "below" else 1)
         try:
             prof = profile_latency(model, graph, shape, batch_size=batch, threads=args.threads,
                                    runtime=args.runtime, held_out=args.held_out, seed=args.seed)
@@ -156,8 +160,9 @@ def markdown(env, args, rows, stair_rows=()) -> str:
           "whole-model fit; *noise floor* = the same copies timed a second time vs the first time.",
           f"Load average {min(loads):.2f}-{max(loads):.2f} (1-minute) during the runs. Timings are interleaved "
           "medians of paired ratios on the best round; on a loaded machine the noise floor is high and the errors "
-          "with it. *grid*: the width grid of the layer tables (*current*: 1 channel, the quarters, and one point "
-          "above each multiple of 8; *previous*: one point below each multiple of 8 instead).", ""]
+          "with it. *grid*: the width grid of the layer tables (*current*: 1 channel, the quarters, and a point on "
+          "each side of every multiple of 8; *below* / *above*: only the point on that side; *below* is the rule "
+          "before the staircase fix).", ""]
     if stair_rows:
         md += ["**The staircase**: one 3x3 conv (c -> c channels, no bias) of each ResNet-56 stage timed alone, "
                "best interleaved round, ms:", ""]
@@ -171,7 +176,7 @@ def markdown(env, args, rows, stair_rows=()) -> str:
     for r in rows:
         e = r["mean_abs_error_pct"]
         noise = f"{e['noise']:.1f}" if "noise" in e else "-"
-        md.append(f"| {r['model']} | {r['batch']} | {r.get('grid', 'previous')} | {r['dense_ms']:.2f} | {r['profile_s']:.1f} | {r['fit']} "
+        md.append(f"| {r['model']} | {r['batch']} | {r.get('grid', 'below')} | {r['dense_ms']:.2f} | {r['profile_s']:.1f} | {r['fit']} "
                   f"(β {r['beta']:.2f}) | {e['error_model']:.1f} | {e['error_macs']:.1f} | "
                   f"{e['error_tables_only']:.1f} | {noise} | {r['loadavg_before'][0]:.2f} / "
                   f"{r['loadavg_after'][0]:.2f} |")
@@ -187,7 +192,7 @@ def markdown(env, args, rows, stair_rows=()) -> str:
     for r in rows:
         for h in r["held_out"]:
             again = f", again {h['measured_again_ms']:.2f} ms" if h["measured_again_ms"] is not None else ""
-            md.append(f"- {r['model']} b{r['batch']} {r.get('grid', 'previous')}: kept {100 * h['fraction_kept']:.0f}%, MACs x"
+            md.append(f"- {r['model']} b{r['batch']} {r.get('grid', 'below')}: kept {100 * h['fraction_kept']:.0f}%, MACs x"
                       f"{h['macs_ratio']:.2f}, {h['measured_ms']:.2f} ms; errors {100 * h['error_model']:+.1f} / "
                       f"{100 * h['error_macs']:+.1f} / {100 * h['error_tables_only']:+.1f}{again}")
     return "\n".join(md) + "\n"

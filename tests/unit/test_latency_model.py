@@ -78,8 +78,8 @@ def test_profile_structure(tiny):
     assert len(prof.tables) == 3  # c2 and c3 share one table
     assert prof.calls[1]["table"] == prof.calls[2]["table"]
     first, shared, fc = (prof.tables[c["table"]] for c in (prof.calls[0], prof.calls[1], prof.calls[3]))
-    assert first.in_grid == [3] and first.out_grid == [1, 2, 4, 6, 8]  # the image channels are not prunable
-    assert shared.in_grid == shared.out_grid == [1, 2, 4, 6, 8]
+    assert first.in_grid == [3] and first.out_grid == [1, 2, 4, 6, 7, 8]  # the image channels are not prunable
+    assert shared.in_grid == shared.out_grid == [1, 2, 4, 6, 7, 8]
     assert fc.out_grid == [4]  # the logits are not prunable
     for t in prof.tables:
         for i, row in enumerate(t.ms):
@@ -194,12 +194,12 @@ def test_cache_is_keyed_and_validated(tmp_path, monkeypatch, tiny):
     assert len(built) == 5  # is not reused: measured again
 
 
-def test_grid_puts_a_point_above_each_multiple_of_8():
-    """Kernel time is a staircase in blocks of the vector length (16 channels fast, 17 as slow as 32): the grid
-    has the points on both sides of each step, so interpolation never spreads a step over a whole segment."""
-    assert lp._grid(64, True) == [1, 16, 17, 32, 33, 48, 49, 64]
-    assert lp._grid(32, True) == [1, 8, 9, 16, 17, 24, 25, 32]
-    assert lp._grid(16, True) == [1, 4, 8, 9, 12, 16]
+def test_grid_times_both_sides_of_each_multiple_of_8():
+    """Kernel time is a staircase (16 channels fast, 17 as slow as 32; at some sizes 15 fast and 16 slow): the
+    grid has a point on each side of every step, so interpolation never spreads a step over a whole segment."""
+    assert lp._grid(64, True) == [1, 15, 16, 17, 31, 32, 33, 47, 48, 49, 63, 64]
+    assert lp._grid(32, True) == [1, 7, 8, 9, 15, 16, 17, 23, 24, 25, 31, 32]
+    assert lp._grid(16, True) == [1, 4, 7, 8, 9, 12, 15, 16]
     assert lp._grid(32, True, multiple=4) == [4, 8, 12, 16, 20, 24, 28, 32]  # grouped: whole groups only
     assert lp._grid(24, False) == [24] and lp._grid(1, True) == [1]
 
@@ -252,7 +252,7 @@ def test_onnxruntime_profile_structure():
     graph = build_channel_graph(model, torch.randn(1, 4))
     prof = profile_latency(model, graph, (4,), batch_size=1, runtime="onnxruntime", **QUICK)
     assert prof.key["runtime"] == "onnxruntime" and "onnxruntime" in prof.key
-    assert [len(t.in_grid) * len(t.out_grid) for t in prof.tables] == [5, 5]  # widths 1, 2, 4, 6, 8
+    assert [len(t.in_grid) * len(t.out_grid) for t in prof.tables] == [6, 6]  # widths 1, 2, 4, 6, 7, 8
     lm = LatencyModel(graph, prof)
     assert lm.exact({}) == pytest.approx(prof.dense_ms) and lm.exact({"0:out": [0]}) <= lm.dense + 1e-12
 

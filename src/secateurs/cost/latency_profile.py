@@ -31,7 +31,7 @@ DTYPES = {name: getattr(torch, name) for name in DTYPE_NAMES}
 GRID = (0.25, 0.5, 0.75, 1.0)  # fractions of the full width, plus 1 channel: 5 points per varied width
 MAX_LAYERS = 100_000
 MAX_GRID = 64
-GRID_RULE = "above-8"  # in the cache key: profiles measured with another rule for the width grid are measured again
+GRID_RULE = "both-sides-8"  # in the cache key: profiles measured with another rule for the width grid are measured again
 
 
 @dataclass
@@ -214,17 +214,19 @@ def _layer_calls(model: nn.Module, graph: ChannelGraph, example: torch.Tensor) -
 
 
 def _grid(full: int, varied: bool, multiple: int = 1) -> list[int]:
-    """Widths to time: 1 (or ``multiple``), ``GRID`` x full, and one above every point that is a multiple of 8.
+    """Widths to time: 1 (or ``multiple``), ``GRID`` x full, and the points on both sides of every multiple of 8.
 
-    Convolution kernels work in blocks of the vector length, so a layer's time is a staircase in its widths: at
-    batch 64 on this project's AVX-512 CPU a 3x3 conv costs 0.73 ms at 16 channels and 2.66 ms at 17, about the
-    same as at 32 (``benchmarks/results/latency_model.md``). A point just above each multiple of 8 puts the step
-    where it is; without it the table interpolates 16 -> 24 linearly and predicts most of a stair's saving for
-    channels that save nothing. (The points used to sit one *below* each multiple of 8, where the time is flat.)"""
+    A layer's time is a staircase in its widths, not a line. Kernels work in blocks of the vector length: at batch
+    64 on this project's AVX-512 CPU a 3x3 conv on 16x16 maps costs 0.86 ms at 16 channels, 2.91 ms at 17 and 3.03
+    ms at 32; and at some sizes the library switches algorithm at the multiple itself (the 16-channel conv on
+    32x32 maps: 4.39 ms at 15 channels, 7.89 ms at 16). ``benchmarks/results/latency_model.md`` times these
+    stairs. A point on each side of a multiple of 8 puts a step where it is; with points on one side only the
+    table spreads it over a whole segment and predicts savings for channels that save nothing (or misses a cut
+    that saves half the layer)."""
     if not varied or full <= 1:
         return [full]
     pts = {max(multiple, int(round(f * full / multiple)) * multiple) for f in GRID} | {multiple}
-    pts |= {p + multiple for p in pts if p % 8 == 0}
+    pts |= {q for p in pts if p % 8 == 0 for q in (p - multiple, p + multiple) if q >= multiple}
     return sorted(p for p in pts if p <= full)
 
 
