@@ -13,11 +13,10 @@ the noise floor is as good as this machine can tell.
 
 ``--grids current below above`` profiles every (model, batch) once per width-grid rule, one after the other: the
 library's (1 channel, the quarters, and a point on each side of every multiple of 8), *below* (the rule it
-replaced: only one below each multiple of 8) and *above* (only one above). ``--stairs`` first times one 3x3 conv of each ResNet stage alone at
-every width around the multiples of 8 (the staircase the grid has to carry).
+replaced: only one below each multiple of 8) and *above* (only one above). ``--stairs`` first times one 3x3
+conv of each ResNet stage alone at every width around the multiples of 8 (the staircase the grid has to carry).
 
-The machine is shared (2 cores, other jobs including a long single-threaded benchmark): the load average before
-and after every profile is recorded, and the markdown says so.
+The load average before and after every profile is recorded, and the markdown gives its range.
 """
 from __future__ import annotations
 

@@ -31,7 +31,8 @@ DTYPES = {name: getattr(torch, name) for name in DTYPE_NAMES}
 GRID = (0.25, 0.5, 0.75, 1.0)  # fractions of the full width, plus 1 channel: 5 points per varied width
 MAX_LAYERS = 100_000
 MAX_GRID = 64
-GRID_RULE = "both-sides-8"  # in the cache key: profiles measured with another rule for the width grid are measured again
+# in the cache key: a profile cached under another rule for the width grid is measured again
+GRID_RULE = "both-sides-8"
 
 
 @dataclass

@@ -8,8 +8,8 @@ What is measured (the design, and why):
   is reduced to a *signature* (layer type, full widths, kernel, stride, padding, input size): calls with the same
   signature share one table (ResNet-56's 58 conv/linear calls have 9). For each signature a fresh layer of the same
   configuration is timed at every (c_in, c_out) of ``GRID`` × full width (1 channel at the low end, and a
-  point on each side of every multiple of 8, where a kernel's time steps: :func:`_grid`; only the widths a prunable group can
-  change are varied; depthwise convs vary one width), all points of a table timed interleaved
+  point on each side of every multiple of 8, where a kernel's time steps: :func:`_grid`; only the widths a
+  prunable group can change are varied; depthwise convs vary one width), all points of a table timed interleaved
   (:mod:`secateurs.timing`), each point's figure its best round (a short call on a busy CPU is either undisturbed
   or preempted; the median flips between the two once half the rounds are hit). The table is made monotone
   (a running minimum from the widest point down), so removing channels never predicts a slower layer: the selection and

@@ -56,6 +56,7 @@ from ...cost.macs import MacsModel
 from ...graph.groups import ChannelGraph
 from ..plan import PruningPlan
 from ..target import DEFAULT_TOLERANCE, Target
+from ._free import default_free, restore_free
 from .result import Selection
 
 __all__ = ["SCOPES", "LATENCY_COST_WEIGHT", "select_channels", "max_reduction"]
@@ -216,14 +217,15 @@ def select_channels(
     graph: ChannelGraph, scores: Mapping[str, torch.Tensor], flops_reduction: float | Target, *,
     scope: str = "global", min_channels: int = 1, round_to: int = 1, normalize: str | None = "mean",
     tolerance: float = DEFAULT_TOLERANCE, meta: Mapping[str, Any] | None = None, cost: CostModel | None = None,
-    cost_weight: float | None = None,
+    cost_weight: float | None = None, free: float | None = None,
 ) -> Selection:
     """Choose the kept channels of every scored prunable group so that the reduction lies in the target's window
     ``[R, R + tolerance]`` (see the module docstring); raise ``TargetError`` if no selection does. Groups without
     scores keep all their channels. ``flops_reduction``: R (a MACs target with ``tolerance``) or a ``Target``;
     ``cost``: the cost model of ``graph`` that the target reduces (built when not given); ``cost_weight``: rank by
     score / (relative cost per channel) ** w (module docstring; default 0 for MACs, ``LATENCY_COST_WEIGHT``
-    otherwise)."""
+    otherwise); ``free``: keep the channels that cost at most this fraction of a mean channel (``_free``; default
+    0 for MACs, ``FREE_FRACTION`` otherwise)."""
     target = flops_reduction if isinstance(flops_reduction, Target) else Target(flops_reduction, tolerance)
     if scope not in SCOPES:
         raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
@@ -240,6 +242,7 @@ def select_channels(
         raise ValueError(f"cost_weight must be in [0, 1], got {cost_weight!r}")
     if cost_weight > 0:
         _weigh_by_cost(groups, ev, float(cost_weight))
+    free = default_free(free, cost.unit)
     dense = cost.dense
     eps = 1e-9 * dense
     fits = lambda w: ev.macs(w) <= target.budget(dense) + eps  # noqa: E731
@@ -252,6 +255,10 @@ def select_channels(
         config, n = _global_configs(groups)
     else:
         config, n = _local_configs(groups)
+    if free > 0:  # unless keeping free channels would put even the smallest selection over the budget
+        freed = _keeping_free(config, groups, ev, free)
+        if fits(freed(n)):
+            config = freed
     k = _bisect(n, config, fits)
     hi = config(k)  # first selection within the budget along the ranking
     candidates = [hi] if within(hi) else []
@@ -268,17 +275,27 @@ def select_channels(
             f"{constraint} ({scope} scope): the nearest selections reach {lo_red:.2%} and {got:.2%}; the width "
             "steps are too coarse here (lower --round-to or --min-channels, or try the other --scope)")
     widths = max(candidates, key=ev.macs)  # the one closest to the budget
+    if free > 0:  # the single-step fill stops mid-stair: keep what is free there too, if it stays in the window
+        freed_widths = restore_free(widths, [sorted(g.allowed) for g in groups], ev.macs, free)
+        if fits(freed_widths) and within(freed_widths):
+            widths = freed_widths
     kept = ev.kept(widths)
     exact = ev.exact(widths)
     if exact != ev.macs(widths):  # the fast evaluator and the cost model must agree exactly
         raise RuntimeError(f"internal error: cost {ev.macs(widths)} (search) != {exact} ({type(cost).__name__})")
     info = {"target": target.reduction, "achieved": 1 - exact / dense if dense > 0 else 0.0, "scope": scope,
             "min_channels": int(min_channels), "round_to": int(round_to), "normalize": normalize,
-            "cost_weight": float(cost_weight), **(dict(meta) if meta else {})}
+            "cost_weight": float(cost_weight), "free": free, **(dict(meta) if meta else {})}
     plan = PruningPlan.from_kept(graph, kept, meta=info)
     all_widths = {g.id: g.width for g in graph.groups}
     all_widths.update({g.id: w for g, w in zip(groups, widths)})
     return Selection(kept, exact, dense, target, scope, all_widths, plan=plan)
+
+
+def _keeping_free(config, groups: list[_Group], ev: _Evaluator, free: float):
+    """``config`` with the free channels of each selection kept (``_free``)."""
+    allowed = [sorted(g.allowed) for g in groups]
+    return lambda k: restore_free(config(k), allowed, ev.macs, free)
 
 
 def _weigh_by_cost(groups: list[_Group], ev: _Evaluator, weight: float) -> None:
