@@ -190,8 +190,8 @@ def main() -> None:
     p.add_argument("--autobot-min-fraction", type=float, default=0.0,
                    help="part B: AutoBotConfig.min_fraction of both AutoBot runs (default 0, the library's)")
     p.add_argument("--free", type=float, default=None,
-                   help="select._free.FREE_FRACTION for this run (default: the library's): the latency "
-                        "selections keep channels that cost at most this fraction of their group's mean channel")
+                   help="select._free.FREE_FRACTION for this run (default: the library's): l1-latency keeps "
+                        "the channels that cost at most this fraction of their group's mean channel")
     p.add_argument("--stem", default="latency_target")
     args = p.parse_args()
     from secateurs.structured.select import _free
@@ -246,7 +246,7 @@ def markdown(env, args, a, b, partial=False) -> str:
               "(batch 128, the AutoBot recipe)") if args.finetune_epochs > 0 else "no fine-tuning"
         md += ["", "## B. Accuracy at equal measured latency (Fashion-MNIST checkpoints, 1x28x28)",
                "", f"AutoBot: {args.autobot_batches} bottleneck steps of 64 (reduced from 200), min_fraction "
-               f"{args.autobot_min_fraction:g}; latency selections keep free channels up to "
+               f"{args.autobot_min_fraction:g}; l1-latency keeps free channels up to "
                f"{getattr(args, 'free', 0.0):g} of their group's mean channel cost (0: off; runs before this option "
                f"had none); accuracy on {args.test_subset} test images; *BN* = after re-estimating BatchNorm "
                "statistics on 20 training "

@@ -12,6 +12,8 @@ import torch.distributed as dist
 
 __all__ = ["init_from_env", "is_distributed", "rank", "world_size", "is_main", "barrier", "broadcast_", "shutdown"]
 
+_OWNED = False  # whether init_from_env created the process group (shutdown destroys only that one)
+
 
 def init_from_env() -> bool:
     """Initialise the default process group when launched by ``torchrun`` (``WORLD_SIZE`` > 1).
@@ -22,8 +24,10 @@ def init_from_env() -> bool:
         return True
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return False
+    global _OWNED
     backend = "nccl" if torch.cuda.is_available() else "gloo"
     dist.init_process_group(backend=backend)
+    _OWNED = True
     if backend == "nccl":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     return True
@@ -52,16 +56,20 @@ def barrier() -> None:
 
 
 def shutdown() -> None:
-    """End of a command: wait for every rank, then destroy the process group (a no-op when none is active).
+    """End of a command: wait for every rank, then destroy the process group if :func:`init_from_env` created it
+    (a group the caller created is the caller's to destroy; a no-op when none is active).
 
     The barrier matters: a rank that tears gloo down while its peer is still closing its side aborted the process at
     exit (``terminate called without an active exception``) in about one run in five under torch 2.13.
     """
+    global _OWNED
     if not (dist.is_available() and dist.is_initialized()):
         return
     if dist.get_world_size() > 1:
         dist.barrier()
-    dist.destroy_process_group()
+    if _OWNED:
+        dist.destroy_process_group()
+        _OWNED = False
 
 
 def broadcast_(tensor: torch.Tensor, src: int = 0) -> torch.Tensor:

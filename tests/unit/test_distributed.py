@@ -1,5 +1,6 @@
-"""The single-process side of secateurs.distributed: every helper is a no-op without a process group, and shutdown()
-really tears down a group it finds (a one-rank gloo group here; the two-rank case is test_sparsifier_ddp)."""
+"""The single-process side of secateurs.distributed: every helper is a no-op without a process group; shutdown()
+destroys the group init_from_env created and leaves a caller's own group alone (one-rank gloo groups here; the
+two-rank barrier is exercised by test_sparsifier_ddp and the torchrun CLI test)."""
 from __future__ import annotations
 
 import torch
@@ -18,10 +19,23 @@ def test_helpers_without_a_process_group():
     assert not dist.is_initialized()
 
 
-def test_shutdown_destroys_the_group(tmp_path):
+def test_shutdown_leaves_a_callers_group(tmp_path):
     dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'init'}", rank=0, world_size=1)
     try:
-        assert dist.is_initialized() and not distributed.is_distributed()
-    finally:
+        assert distributed.init_from_env()  # already initialised: not ours
         distributed.shutdown()
+        assert dist.is_initialized()
+    finally:
+        dist.destroy_process_group()
+
+
+def test_shutdown_destroys_the_group_it_created(tmp_path, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert not distributed.init_from_env()  # one process: no group at all
+    real_init = dist.init_process_group
+    monkeypatch.setenv("WORLD_SIZE", "2")  # init_from_env reads the torchrun variables; a 1-rank group stands in
+    monkeypatch.setattr(dist, "init_process_group", lambda backend: real_init(
+        "gloo", init_method=f"file://{tmp_path / 'init'}", rank=0, world_size=1))
+    assert distributed.init_from_env() and dist.is_initialized()
+    distributed.shutdown()
     assert not dist.is_initialized()

@@ -1,5 +1,5 @@
-"""Free channels: on a staircase cost (a latency table in blocks of 8 channels) both selection strategies keep
-the channels whose removal saves nothing, still land in the target's window, and change nothing for MACs."""
+"""Free channels: on a staircase cost (a latency table in blocks of 8 channels) the criteria's ranking keeps the
+channels whose removal saves nothing and still lands in the target's window; nothing changes for MACs."""
 import math
 
 import pytest
@@ -8,7 +8,7 @@ import torch
 from fixtures.latency import macs_profile
 from fixtures.topologies import zoo_case
 from secateurs.cost.latency import LatencyModel
-from secateurs.structured import channel_scores, search_threshold, select_channels
+from secateurs.structured import channel_scores, select_channels
 from secateurs.structured.latency import latency_target
 from secateurs.structured.select._free import FREE_FRACTION, default_free, restore_free
 
@@ -30,8 +30,9 @@ def test_restore_free_raises_each_group_to_its_stair_top():
 def test_default_is_off_for_macs_and_checked():
     assert default_free(None, "MACs") == 0.0 and default_free(None, "ms") == FREE_FRACTION
     assert default_free(0.3, "MACs") == 0.3
-    with pytest.raises(ValueError, match="free"):
-        default_free(1.5, "ms")
+    for bad in (1.0, 1.5, -0.1):
+        with pytest.raises(ValueError, match="free"):
+            default_free(bad, "ms")
 
 
 def _staircase_case():
@@ -53,23 +54,33 @@ def _mid_stair(graph, cost, kept):
     return out
 
 
-@pytest.mark.parametrize("strategy", ["ranking", "threshold"])
-def test_selections_keep_free_channels_and_meet_the_window(strategy):
+@pytest.mark.parametrize("scope", ["global", "local"])
+def test_ranking_keeps_free_channels_and_meets_the_window(scope):
     model, graph, cost, scores = _staircase_case()
     target = latency_target(cost, latency_reduction=0.4, tolerance=0.05)
-    gates = {g: torch.rand(s.numel(), generator=torch.Generator().manual_seed(1)) for g, s in scores.items()}
-    select = (lambda free: select_channels(graph, scores, target, cost=cost, free=free)) if strategy == "ranking" \
-        else (lambda free: search_threshold(gates, cost, target, free=free))
-    plain, freed = select(0.0), select(None)
+    plain, freed = (select_channels(graph, scores, target, cost=cost, free=f, scope=scope) for f in (0.0, None))
     for sel in (plain, freed):
         assert sel.cost == pytest.approx(cost.exact(sel.kept), rel=1e-12)
-        assert 0.4 <= 1 - sel.cost / cost.dense <= 0.45 + 1e-9
+        assert 0.4 <= sel.reduction <= 0.45 + 1e-9
     kept = lambda sel: sum(len(v) for v in sel.kept.values())  # noqa: E731
     assert kept(freed) > kept(plain)
     assert len(_mid_stair(graph, cost, freed.kept)) < len(_mid_stair(graph, cost, plain.kept))
+    assert freed.plan.meta["free"] == 0.1 and plain.plan.meta["free"] == 0.0
+
+
+def test_free_channels_respect_round_to():
+    model, graph, cost, scores = _staircase_case()
+    target = latency_target(cost, latency_reduction=0.4, tolerance=0.05)
+    sel = select_channels(graph, scores, target, cost=cost, round_to=4)
+    assert 0.4 <= sel.reduction <= 0.45 + 1e-9
+    assert all(len(v) % 4 == 0 for v in sel.kept.values())
 
 
 def test_macs_selections_are_unchanged():
+    """MACs are linear in each group's width: even a large ``free`` finds no free channel."""
     model, x, graph, _ = zoo_case("resnet56")
     scores = channel_scores(model, graph, "l1")
-    assert select_channels(graph, scores, 0.3).kept == select_channels(graph, scores, 0.3, free=0.0).kept
+    for scope in ("global", "local"):
+        plain = select_channels(graph, scores, 0.3, scope=scope)
+        assert plain.plan.meta["free"] == 0.0
+        assert select_channels(graph, scores, 0.3, scope=scope, free=0.9).kept == plain.kept

@@ -194,7 +194,7 @@ def test_cache_is_keyed_and_validated(tmp_path, monkeypatch, tiny):
     assert len(built) == 5  # is not reused: measured again
 
 
-def test_grid_times_both_sides_of_each_multiple_of_8():
+def test_grid_times_both_sides_of_its_multiples_of_8():
     """Kernel time is a staircase (16 channels fast, 17 as slow as 32; at some sizes 15 fast and 16 slow): the
     grid has a point on each side of every step, so interpolation never spreads a step over a whole segment."""
     assert lp._grid(64, True) == [1, 15, 16, 17, 31, 32, 33, 47, 48, 49, 63, 64]

@@ -53,7 +53,7 @@ def test_target_from_ms_or_fraction():
 def test_config_validation_names_the_argument(monkeypatch):
     for kw, name in [({"batch_size": 0}, "latency_batch_size"), ({"threads": 0}, "threads"),
                      ({"runtime": "tvm"}, "runtime"), ({"tolerance": 0.0}, "latency_tolerance"),
-                     ({"rounds": 0}, "latency_rounds")]:
+                     ({"rounds": 0}, "latency_rounds"), ({"free": 1.0}, "free"), ({"free": -0.5}, "free")]:
         with pytest.raises(ArgumentError) as exc:
             LatencyConfig(**kw)
         assert exc.value.argument == name

@@ -48,7 +48,9 @@ class LatencyConfig:
     ``tolerance``: the measured reduction must land within ``± tolerance`` of the target (timing noise makes a
     one-sided check unverifiable); ``rounds``: measure-and-correct rounds at most; ``budget_s``: seconds of timing
     per round; ``profile``: a ``LatencyProfile`` or the path of one (``secateurs profile --out``), else the cached
-    profile of this machine is used or measured."""
+    profile of this machine is used or measured. ``free``: the criteria's ranking keeps the channels that cost at
+    most this fraction of their group's mean channel (``structured.select._free``; None: ``FREE_FRACTION``; 0:
+    off); AutoBot's threshold search never restores channels its gates closed."""
 
     batch_size: int = 1
     threads: int = 1
@@ -58,6 +60,7 @@ class LatencyConfig:
     rounds: int = 5
     budget_s: float = 3.0
     profile: Any = None
+    free: float | None = None
 
     def __post_init__(self) -> None:
         from ..cost.latency_profile import DTYPES, RUNTIMES
@@ -68,7 +71,8 @@ class LatencyConfig:
                   ("dtype", self.dtype, self.dtype in DTYPES),
                   ("latency_tolerance", self.tolerance, is_number(self.tolerance) and 0 < self.tolerance < 1),
                   ("latency_rounds", self.rounds, isinstance(self.rounds, int) and self.rounds >= 1),
-                  ("budget_s", self.budget_s, is_number(self.budget_s) and self.budget_s >= 0)]
+                  ("budget_s", self.budget_s, is_number(self.budget_s) and self.budget_s >= 0),
+                  ("free", self.free, self.free is None or (is_number(self.free) and 0 <= self.free < 1))]
         for name, value, ok in checks:
             if not ok:
                 raise ArgumentError(name, value, "invalid value")

@@ -283,7 +283,8 @@ def _criterion(model, data, target, method, scope, min_channels, round_to, calib
     def select(t):
         return select_channels(graph, scores, t, scope=scope, min_channels=min_channels, round_to=round_to,
                                meta={"criterion": method, "seed": seed},
-                               cost=None if lat is None else lat["cost"])
+                               cost=None if lat is None else lat["cost"],
+                               free=None if lat is None else lat["config"].free)
 
     record = None
     if lat is None:

@@ -15,7 +15,7 @@ Scopes:
   (a filter's L1 norm grows with its fan-in, BN scales with depth, Taylor with the layer's position); dividing by
   the group mean keeps each group's internal ordering and compares channels by how they stand within their group.
   The number of lowest-ranked channels removed is searched (bisection on the exact MACs, which never increase as
-  more channels go).
+  more channels go; with free channels kept, below, nearly never).
 * ``local``: the same pruned fraction ``r`` in every prunable group (``floor(r * width)`` channels), searched on
   ``r``. Widths change in steps, all groups of a width at once, so the last step is split: from the last
   selection above the budget, groups lose one more width step in order of their pruned fraction (the furthest
@@ -33,6 +33,12 @@ went first almost whole (the trunk of resnet20 / resnet56 to 1 of 16 or 1 of 32 
 same fine-tune fell by 3-17 points (mean 77.6-77.8 % against 88.1 % for w = 0, 4 model/target pairs) -- a group's
 latency per channel differs 27-fold across resnet20 while normalised scores differ by a few fold within a group.
 A latency target therefore changes *where* the plain ranking stops, not its order.
+
+Free channels (``free``; default 0.1 for a latency cost, 0 for MACs; ``_free``): a latency table is a
+staircase, so a group cut to the middle of a stair pays accuracy for no speed. Every selection the search
+considers has each group raised to the widest width whose extra cost averages at most ``free`` x the group's own
+mean cost per channel; the local scope's fractions may then differ by more than one width step. If that search
+finds nothing in the window, the plain one runs.
 
 Constraints: a group keeps at least ``min_channels`` (default 1). ``round_to = K`` makes every pruned group's width
 a multiple of K (a group narrower than its smallest allowed multiple is left whole; an unpruned group keeps its
@@ -255,17 +261,23 @@ def select_channels(
         config, n = _global_configs(groups)
     else:
         config, n = _local_configs(groups)
-    if free > 0:  # unless keeping free channels would put even the smallest selection over the budget
+    def search(config):
+        k = _bisect(n, config, fits)
+        hi = config(k)  # first selection within the budget along the ranking
+        candidates = [hi] if within(hi) else []
+        if k > 0 and (scope == "local" or not candidates):
+            filled = _fill(groups, ev, config(k - 1), fits, within, scope)
+            if filled is not None:
+                candidates.append(filled)
+        return candidates, k, hi
+
+    candidates = []
+    if free > 0:  # keeping free channels; the plain search if that finds nothing (or the smallest is over budget)
         freed = _keeping_free(config, groups, ev, free)
         if fits(freed(n)):
-            config = freed
-    k = _bisect(n, config, fits)
-    hi = config(k)  # first selection within the budget along the ranking
-    candidates = [hi] if within(hi) else []
-    if k > 0 and (scope == "local" or not candidates):
-        filled = _fill(groups, ev, config(k - 1), fits, within, scope)
-        if filled is not None:
-            candidates.append(filled)
+            candidates, k, hi = search(freed)
+    if not candidates:
+        candidates, k, hi = search(config)
     if not candidates:
         lo_red = 1 - ev.macs(config(k - 1)) / dense if k > 0 else 0.0
         got = 1 - ev.macs(hi) / dense
