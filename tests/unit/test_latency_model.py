@@ -332,3 +332,36 @@ def test_onnxruntime_with_bfloat16_is_refused_by_the_library():
         LatencyConfig(runtime="onnxruntime", dtype="bfloat16")
     assert exc.value.argument == "dtype"
     assert LatencyConfig(dtype="bfloat16").dtype == "bfloat16"  # torch measures bfloat16
+
+
+def test_coarse_grid_drops_only_the_step_brackets():
+    from secateurs.cost.latency import _coarse
+    from secateurs.cost.latency_profile import LayerTable
+
+    for full, want in ((16, [1, 4, 8, 12, 16]), (64, [1, 16, 32, 48, 64]), (24, [1, 6, 12, 18, 24])):
+        g = lp._grid(full, True)
+        t = _coarse(LayerTable("s", g, [5], [[float(v)] for v in g]))
+        assert t.in_grid == want and t.out_grid == [5] and [r[0] for r in t.ms] == [float(v) for v in want]
+
+
+def test_soft_reads_the_staircase_trend_and_exact_its_steps():
+    """On a staircase table exact() has the steps; soft() (AutoBot's loss) the coarse segments: the two agree at
+    full width and at the quarters, soft's gradient at full width is the last quarter's mean slope (not the zero
+    of the flat top stair), and soft at hard gates is no longer exact() between the coarse points."""
+    from fixtures.topologies import zoo_case
+
+    model, x, graph, _ = zoo_case("resnet56")
+    lm = LatencyModel(graph, macs_profile(model, graph, tuple(x.shape[1:]), stairs=8))
+    gid, width = max(lm.widths.items(), key=lambda kv: kv[1])
+    assert width == 64
+    assert float(lm.soft({})) == pytest.approx(lm.exact({})) == pytest.approx(lm.dense)
+    quarter = width * 3 // 4  # 48: a coarse point
+    assert float(lm.soft({gid: torch.tensor(float(quarter))})) == pytest.approx(
+            lm.exact({gid: list(range(quarter))}))
+    g = torch.ones(width, dtype=torch.float64, requires_grad=True)
+    lm.soft({gid: g}).backward()
+    top = lm.exact({gid: list(range(width))}) - lm.exact({gid: list(range(width - 1))})
+    assert top == pytest.approx(0.0, abs=1e-12)  # the top stair is flat in exact()
+    assert float(g.grad.mean()) > 0  # soft still prices the group's channels
+    mid = width - 3  # inside the top stair
+    assert float(lm.soft({gid: torch.tensor(float(mid))})) < lm.exact({gid: list(range(mid))})

@@ -10,6 +10,13 @@ MACs model: a group's channels weighted by how many of the layer's indices carry
 where T_l is the measured table of the layer's signature, interpolated bilinearly (piecewise-linear in each width,
 monotone by construction), and β, α, constant come from timing whole pruned models.
 
+``exact`` (selections, targets, reports) reads every grid point, steps included. ``soft`` (AutoBot's loss, the
+per-channel worth) reads the coarse grid only (1 channel, the quarters, full width: :func:`_coarse`), without
+the points that only bracket a step at a multiple of 8. A staircase's gradient is zero on the flats and a spike
+at each step (a 16-channel conv on 32x32 maps: 3.5 ms per channel between 15 and 16 at batch 64), which drove
+AutoBot's gates of whole trunks shut (``benchmarks/results/latency_target_b64_free.md``); the coarse segments
+give the loss the staircase's trend. The two agree at the coarse points, full width included (``dense``).
+
 Attention heads (``graph.attention``): the matmuls no layer call covers (QKᵀ and AV; the functional projections
 of ``nn.MultiheadAttention``) have no table of their own. Each is one more summand of Σ, linear in the soft count ĥ
 of kept heads: ``r · coef · ĥ`` with coef its MACs per head (the MACs model's term) and r the layer tables' mean
@@ -49,6 +56,8 @@ class LatencyModel(CostModel):
         self._counts = MacsModel(graph)  # the soft channel counts per layer side: one definition with MACs
         self.widths = dict(self._counts.widths)
         self._tables: list[LayerTable] = [profile.tables[c["table"]] for c in profile.calls]
+        coarse = [_coarse(t) for t in profile.tables]
+        self._soft_tables: list[LayerTable] = [coarse[c["table"]] for c in profile.calls]
         self._rows = [float(c["rows"]) for c in profile.calls]
         n = len(self._tables)  # the MACs terms: one per layer call, then one per attention module
         self._layers, self._heads = self._counts.terms[:n], self._counts.terms[n:]
@@ -70,12 +79,13 @@ class LatencyModel(CostModel):
     def soft(self, gates: Mapping[str, torch.Tensor] | None = None) -> torch.Tensor:
         """Predicted ms (0-d tensor) at soft widths: ``gates[group]`` a per-channel vector or a 0-d soft count;
         groups not given are at full width."""
-        s, e = self._sums(gates or {})
+        s, e = self._sums(gates or {}, self._soft_tables)
         return self.constant + self.beta * s + self.alpha * e
 
     def exact(self, kept: Mapping[str, Sequence[int]]) -> float:
-        """Predicted ms after keeping channels ``kept[group]`` (groups not listed keep all). The same function as
-        ``soft`` at 0/1 gates, evaluated in plain floats: selection strategies call it hundreds of times."""
+        """Predicted ms after keeping channels ``kept[group]`` (groups not listed keep all), on every grid point of
+        the tables (``soft`` reads the coarse ones: module docstring), in plain floats: selection strategies call
+        it hundreds of times."""
         unknown = set(kept) - set(self.widths)
         if unknown:
             raise KeyError(f"not prunable groups: {sorted(unknown)}")
@@ -109,7 +119,7 @@ class LatencyModel(CostModel):
     # -- parts ---------------------------------------------------------------------------------------------------
     def features(self, kept: Mapping[str, Sequence[int]]) -> tuple[float, float]:
         """(Σ layer-table ms, Σ output elements) at a hard selection: what the profile's fit regresses on."""
-        s, e = self._sums(self._hard(kept))
+        s, e = self._sums(self._hard(kept), self._tables)
         return float(s), float(e)
 
     def layer_ms(self, kept: Mapping[str, Sequence[int]] | None = None) -> list[tuple[str, float]]:
@@ -137,7 +147,7 @@ class LatencyModel(CostModel):
             gates[gid] = v
         return gates
 
-    def _sums(self, gates: Mapping[str, torch.Tensor]):
+    def _sums(self, gates: Mapping[str, torch.Tensor], tables: Sequence[LayerTable]):
         unknown = set(gates) - set(self.widths)
         if unknown:
             raise KeyError(f"not prunable groups: {sorted(unknown)}; prunable: {sorted(self.widths)}")
@@ -149,11 +159,23 @@ class LatencyModel(CostModel):
         for i, term in enumerate(self._layers):
             c_out = self._counts._count(term.out, gates, cache)
             c_in = c_out if term.inp is None else self._counts._count(term.inp, gates, cache)
-            s = s + _interp2(self._tables[i], c_in, c_out, self._depthwise[i])
+            s = s + _interp2(tables[i], c_in, c_out, self._depthwise[i])
             e = e + self._rows[i] * c_out
         for term in self._heads:
             s = s + self.ms_per_mac * term.coef * self._counts._count(term.out, gates, cache)
         return s, e
+
+
+def _coarse(table: LayerTable) -> LayerTable:
+    """``table`` without its step-bracketing points: a point that is not a multiple of 8 next to (within 8 of) a
+    grid neighbour that is (15 and 17 around 16); the first and last points stay."""
+    def keep(grid):
+        return [k for k, p in enumerate(grid) if k in (0, len(grid) - 1) or p % 8 == 0
+                or not any(q % 8 == 0 and abs(q - p) < 8 for q in (grid[k - 1], grid[k + 1]))]
+
+    ki, ko = keep(table.in_grid), keep(table.out_grid)
+    return LayerTable(table.signature, [table.in_grid[k] for k in ki], [table.out_grid[k] for k in ko],
+                      [[table.ms[i][j] for j in ko] for i in ki])
 
 
 def _weights(grid: Sequence[int], c) -> list[tuple[int, object]]:
