@@ -230,8 +230,8 @@ def select_channels(
     scores keep all their channels. ``flops_reduction``: R (a MACs target with ``tolerance``) or a ``Target``;
     ``cost``: the cost model of ``graph`` that the target reduces (built when not given); ``cost_weight``: rank by
     score / (relative cost per channel) ** w (module docstring; default 0 for MACs, ``LATENCY_COST_WEIGHT``
-    otherwise); ``free``: keep the channels that cost at most this fraction of a mean channel (``_free``; default
-    0 for MACs, ``FREE_FRACTION`` otherwise)."""
+    otherwise); ``free``: keep the channels that cost at most this fraction of their group's mean channel
+    (``_free``; default 0 for MACs, ``FREE_FRACTION`` otherwise)."""
     target = flops_reduction if isinstance(flops_reduction, Target) else Target(flops_reduction, tolerance)
     if scope not in SCOPES:
         raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
@@ -261,6 +261,7 @@ def select_channels(
         config, n = _global_configs(groups)
     else:
         config, n = _local_configs(groups)
+
     def search(config):
         k = _bisect(n, config, fits)
         hi = config(k)  # first selection within the budget along the ranking
