@@ -13,7 +13,7 @@ monotone by construction), and β, α, constant come from timing whole pruned mo
 ``exact`` (selections, targets, reports) reads every grid point, steps included. ``soft`` (AutoBot's loss, the
 per-channel worth) reads the coarse grid only (1 channel, the quarters, full width: :func:`_coarse`), without
 the points that only bracket a step at a multiple of 8. A staircase's gradient is zero on the flats and a spike
-at each step (a 16-channel conv on 32x32 maps: 3.5 ms per channel between 15 and 16 at batch 64), which drove
+at each step (a batch-64 conv on 16x16 maps: 2 ms for its 17th channel, nothing for the next fifteen), which drove
 AutoBot's gates of whole trunks shut (``benchmarks/results/latency_target_b64_free.md``); the coarse segments
 give the loss the staircase's trend. The two agree at the coarse points, full width included (``dense``).
 

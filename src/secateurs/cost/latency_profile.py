@@ -219,10 +219,9 @@ def _grid(full: int, varied: bool, multiple: int = 1) -> list[int]:
     a multiple of 8 (for a 64-wide layer: 1, 15-17, 31-33, 47-49, 63, 64).
 
     A layer's time is a staircase in its widths, not a line. Kernels work in blocks of the vector length: at batch
-    64 on this project's AVX-512 CPU a 3x3 conv on 16x16 maps costs 0.86 ms at 16 channels, 2.91 ms at 17 and 3.03
-    ms at 32; and at some sizes the library switches algorithm at the multiple itself (the 16-channel conv on
-    32x32 maps: 4.39 ms at 15 channels, 7.89 ms at 16). ``benchmarks/results/latency_model.md`` times these
-    stairs. A point on each side of a multiple of 8 puts a step there where it is; with points on one side only the
+    64 on this project's AVX-512 CPU a 3x3 conv on 16x16 maps costs 0.86 ms at 16 channels, 2.83 ms at 17 and 2.78
+    ms at 32; and at some sizes the time also jumps at the multiple itself (the conv on 32x32 maps: 4.30 ms at 15
+    channels, 5.23 ms at 16). ``benchmarks/results/latency_model.md`` times these stairs. A point on each side of a multiple of 8 puts a step there where it is; with points on one side only the
     table spreads it over a whole segment and predicts savings for channels that save nothing (or misses a cut
     that saves half the layer)."""
     if not varied or full <= 1:
