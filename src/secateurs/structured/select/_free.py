@@ -2,13 +2,13 @@
 
 Used by the criteria's ranking (``ranking.select_channels``). A latency table is a staircase in a layer's widths
 (kernels work in blocks of the vector length; see ``cost.latency_profile._grid``): cutting a 32-channel conv to
-17 channels saves almost nothing, to 16 most of its time. A selection that stops mid-stair pays the accuracy of the channels it removed and gets no speed for
-them. So every group is raised to the widest allowed width whose extra cost averages at most ``free`` times the
-group's own mean cost per channel (its whole removable range priced at the other groups' current widths) per
-restored channel. Relative to the group's own mean, a cost that is linear in the group's width (MACs, or a table
-without steps) never has a free channel; only a stair does. The strategies search with this pass inside their
-cost function, so the target window is met by the selection as returned (and falls back to the plain search
-when that finds nothing).
+17 channels saves almost nothing, to 16 most of its time. A selection that stops mid-stair pays the accuracy of
+the channels it removed and gets no speed for them. So every group is raised to the widest allowed width whose
+extra cost averages at most ``free`` times the group's own mean cost per channel (its whole removable range
+priced at the other groups' current widths) per restored channel. Relative to the group's own mean, a cost that
+is linear in the group's width (MACs, or a table without steps) never has a free channel; only a stair does. The
+ranking searches with this pass inside its cost function, so the target window is met by the selection as
+returned (and it falls back to the plain search when that finds nothing).
 
 Not used by AutoBot's threshold search: its pruned channels are the ones its gates learned to close, and putting
 them back changes the function the kept channels were trained to compute around. (A batch-64 run with the pass in
