@@ -21,6 +21,7 @@ The load average before and after every profile is recorded, and the markdown gi
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import statistics
 import time
@@ -39,20 +40,6 @@ def noise_floor(model, graph, prof, shape, batch: int) -> list[float]:
     models = [pruned_copy(model, graph, kept, shape, torch.float32, "cpu") for kept in configs]
     t = time_models(models, torch.randn(batch, *shape), warmup=1, min_rounds=5, max_rounds=50, budget_s=5.0)
     return [t.best_ms[0] * r for r in t.ratios[1:]]
-
-
-def _one_side(sign: int):
-    """A width grid with the point on one side of each multiple of 8 only (for the ablation: ``sign`` -1 is the
-    rule before the staircase fix, +1 the other half of the current rule)."""
-    from secateurs.cost.latency_profile import GRID
-
-    def grid(full: int, varied: bool, multiple: int = 1) -> list[int]:
-        if not varied or full <= 1:
-            return [full]
-        pts = {max(multiple, int(round(f * full / multiple)) * multiple) for f in GRID} | {multiple}
-        pts |= {p + sign * multiple for p in pts if p % 8 == 0 and p + sign * multiple >= multiple}
-        return sorted(p for p in pts if p <= full)
-    return grid
 
 
 def stairs(batches, threads) -> list[dict]:
@@ -112,7 +99,8 @@ def main() -> None:
         model = create_model(name, num_classes=10, in_channels=3).eval()
         graph = build_channel_graph(model, torch.zeros(1, *shape))
         load_before = os.getloadavg()
-        latency_profile._grid = current if grid == "current" else _one_side(-1 if grid == "below" else 1)
+        latency_profile._grid = current if grid == "current" else functools.partial(
+            current, sides=(-1,) if grid == "below" else (1,))
         try:
             prof = profile_latency(model, graph, shape, batch_size=batch, threads=args.threads,
                                    runtime=args.runtime, held_out=args.held_out, seed=args.seed)
@@ -175,7 +163,8 @@ def markdown(env, args, rows, stair_rows=()) -> str:
     for r in rows:
         e = r["mean_abs_error_pct"]
         noise = f"{e['noise']:.1f}" if "noise" in e else "-"
-        md.append(f"| {r['model']} | {r['batch']} | {r.get('grid', 'below')} | {r['dense_ms']:.2f} | {r['profile_s']:.1f} | {r['fit']} "
+        md.append(f"| {r['model']} | {r['batch']} | {r.get('grid', 'below')} | {r['dense_ms']:.2f} | "
+                  f"{r['profile_s']:.1f} | {r['fit']} "
                   f"(β {r['beta']:.2f}) | {e['error_model']:.1f} | {e['error_macs']:.1f} | "
                   f"{e['error_tables_only']:.1f} | {noise} | {r['loadavg_before'][0]:.2f} / "
                   f"{r['loadavg_after'][0]:.2f} |")
@@ -191,7 +180,8 @@ def markdown(env, args, rows, stair_rows=()) -> str:
     for r in rows:
         for h in r["held_out"]:
             again = f", again {h['measured_again_ms']:.2f} ms" if h["measured_again_ms"] is not None else ""
-            md.append(f"- {r['model']} b{r['batch']} {r.get('grid', 'below')}: kept {100 * h['fraction_kept']:.0f}%, MACs x"
+            md.append(f"- {r['model']} b{r['batch']} {r.get('grid', 'below')}: kept "
+                      f"{100 * h['fraction_kept']:.0f}%, MACs x"
                       f"{h['macs_ratio']:.2f}, {h['measured_ms']:.2f} ms; errors {100 * h['error_model']:+.1f} / "
                       f"{100 * h['error_macs']:+.1f} / {100 * h['error_tables_only']:+.1f}{again}")
     return "\n".join(md) + "\n"

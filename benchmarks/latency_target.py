@@ -85,7 +85,7 @@ def part_a(models, batches, targets, threads, log) -> list[dict]:
 
 
 def part_b(models, targets, threads, autobot_batches, test_subset, log, batches=(1,), ft=None,
-           save=lambda rows: None, min_fraction=0.0) -> list[dict]:
+           save=lambda rows: None, min_fraction=0.0, free=None) -> list[dict]:
     from autobot_common import accuracy, bn_recalibrated_accuracy, finetune, setup
     from secateurs.graph import build_channel_graph
     from secateurs.structured import (AutoBotConfig, Target, apply_plan, autoprune, channel_scores, max_reduction,
@@ -129,7 +129,7 @@ def part_b(models, targets, threads, autobot_batches, test_subset, log, batches=
                 t0 = time.perf_counter()
                 model = copy.deepcopy(dense)
                 res = prune(model, full, latency_reduction=r, method=method, config=ab, progress=False,
-                            evaluate_test=False, latency=dataclasses.replace(eq, tolerance=0.05, rounds=3))
+                            evaluate_test=False, latency=dataclasses.replace(eq, tolerance=0.05, rounds=3, free=free))
                 s = res.summary()
                 record(f"{method}-latency", model, s["latency_reduction"], s["flops_reduction"],
                        len(s["latency_rounds"]), time.perf_counter() - t0)
@@ -190,15 +190,14 @@ def main() -> None:
     p.add_argument("--autobot-min-fraction", type=float, default=0.0,
                    help="part B: AutoBotConfig.min_fraction of both AutoBot runs (default 0, the library's)")
     p.add_argument("--free", type=float, default=None,
-                   help="select._free.FREE_FRACTION for this run (default: the library's): l1-latency keeps "
-                        "the channels that cost at most this fraction of their group's mean channel")
+                   help="part B: LatencyConfig.free of the latency-targeted runs (default: the library's): "
+                        "l1-latency keeps the channels that cost at most this fraction of their group's mean channel")
     p.add_argument("--stem", default="latency_target")
     args = p.parse_args()
-    from secateurs.structured.select import _free
+    from secateurs.structured.select._free import FREE_FRACTION
 
-    if args.free is not None:
-        _free.FREE_FRACTION = args.free
-    args.free = _free.FREE_FRACTION
+    free = args.free
+    args.free = FREE_FRACTION if free is None else free  # recorded: the value in effect
     torch.set_num_threads(args.threads)
     os.environ.setdefault("SECATEURS_CACHE", os.path.expanduser("~/.cache/secateurs"))
     start = time.perf_counter()
@@ -216,7 +215,7 @@ def main() -> None:
         if args.finetune_epochs > 0 else None
     b = part_b(args.models_b, args.targets, args.threads, args.autobot_batches, args.test_subset, log,
                batches=args.batches_b, ft=ft, save=lambda rows: save(a, rows),
-               min_fraction=args.autobot_min_fraction) if "B" in args.part else []
+               min_fraction=args.autobot_min_fraction, free=free) if "B" in args.part else []
     save(a, b, partial=False)
 
 

@@ -202,6 +202,8 @@ def test_grid_times_both_sides_of_its_multiples_of_8():
     assert lp._grid(16, True) == [1, 4, 7, 8, 9, 12, 15, 16]
     assert lp._grid(32, True, multiple=4) == [4, 8, 12, 16, 20, 24, 28, 32]  # grouped: whole groups only
     assert lp._grid(24, False) == [24] and lp._grid(1, True) == [1]
+    assert lp._grid(32, True, sides=(-1,)) == [1, 7, 8, 15, 16, 23, 24, 31, 32]  # the rule before (the ablation's)
+    assert lp._grid(32, True, sides=(1,)) == [1, 8, 9, 16, 17, 24, 25, 32]
 
 
 def test_cache_dir_honours_the_environment(tmp_path, monkeypatch):

@@ -214,20 +214,22 @@ def _layer_calls(model: nn.Module, graph: ChannelGraph, example: torch.Tensor) -
     return [_Call(n, m, shape, (n, "in") in sides, (n, "out") in sides) for n, m, shape in seen]
 
 
-def _grid(full: int, varied: bool, multiple: int = 1) -> list[int]:
+def _grid(full: int, varied: bool, multiple: int = 1, sides: tuple[int, ...] = (-1, 1)) -> list[int]:
     """Widths to time: 1 (or ``multiple``), ``GRID`` x full, and the points on both sides of each of those that is
     a multiple of 8 (for a 64-wide layer: 1, 15-17, 31-33, 47-49, 63, 64).
 
     A layer's time is a staircase in its widths, not a line. Kernels work in blocks of the vector length: at batch
     64 on this project's AVX-512 CPU a 3x3 conv on 16x16 maps costs 0.86 ms at 16 channels, 2.83 ms at 17 and 2.78
     ms at 32; and at some sizes the time also jumps at the multiple itself (the conv on 32x32 maps: 4.30 ms at 15
-    channels, 5.23 ms at 16). ``benchmarks/results/latency_model.md`` times these stairs. A point on each side of a multiple of 8 puts a step there where it is; with points on one side only the
-    table spreads it over a whole segment and predicts savings for channels that save nothing (or misses a cut
-    that saves half the layer)."""
+    channels, 5.23 ms at 16). ``benchmarks/results/latency_model.md`` times these stairs. A point on each side of
+    a multiple of 8 puts a step there where it is; with points on one side only the table spreads it over a whole
+    segment and predicts savings for channels that save nothing (or misses a cut that saves half the layer).
+    ``sides``: which neighbours of each multiple of 8 to add, in ``multiple`` steps (``benchmarks/latency_model.py``
+    compares one side only)."""
     if not varied or full <= 1:
         return [full]
     pts = {max(multiple, int(round(f * full / multiple)) * multiple) for f in GRID} | {multiple}
-    pts |= {q for p in pts if p % 8 == 0 for q in (p - multiple, p + multiple) if q >= multiple}
+    pts |= {p + s * multiple for p in pts if p % 8 == 0 for s in sides if p + s * multiple >= multiple}
     return sorted(p for p in pts if p <= full)
 
 

@@ -163,8 +163,9 @@ def prune(
             smallest, constraint = floor_selection({g.id: g.width for g in graph.prunable_groups()}, round_to,
                                                    (config or AutoBotConfig()).min_fraction)
         else:
-            smallest = _smallest_kept(graph, min_channels, round_to)
-            constraint = f"min_channels={min_channels}" + (f", round_to={round_to}" if round_to > 1 else "")
+            from .select.ranking import ranking_floor
+
+            smallest, constraint = ranking_floor(graph, min_channels, round_to)
         lat = _latency_setup(model, graph, example_inputs, latency, latency_reduction, target_latency_ms,
                              tolerance, smallest, constraint, progress)
         target = lat["target"]
@@ -227,12 +228,6 @@ def _latency_setup(model, graph, example_inputs, config, latency_reduction, targ
                           e.reachable) from None
     return {"cost": cost, "target": target, "config": config, "reachable": reachable, "log": log,
             "dense": copy.deepcopy(model).eval(), "requested_ms": target_latency_ms}
-
-
-def _smallest_kept(graph, min_channels, round_to):
-    from .select.ranking import _smallest
-
-    return _smallest(graph, min_channels, round_to)
 
 
 def _with_latency(lat, graph, example_inputs, select) -> tuple["Selection", dict]:

@@ -65,7 +65,7 @@ from ..target import DEFAULT_TOLERANCE, Target
 from ._free import default_free, restore_free
 from .result import Selection
 
-__all__ = ["SCOPES", "LATENCY_COST_WEIGHT", "select_channels", "max_reduction"]
+__all__ = ["SCOPES", "LATENCY_COST_WEIGHT", "select_channels", "max_reduction", "ranking_floor"]
 
 SCOPES = ("global", "local")
 LATENCY_COST_WEIGHT = 0.0  # benchmarks/results/cost_weight.md
@@ -211,6 +211,17 @@ def _smallest(graph: ChannelGraph, min_channels: int, round_to: int) -> dict[str
     return kept
 
 
+def _floor_text(min_channels: int, round_to: int) -> str:
+    return f"min_channels={min_channels}" + (f", round_to={round_to}" if round_to > 1 else "")
+
+
+def ranking_floor(graph: ChannelGraph, min_channels: int = 1,
+                  round_to: int = 1) -> tuple[dict[str, list[int]], str]:
+    """Every prunable group at its smallest allowed width, and that floor in words: the smallest selection the
+    ranking can reach, for checking a target before any scoring (the twin of ``threshold.floor_selection``)."""
+    return _smallest(graph, min_channels, round_to), _floor_text(min_channels, round_to)
+
+
 def max_reduction(graph: ChannelGraph, min_channels: int = 1, round_to: int = 1,
                   cost: CostModel | None = None) -> float:
     """The largest reduction of ``cost`` (default: MACs) reachable when every prunable group is at its smallest
@@ -254,7 +265,7 @@ def select_channels(
     fits = lambda w: ev.macs(w) <= target.budget(dense) + eps  # noqa: E731
     within = lambda w: ev.macs(w) >= target.floor(dense) - eps  # noqa: E731
     smallest = [g.allowed[-1] for g in groups]
-    constraint = f"min_channels={min_channels}" + (f", round_to={round_to}" if round_to > 1 else "")
+    constraint = _floor_text(min_channels, round_to)
     target.check_reachable(cost, ev.kept(smallest), constraint)
 
     if scope == "global":
@@ -272,9 +283,9 @@ def select_channels(
                 candidates.append(filled)
         return candidates, k, hi
 
-    candidates = []
+    candidates, allowed = [], [sorted(g.allowed) for g in groups]
     if free > 0:  # keeping free channels; the plain search if that finds nothing (or the smallest is over budget)
-        freed = _keeping_free(config, groups, ev, free)
+        freed = _keeping_free(config, allowed, ev, free)
         if fits(freed(n)):
             candidates, k, hi = search(freed)
     if not candidates:
@@ -289,7 +300,7 @@ def select_channels(
             "steps are too coarse here (lower --round-to or --min-channels, or try the other --scope)")
     widths = max(candidates, key=ev.macs)  # the one closest to the budget
     if free > 0:  # the single-step fill stops mid-stair: keep what is free there too, if it stays in the window
-        freed_widths = restore_free(widths, [sorted(g.allowed) for g in groups], ev.macs, free)
+        freed_widths = restore_free(widths, allowed, ev.macs, free)
         if fits(freed_widths) and within(freed_widths):
             widths = freed_widths
     kept = ev.kept(widths)
@@ -305,9 +316,9 @@ def select_channels(
     return Selection(kept, exact, dense, target, scope, all_widths, plan=plan)
 
 
-def _keeping_free(config, groups: list[_Group], ev: _Evaluator, free: float):
-    """``config`` with the free channels of each selection kept (``_free``)."""
-    allowed = [sorted(g.allowed) for g in groups]
+def _keeping_free(config, allowed: list[list[int]], ev: _Evaluator, free: float):
+    """``config`` with the free channels of each selection kept (``_free``; ``allowed``: each group's widths,
+    ascending)."""
     return lambda k: restore_free(config(k), allowed, ev.macs, free)
 
 
