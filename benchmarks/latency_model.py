@@ -13,7 +13,8 @@ the noise floor is as good as this machine can tell.
 
 ``--grids current below above`` profiles every (model, batch) once per width-grid rule, one after the other: the
 library's (1 channel, the quarters, and a point on each side of every multiple of 8), *below* (the rule it
-replaced: only one below each multiple of 8) and *above* (only one above). ``--stairs`` first times one 3x3
+replaced: only one below each multiple of 8) and *above* (only one above). ``--allocator`` first counts the page faults of one conv in fresh processes, glibc's allocator as
+found and steady (``secateurs.timing.steady_allocator``). ``--stairs`` first times one 3x3
 conv of each ResNet stage alone at every width around the multiples of 8 (the staircase the grid has to carry).
 
 The load average before and after every profile is recorded, and the markdown gives its range.
@@ -70,6 +71,49 @@ def stairs(batches, threads) -> list[dict]:
     return out
 
 
+_ALLOC_PROBE = """
+import json, resource, sys, time
+import torch
+from torch import nn
+from secateurs.timing import steady_allocator
+steady = steady_allocator() if sys.argv[1] == "steady" else False
+torch.set_num_threads(int(sys.argv[2]))
+conv = nn.Conv2d(16, 16, 3, 1, 1, bias=False).eval()
+x = torch.randn(int(sys.argv[3]), 16, 32, 32)
+with torch.inference_mode():
+    for _ in range(3):
+        conv(x)
+    f0, ts = resource.getrusage(resource.RUSAGE_SELF).ru_minflt, []
+    for _ in range(100):
+        t0 = time.perf_counter(); conv(x); ts.append(1e3 * (time.perf_counter() - t0))
+    f1 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+ts.sort()
+print(json.dumps({"steady": steady, "minor_faults": f1 - f0, "ms_min": ts[0], "ms_median": ts[50], "ms_p90": ts[90],
+                  "ms_max": ts[-1]}))
+"""
+
+
+def allocator(threads: int, batch: int = 64, processes: int = 3) -> list[dict]:
+    """The conv on ResNet-56's 32x32 maps (16 -> 16, 3x3) called 100 times, each call timed, in fresh processes
+    with glibc's allocator as found (``SECATEURS_ALLOCATOR=as-found``) and with ``steady_allocator()``: minor page
+    faults and the spread of the per-call time (``secateurs.timing.steady_allocator``)."""
+    import json
+    import subprocess
+    import sys
+
+    out = []
+    for k in range(processes):
+        for mode in ("as-found", "steady"):
+            env = dict(os.environ, SECATEURS_ALLOCATOR=mode, OMP_NUM_THREADS=str(threads))
+            r = subprocess.run([sys.executable, "-c", _ALLOC_PROBE, mode, str(threads), str(batch)], env=env,
+                               capture_output=True, text=True, check=True)
+            row = {"mode": mode, "process": k, "batch": batch, **json.loads(r.stdout)}
+            out.append(row)
+            print(f"allocator {mode:8s} process {k}: {row['minor_faults']} faults / 100 calls, ms min "
+                  f"{row['ms_min']:.2f} median {row['ms_median']:.2f} p90 {row['ms_p90']:.2f}", flush=True)
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", nargs="+", default=["resnet56", "mobilenetv2"])
@@ -83,6 +127,8 @@ def main() -> None:
                    help="width-grid rules to profile with (below / above: one point on that side of each multiple "
                         "of 8 only)")
     p.add_argument("--stairs", action="store_true", help="first time one conv per ResNet stage at every width")
+    p.add_argument("--allocator", action="store_true",
+                   help="first count page faults of one conv in fresh processes, allocator as found vs steady")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     from secateurs.cost import latency_profile
@@ -92,6 +138,7 @@ def main() -> None:
 
     shape = (3, 32, 32)
     rows, start = [], time.perf_counter()
+    alloc_rows = allocator(args.threads) if args.allocator else []
     stair_rows = stairs(args.batches, args.threads) if args.stairs else []
     current = latency_profile._grid
     for name, batch, grid in ((n, b, g) for n in args.models for b in args.batches for g in args.grids):
@@ -131,11 +178,12 @@ def main() -> None:
               (f"  noise floor {mae['noise']:.1f}%" if again else "") +
               f"  (load {load_before[0]:.2f} -> {os.getloadavg()[0]:.2f})", flush=True)
     env = environment(args.threads) | {"loadavg_end": os.getloadavg(), "elapsed_s": time.perf_counter() - start}
-    write_results(args.stem, {"environment": env, "args": vars(args), "rows": rows, "stairs": stair_rows},
-                  markdown(env, args, rows, stair_rows))
+    write_results(args.stem, {"environment": env, "args": vars(args), "rows": rows, "stairs": stair_rows,
+                              "allocator": alloc_rows},
+                  markdown(env, args, rows, stair_rows, alloc_rows))
 
 
-def markdown(env, args, rows, stair_rows=()) -> str:
+def markdown(env, args, rows, stair_rows=(), alloc_rows=()) -> str:
     loads = [r["loadavg_before"][0] for r in rows] + [r["loadavg_after"][0] for r in rows]
     md = ["# Latency cost model: prediction error on held-out pruned widths", "",
           f"torch {env['torch']}, {env['cpu']} ({env['cpu_count']} cores), {args.threads} thread(s), runtime "
@@ -150,6 +198,17 @@ def markdown(env, args, rows, stair_rows=()) -> str:
           "with it. *grid*: the width grid of the layer tables (*current*: 1 channel, the quarters, and a point on "
           "each side of every multiple of 8; *below* / *above*: only the point on that side; *below* is the rule "
           "before the staircase fix).", ""]
+    allocs = sorted({r["timing"].get("allocator", "as found") for r in rows})
+    md += [f"Allocator during the profiles: {', '.join(allocs)} (`secateurs.timing.steady_allocator`).", ""]
+    if alloc_rows:
+        md += ["**The allocator**: the 3x3 conv on 32x32 maps (16 -> 16 channels, batch "
+               f"{alloc_rows[0]['batch']}) called 100 times in a fresh process, each call timed:", "",
+               "| allocator | process | minor page faults / 100 calls | ms min | median | p90 | max |",
+               "|---|---|---|---|---|---|---|"]
+        for r in alloc_rows:
+            md.append(f"| {r['mode']} | {r['process']} | {r['minor_faults']} | {r['ms_min']:.2f} | "
+                      f"{r['ms_median']:.2f} | {r['ms_p90']:.2f} | {r['ms_max']:.2f} |")
+        md.append("")
     if stair_rows:
         md += ["**The staircase**: one 3x3 conv (c -> c channels, no bias) of each ResNet-56 stage timed alone, "
                "best interleaved round, ms:", ""]
@@ -194,7 +253,7 @@ def rewrite(stem: str) -> None:
     from _common import rewrite_markdown
 
     rewrite_markdown(stem, lambda d: markdown(d["environment"], Namespace(**d["args"]), d["rows"],
-                                              d.get("stairs", [])))
+                                              d.get("stairs", []), d.get("allocator", [])))
 
 
 if __name__ == "__main__":

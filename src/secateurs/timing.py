@@ -31,7 +31,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-__all__ = ["Timing", "interleaved", "loadavg", "time_models"]
+__all__ = ["Timing", "interleaved", "loadavg", "steady_allocator", "time_models"]
 
 
 def loadavg() -> list[float] | None:
@@ -40,6 +40,43 @@ def loadavg() -> list[float] | None:
         return [round(v, 2) for v in os.getloadavg()]
     except (OSError, AttributeError):
         return None
+
+
+_STEADY_MMAP, _STEADY_TRIM = 32 << 20, 64 << 20  # glibc's ceiling for its dynamic mmap threshold, and 2x it
+_steady: bool | None = None
+
+
+def steady_allocator() -> bool:
+    """Stop glibc's ``malloc`` from handing every large tensor fresh pages; True where it took effect.
+
+    With glibc's defaults, a buffer of a few MiB (a conv's output at batch 64) can be mapped for one call and
+    unmapped at its free, so every call page-faults its whole output in again. Timed alone in a fresh process, the
+    3x3 conv on ResNet-56's 32x32 maps at batch 64 then takes 2,000-3,000 minor faults per call and runs about
+    twice as slow as without them (``benchmarks/latency_model.py --allocator``); whether a process falls into that
+    regime depends on its history, so isolated layer tables disagreed with the whole networks they came from
+    (tables-only error above 100 % on ResNet-56 at batch 64). This sets ``M_MMAP_THRESHOLD`` to 32 MiB and
+    ``M_TRIM_THRESHOLD`` to 64 MiB: the ceiling glibc's own dynamic rule climbs to once a program frees a 32 MiB
+    block, which it then keeps. glibc cannot go back to its dynamic rule, so this is done once per process and
+    left; allocations below 32 MiB then reuse the heap, at the price of up to 64 MiB of freed memory kept by the
+    process. Elsewhere (musl, macOS, Windows), or with ``SECATEURS_ALLOCATOR=as-found`` in the environment, it
+    does nothing and returns False. :func:`interleaved` calls it, so every timing in secateurs runs this way and
+    records which way in ``Timing.allocator``."""
+    global _steady
+    if _steady is None:
+        _steady = False
+        if os.environ.get("SECATEURS_ALLOCATOR", "") == "as-found":
+            return False
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL("libc.so.6")
+            mallopt = libc.mallopt
+        except (OSError, AttributeError):
+            return False
+        mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+        # M_MMAP_THRESHOLD = -3, M_TRIM_THRESHOLD = -1 (malloc.h); mallopt returns 1 on success
+        _steady = bool(mallopt(-3, _STEADY_MMAP)) and bool(mallopt(-1, _STEADY_TRIM))
+    return _steady
 
 
 @dataclass(frozen=True)
@@ -57,6 +94,7 @@ class Timing:
     loadavg_after: list[float] | None
     elapsed_s: float
     sub_blocks: int = 1
+    allocator: str = "as found"  # "glibc steady" when steady_allocator() took effect
 
     def setting(self, **extra: Any) -> dict:
         """What the figures were measured under, for a results file (``extra``: e.g. batch size, runtime)."""
@@ -64,7 +102,7 @@ class Timing:
                 "statistic": f"median over interleaved rounds (order alternating) of the fastest of {self.sub_blocks} "
                              "blocks per round",
                 "loadavg_before": self.loadavg_before, "loadavg_after": self.loadavg_after,
-                "cpus": os.cpu_count(), "elapsed_s": round(self.elapsed_s, 3)}
+                "allocator": self.allocator, "cpus": os.cpu_count(), "elapsed_s": round(self.elapsed_s, 3)}
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -93,6 +131,7 @@ def interleaved(fns: Sequence[Callable[[], Any]], *, warmup: int = 2, min_rounds
     if min_rounds < 1 or max_rounds < min_rounds:
         raise ValueError(f"interleaved: need 1 <= min_rounds <= max_rounds, got {min_rounds}, {max_rounds}")
     sync = sync or (lambda: None)
+    steady = steady_allocator()
     old_threads = torch.get_num_threads()
     before = loadavg()
     start = time.perf_counter()
@@ -130,7 +169,7 @@ def interleaved(fns: Sequence[Callable[[], Any]], *, warmup: int = 2, min_rounds
     return Timing(ms=[1e3 * statistics.median(t) for t in times], best_ms=[1e3 * min(t) for t in times],
                   ratios=ratios, rounds=rounds, calls_per_block=reps, threads=used_threads,
                   loadavg_before=before, loadavg_after=loadavg(), elapsed_s=time.perf_counter() - start,
-                  sub_blocks=max(subs))
+                  sub_blocks=max(subs), allocator="glibc steady" if steady else "as found")
 
 
 def _block_size(f: Callable[[], Any], sync, min_block_s: float, max_block: int) -> tuple[int, float]:

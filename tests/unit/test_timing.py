@@ -135,3 +135,49 @@ def test_long_calls_run_one_block_per_round(clock):
     assert calls.count("fast") == 1 + 2 * 3  # sizing call, then 3 sub-blocks per round
     assert calls.count("slow") == 1 + 2  # sizing call, then one block per round
     assert t.sub_blocks == 3
+
+
+_PROBE = """
+import resource, sys
+import torch
+from secateurs.timing import interleaved, steady_allocator
+t = interleaved([lambda: None], warmup=0, min_rounds=1, max_rounds=1, min_block_s=0.0)
+print(t.allocator)
+print(steady_allocator())
+conv, x = torch.nn.Conv2d(16, 16, 3, padding=1, bias=False), torch.randn(64, 16, 32, 32)
+with torch.inference_mode():
+    for _ in range(3):
+        conv(x)
+    f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(20):
+        conv(x)  # a fresh 4 MiB output every call
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
+"""
+
+
+def _probe(env_value):
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ)
+    env.pop("SECATEURS_ALLOCATOR", None)
+    if env_value is not None:
+        env["SECATEURS_ALLOCATOR"] = env_value
+    out = subprocess.run([sys.executable, "-c", _PROBE], env=env, capture_output=True, text=True, check=True)
+    label, took, faults = out.stdout.splitlines()
+    return label, took == "True", int(faults)
+
+
+@pytest.mark.skipif(__import__("platform").libc_ver()[0] != "glibc", reason="mallopt is glibc's")
+def test_timing_runs_with_a_steady_allocator_and_records_it():
+    # a fresh process: the first interleaved() call sets the thresholds, and the conv's 4 MiB output then reuses
+    # the heap. With glibc as found this loop faults in 1,000-3,000 pages per call on the machines we measured
+    # (benchmarks/results/latency_model.md, "The allocator"); 20 calls with at most 1,000 faults in all means
+    # the pages are reused
+    label, took, faults = _probe(None)
+    assert (label, took) == ("glibc steady", True)
+    assert faults < 1000
+    # the opt-out leaves the allocator as found and says so
+    label, took, _ = _probe("as-found")
+    assert (label, took) == ("as found", False)
