@@ -270,14 +270,17 @@ def device_name(device: torch.device | str = "cpu") -> str:
 def profile_key(model: nn.Module, graph: ChannelGraph, input_shape: Sequence[int], *, batch_size: int,
                 threads: int, dtype: str = "float32", runtime: str = "torch",
                 device: torch.device | str = "cpu") -> dict[str, Any]:
-    """What a profile is valid for: device, threads, batch, dtype, runtime, versions, and the model (a hash of its
-    layer calls' signatures and input shape: any checkpoint of the same architecture shares a profile)."""
+    """What a profile is valid for: device, threads, batch, dtype, runtime, versions, the allocator regime timings
+    run under (``secateurs.timing.steady_allocator``), and the model (a hash of its layer calls' signatures and
+    input shape: any checkpoint of the same architecture shares a profile)."""
+    from ..timing import steady_allocator
+
     calls = _layer_calls(model, graph, torch.zeros(1, *input_shape))
     arch = json.dumps([list(input_shape)] + [c.signature() for c in calls])
     return {"device": device_name(device), "threads": int(threads), "batch_size": int(batch_size),
             "dtype": dtype, "runtime": runtime, **_versions(runtime),
             "model": hashlib.sha256(arch.encode()).hexdigest()[:20], "input_shape": list(input_shape),
-            "grid": GRID_RULE}
+            "grid": GRID_RULE, "allocator": "glibc steady" if steady_allocator() else "as found"}
 
 
 def cache_dir() -> Path:
