@@ -31,6 +31,7 @@ import argparse
 import copy
 import dataclasses
 import os
+import statistics
 import time
 
 import torch
@@ -85,7 +86,7 @@ def part_a(models, batches, targets, threads, log) -> list[dict]:
 
 
 def part_b(models, targets, threads, autobot_batches, test_subset, log, batches=(1,), ft=None,
-           save=lambda rows: None, min_fraction=0.0, free=None) -> list[dict]:
+           save=lambda rows: None, min_fraction=0.0, free=None, ft_seeds=(0,)) -> list[dict]:
     from autobot_common import accuracy, bn_recalibrated_accuracy, finetune, setup
     from secateurs.graph import build_channel_graph
     from secateurs.structured import (AutoBotConfig, Target, apply_plan, autoprune, channel_scores, max_reduction,
@@ -118,9 +119,12 @@ def part_b(models, targets, threads, autobot_batches, test_subset, log, batches=
                                "out_channels": _out_channels(model)}
                 kept = {k: v / dense_out[k] for k, v in out[method]["out_channels"].items() if k in dense_out}
                 out[method]["min_kept_fraction"] = min(kept.values())
-                if ft:
-                    out[method]["accuracy_ft"], out[method]["ft_seconds"] = finetune(
-                        copy.deepcopy(model), ft_data, ft["epochs"], 0, 128, test, threads=ft["threads"])
+                if ft:  # the same fine-tune per seed for all four (data order and augmentation vary)
+                    runs = [finetune(copy.deepcopy(model), ft_data, ft["epochs"], seed, 128, test,
+                                     threads=ft["threads"]) for seed in ft_seeds]
+                    out[method]["accuracy_ft_seeds"] = [a for a, _ in runs]
+                    out[method]["accuracy_ft"] = sum(a for a, _ in runs) / len(runs)
+                    out[method]["ft_seconds"] = sum(t for _, t in runs)
                 log(f"B {name} b{batch} R {r:.2f} {method:15s}: measured {measured:.3f}, MACs {macs_red:.3f}, "
                     f"accuracy {out[method]['accuracy']:.4f} (BN re-estimated {out[method]['accuracy_bn']:.4f}, "
                     f"fine-tuned {out[method].get('accuracy_ft', float('nan')):.4f}), {seconds:.0f} s")
@@ -192,6 +196,8 @@ def main() -> None:
     p.add_argument("--free", type=float, default=None,
                    help="part B: LatencyConfig.free of the latency-targeted runs (default: the library's): "
                         "l1-latency keeps the channels that cost at most this fraction of their group's mean channel")
+    p.add_argument("--ft-seeds", nargs="+", type=int, default=[0],
+                   help="part B: fine-tune every pruned model once per seed; the table gives the mean")
     p.add_argument("--stem", default="latency_target")
     args = p.parse_args()
     from secateurs.structured.select._free import FREE_FRACTION
@@ -202,7 +208,9 @@ def main() -> None:
     os.environ.setdefault("SECATEURS_CACHE", os.path.expanduser("~/.cache/secateurs"))
     start = time.perf_counter()
     log = lambda s: print(s, flush=True)  # noqa: E731
-    env0 = environment(args.threads)
+    from secateurs.timing import steady_allocator
+
+    env0 = environment(args.threads) | {"allocator": "glibc steady" if steady_allocator() else "as found"}
 
     def save(a, b, partial=True):
         env = env0 | {"loadavg_end": os.getloadavg(), "elapsed_s": time.perf_counter() - start}
@@ -215,7 +223,8 @@ def main() -> None:
         if args.finetune_epochs > 0 else None
     b = part_b(args.models_b, args.targets, args.threads, args.autobot_batches, args.test_subset, log,
                batches=args.batches_b, ft=ft, save=lambda rows: save(a, rows),
-               min_fraction=args.autobot_min_fraction, free=free) if "B" in args.part else []
+               min_fraction=args.autobot_min_fraction, free=free, ft_seeds=args.ft_seeds) \
+        if "B" in args.part else []
     save(a, b, partial=False)
 
 
@@ -226,7 +235,8 @@ def markdown(env, args, a, b, partial=False) -> str:
           f"torch {env['torch']}, {env['cpu']} ({env['cpu_count']} cores), {args.threads} thread(s), runtime torch, "
           f"load average {min(loads):.2f}-{max(loads):.2f} (1-minute, sampled at each timing and at the ends): "
           "timings are interleaved, per round the fastest of 3 blocks, medians over rounds (`secateurs.timing`). Measured reduction = 1 - pruned / dense latency, dense and pruned "
-          "timed in the same rounds; accepted within ±0.05 of the target, at most 5 measure-and-correct rounds.", ""]
+          "timed in the same rounds; accepted within ±0.05 of the target, at most 5 measure-and-correct rounds. "
+          f"Allocator: {env.get('allocator', 'as found (runs before secateurs.timing.steady_allocator)')}.", ""]
     if a:
         md += ["## A. Targeting: measured vs requested (l1 global, zoo models with random weights, 3x32x32)", "",
                "| model | batch | target | measured | predicted | rounds | met | MACs removed | a R-MACs plan "
@@ -242,7 +252,8 @@ def markdown(env, args, a, b, partial=False) -> str:
                "timing (3 s budget each) and the verified surgery."]
     if b:
         ft = (f"after {args.finetune_epochs:g} epoch(s) of fine-tuning on {args.finetune_subset} training images "
-              "(batch 128, the AutoBot recipe)") if args.finetune_epochs > 0 else "no fine-tuning"
+              f"(batch 128, the AutoBot recipe), mean over seeds {getattr(args, 'ft_seeds', [0])}") \
+            if args.finetune_epochs > 0 else "no fine-tuning"
         md += ["", "## B. Accuracy at equal measured latency (Fashion-MNIST checkpoints, 1x28x28)",
                "", f"AutoBot: {args.autobot_batches} bottleneck steps of 64 (reduced from 200), min_fraction "
                f"{args.autobot_min_fraction:g}; l1-latency keeps free channels up to "
@@ -262,6 +273,15 @@ def markdown(env, args, a, b, partial=False) -> str:
                           f"{v['macs_reduction']:.3f} | {v.get('params', 0) / 1e3:.0f}k | "
                           f"{v.get('min_kept_fraction', float('nan')):.2f} | {100 * v['accuracy']:.2f} | "
                           f"{100 * v['accuracy_bn']:.2f} | {ftv} | {v['rounds']} |")
+            seeds = len(r["l1-latency"].get("accuracy_ft_seeds", [])) > 1
+            if seeds:
+                diffs = []
+                for m in ("l1", "autobot"):
+                    d = [100 * (a - b) for a, b in zip(r[f"{m}-latency"]["accuracy_ft_seeds"],
+                                                       r[f"{m}-macs"]["accuracy_ft_seeds"])]
+                    diffs.append(f"{m} {statistics.fmean(d):+.2f} ± {statistics.stdev(d):.2f}")
+                md.append(f"| | | | latency − MACs after FT, paired by seed (mean ± std over "
+                          f"{len(r['l1-latency']['accuracy_ft_seeds'])}) | {'; '.join(diffs)} | | | | | | | |")
             for m in ("l1", "autobot"):
                 for k in wins:
                     if k in r[f"{m}-latency"]:
