@@ -219,11 +219,13 @@ def _grid(full: int, varied: bool, multiple: int = 1, sides: tuple[int, ...] = (
     a multiple of 8 (for a 64-wide layer: 1, 15-17, 31-33, 47-49, 63, 64).
 
     A layer's time is a staircase in its widths, not a line. Kernels work in blocks of the vector length: at batch
-    64 on this project's AVX-512 CPU a 3x3 conv on 16x16 maps costs 0.86 ms at 16 channels, 2.83 ms at 17 and 2.78
-    ms at 32; and at some sizes the time also jumps at the multiple itself (the conv on 32x32 maps: 4.30 ms at 15
-    channels, 5.23 ms at 16). ``benchmarks/results/latency_model.md`` times these stairs. A point on each side of
-    a multiple of 8 puts a step there where it is; with points on one side only the table spreads it over a whole
-    segment and predicts savings for channels that save nothing (or misses a cut that saves half the layer).
+    64 on this project's AVX-512 CPU a 3x3 conv on 16x16 maps costs 0.87 ms at 16 channels, 2.81 ms at 17 and 2.94
+    ms at 32, and one on 8x8 maps steps up after 16, 32 and 48 channels (``benchmarks/results/latency_model.md``
+    times these stairs). A point on each side of a multiple of 8 puts a step there where it is; with points on one
+    side only the table spreads it over a whole segment and predicts savings for channels that save nothing (or
+    misses a cut that saves half the layer). (An earlier measurement also saw a step *at* 16 channels on 32x32
+    maps, 4.30 -> 5.23 ms; with ``secateurs.timing.steady_allocator`` it is 4.30 -> 4.34, so most likely it was
+    the allocator's page faults.)
     ``sides``: which neighbours of each multiple of 8 to add, in ``multiple`` steps (``benchmarks/latency_model.py``
     compares one side only)."""
     if not varied or full <= 1:
