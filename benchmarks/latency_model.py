@@ -13,9 +13,10 @@ the noise floor is as good as this machine can tell.
 
 ``--grids current below above`` profiles every (model, batch) once per width-grid rule, one after the other: the
 library's (1 channel, the quarters, and a point on each side of every multiple of 8), *below* (the rule it
-replaced: only one below each multiple of 8) and *above* (only one above). ``--allocator`` first counts the page faults of one conv in fresh processes, glibc's allocator as
-found and steady (``secateurs.timing.steady_allocator``). ``--stairs`` first times one 3x3
-conv of each ResNet stage alone at every width around the multiples of 8 (the staircase the grid has to carry).
+replaced: only one below each multiple of 8) and *above* (only one above). ``--allocator`` first counts the
+page faults of one conv in fresh processes, glibc's allocator as found and steady
+(``secateurs.timing.steady_allocator``). ``--stairs`` first times one 3x3 conv of each ResNet stage alone at every
+width around the multiples of 8 (the staircase the grid has to carry).
 
 The load average before and after every profile is recorded, and the markdown gives its range.
 """
@@ -107,7 +108,9 @@ def allocator(threads: int, batch: int = 64, processes: int = 3) -> list[dict]:
             env = dict(os.environ, SECATEURS_ALLOCATOR=mode, OMP_NUM_THREADS=str(threads))
             r = subprocess.run([sys.executable, "-c", _ALLOC_PROBE, mode, str(threads), str(batch)], env=env,
                                capture_output=True, text=True, check=True)
-            row = {"mode": mode, "process": k, "batch": batch, **json.loads(r.stdout)}
+            got = json.loads(r.stdout)  # the regime the probe ran under, not the one asked for
+            row = {"mode": "steady" if got["steady"] else "as-found", "requested": mode, "process": k,
+                   "batch": batch, **got}
             out.append(row)
             print(f"allocator {mode:8s} process {k}: {row['minor_faults']} faults / 100 calls, ms min "
                   f"{row['ms_min']:.2f} median {row['ms_median']:.2f} p90 {row['ms_p90']:.2f}", flush=True)

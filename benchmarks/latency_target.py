@@ -196,10 +196,12 @@ def main() -> None:
     p.add_argument("--free", type=float, default=None,
                    help="part B: LatencyConfig.free of the latency-targeted runs (default: the library's): "
                         "l1-latency keeps the channels that cost at most this fraction of their group's mean channel")
-    p.add_argument("--ft-seeds", nargs="+", type=int, default=[0],
+    p.add_argument("--ft-seeds", nargs="+", type=int, default=[0], metavar="SEED",
                    help="part B: fine-tune every pruned model once per seed; the table gives the mean")
     p.add_argument("--stem", default="latency_target")
     args = p.parse_args()
+    if len(set(args.ft_seeds)) != len(args.ft_seeds):
+        p.error(f"--ft-seeds: each seed once, got {args.ft_seeds}")  # a repeated seed would fake a zero spread
     from secateurs.structured.select._free import FREE_FRACTION
 
     free = args.free
@@ -208,9 +210,9 @@ def main() -> None:
     os.environ.setdefault("SECATEURS_CACHE", os.path.expanduser("~/.cache/secateurs"))
     start = time.perf_counter()
     log = lambda s: print(s, flush=True)  # noqa: E731
-    from secateurs.timing import steady_allocator
+    from secateurs.timing import allocator
 
-    env0 = environment(args.threads) | {"allocator": "glibc steady" if steady_allocator() else "as found"}
+    env0 = environment(args.threads) | {"allocator": allocator()}
 
     def save(a, b, partial=True):
         env = env0 | {"loadavg_end": os.getloadavg(), "elapsed_s": time.perf_counter() - start}

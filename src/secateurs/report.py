@@ -154,7 +154,8 @@ def latency_record(summary: dict) -> dict | None:
         from .cost._names import DTYPE_NAMES, RUNTIMES
 
         ok = {"batch_size": _positive_int, "threads": _positive_int, "runtime": lambda v: v in RUNTIMES,
-              "dtype": lambda v: v in DTYPE_NAMES, "loadavg_before": _loadavg, "loadavg_after": _loadavg}
+              "dtype": lambda v: v in DTYPE_NAMES, "loadavg_before": _loadavg, "loadavg_after": _loadavg,
+              "allocator": lambda v: v in ("glibc steady", "as found")}
         rec["setting"] = {k: setting[k] for k, valid in ok.items() if k in setting and valid(setting[k])}
     return rec
 

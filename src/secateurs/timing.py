@@ -31,7 +31,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-__all__ = ["Timing", "interleaved", "loadavg", "steady_allocator", "time_models"]
+__all__ = ["Timing", "allocator", "interleaved", "loadavg", "steady_allocator", "time_models"]
 
 
 def loadavg() -> list[float] | None:
@@ -43,11 +43,14 @@ def loadavg() -> list[float] | None:
 
 
 _STEADY_MMAP, _STEADY_TRIM = 32 << 20, 64 << 20  # glibc's ceiling for its dynamic mmap threshold, and 2x it
-_steady: bool | None = None
+_USER_MALLOC_ENV = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "MALLOC_MMAP_MAX_")
+_allocator: str | None = None  # the regime, decided on the first call: see allocator()
 
 
-def steady_allocator() -> bool:
-    """Stop glibc's ``malloc`` from handing every large tensor fresh pages; True where it took effect.
+def allocator() -> str:
+    """Stop glibc's ``malloc`` from handing every large tensor fresh pages, once per process; returns the regime
+    every timing then runs under: ``"glibc steady"`` (set here), ``"as found"`` (left alone: opted out, not
+    glibc, another allocator preloaded, or the user's own glibc settings in the environment).
 
     With glibc's defaults, a buffer of a few MiB (a conv's output at batch 64) can be mapped for one call and
     unmapped at its free, so every call page-faults its whole output in again. Timed alone in a fresh process, the
@@ -56,27 +59,48 @@ def steady_allocator() -> bool:
     regime depends on its history, so isolated layer tables disagreed with the whole networks they came from
     (tables-only error above 100 % on ResNet-56 at batch 64). This sets ``M_MMAP_THRESHOLD`` to 32 MiB and
     ``M_TRIM_THRESHOLD`` to 64 MiB: the ceiling glibc's own dynamic rule climbs to once a program frees a 32 MiB
-    block, which it then keeps. glibc cannot go back to its dynamic rule, so this is done once per process and
-    left; allocations below 32 MiB then reuse the heap, at the price of up to 64 MiB of freed memory kept by the
-    process. Elsewhere (musl, macOS, Windows), or with ``SECATEURS_ALLOCATOR=as-found`` in the environment, it
-    does nothing and returns False. :func:`interleaved` calls it, so every timing in secateurs runs this way and
-    records which way in ``Timing.allocator``."""
-    global _steady
-    if _steady is None:
-        _steady = False
-        if os.environ.get("SECATEURS_ALLOCATOR", "") == "as-found":
-            return False
+    block, which it then keeps. glibc cannot go back to its dynamic rule, so this is decided on the first call
+    and left for the process (set ``SECATEURS_ALLOCATOR`` before it); allocations below 32 MiB then reuse the
+    heap, at the price of up to 64 MiB of freed memory kept at the top of each malloc arena.
+
+    ``SECATEURS_ALLOCATOR=as-found`` leaves the allocator alone (``steady``, the default, or unset: as above; any
+    other value warns and counts as ``steady``). Left alone too: a process whose ``malloc`` is not glibc's (musl,
+    macOS, Windows, jemalloc or tcmalloc in ``LD_PRELOAD``) and one with ``MALLOC_*_`` variables or
+    ``glibc.malloc`` tunables in its environment, which are the user's choice. :func:`interleaved` calls this, so
+    every timing in secateurs records its regime in ``Timing.allocator``."""
+    global _allocator
+    if _allocator is None:
+        _allocator = "as found"
+        want = os.environ.get("SECATEURS_ALLOCATOR", "steady")
+        if want not in ("steady", "as-found"):
+            import warnings
+
+            warnings.warn(f"SECATEURS_ALLOCATOR={want!r} is not 'steady' or 'as-found'; using 'steady'",
+                          stacklevel=2)
+        if want == "as-found" or any(k in os.environ for k in _USER_MALLOC_ENV) \
+                or "glibc.malloc" in os.environ.get("GLIBC_TUNABLES", ""):
+            return _allocator
         try:
             import ctypes
 
             libc = ctypes.CDLL("libc.so.6")
             mallopt = libc.mallopt
-        except (OSError, AttributeError):
-            return False
+            # the malloc this process calls must be glibc's own (not a preloaded jemalloc / tcmalloc)
+            if ctypes.cast(ctypes.CDLL(None).malloc, ctypes.c_void_p).value != \
+                    ctypes.cast(libc.malloc, ctypes.c_void_p).value:
+                return _allocator
+        except (ImportError, OSError, AttributeError):
+            return _allocator
         mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
         # M_MMAP_THRESHOLD = -3, M_TRIM_THRESHOLD = -1 (malloc.h); mallopt returns 1 on success
-        _steady = bool(mallopt(-3, _STEADY_MMAP)) and bool(mallopt(-1, _STEADY_TRIM))
-    return _steady
+        if mallopt(-3, _STEADY_MMAP) and mallopt(-1, _STEADY_TRIM):
+            _allocator = "glibc steady"
+    return _allocator
+
+
+def steady_allocator() -> bool:
+    """:func:`allocator`, as a flag: True where the steady thresholds are in effect."""
+    return allocator() == "glibc steady"
 
 
 @dataclass(frozen=True)
@@ -94,7 +118,7 @@ class Timing:
     loadavg_after: list[float] | None
     elapsed_s: float
     sub_blocks: int = 1
-    allocator: str = "as found"  # "glibc steady" when steady_allocator() took effect
+    allocator: str = "as found"  # the malloc regime, secateurs.timing.allocator()
 
     def setting(self, **extra: Any) -> dict:
         """What the figures were measured under, for a results file (``extra``: e.g. batch size, runtime)."""
@@ -131,7 +155,7 @@ def interleaved(fns: Sequence[Callable[[], Any]], *, warmup: int = 2, min_rounds
     if min_rounds < 1 or max_rounds < min_rounds:
         raise ValueError(f"interleaved: need 1 <= min_rounds <= max_rounds, got {min_rounds}, {max_rounds}")
     sync = sync or (lambda: None)
-    steady = steady_allocator()
+    regime = allocator()
     old_threads = torch.get_num_threads()
     before = loadavg()
     start = time.perf_counter()
@@ -169,7 +193,7 @@ def interleaved(fns: Sequence[Callable[[], Any]], *, warmup: int = 2, min_rounds
     return Timing(ms=[1e3 * statistics.median(t) for t in times], best_ms=[1e3 * min(t) for t in times],
                   ratios=ratios, rounds=rounds, calls_per_block=reps, threads=used_threads,
                   loadavg_before=before, loadavg_after=loadavg(), elapsed_s=time.perf_counter() - start,
-                  sub_blocks=max(subs), allocator="glibc steady" if steady else "as found")
+                  sub_blocks=max(subs), allocator=regime)
 
 
 def _block_size(f: Callable[[], Any], sync, min_block_s: float, max_block: int) -> tuple[int, float]:

@@ -47,6 +47,7 @@ def test_prune_to_a_latency_reduction(dense, profile, tmp_path, capsys):
         assert isinstance(s[k], float), k
     assert s["latency_setting"]["batch_size"] == 1 and s["latency_setting"]["threads"] == 1
     assert s["latency_setting"]["runtime"] == "torch" and "loadavg_before" in s["latency_setting"]
+    assert s["latency_setting"]["allocator"] in ("glibc steady", "as found")
     assert 1 <= len(s["latency_rounds"]) <= 3
     assert main(["report", str(out), "--no-latency"]) == 0  # the report shows the same numbers
     table = capsys.readouterr().out

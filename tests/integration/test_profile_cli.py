@@ -31,7 +31,13 @@ def test_profile_writes_out_and_cache_and_prints_the_error(tmp_path, cache, caps
     _fails(["profile", *QUICK, "--out", str(out)], capsys, "--out", "already exists", "--overwrite")
     assert main(["profile", *QUICK, "--out", str(out), "--overwrite", "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
-    assert summary["setting"] == {"batch_size": 2, "threads": 1, "dtype": "float32", "runtime": "torch"}
+    from secateurs.timing import steady_allocator
+
+    allocator = "glibc steady" if steady_allocator() else "as found"  # the regime every timing here ran under
+    assert summary["setting"] == {"batch_size": 2, "threads": 1, "dtype": "float32", "runtime": "torch",
+                                  "allocator": allocator}
+    assert prof.key["allocator"] == allocator and f"allocator {allocator}" in text
+    assert prof.timing["allocator"] == prof.key["allocator"]  # the key says the regime it was really timed under
     assert summary["layer_calls"] == len(prof.calls) and summary["out"] == str(out)
 
 

@@ -192,11 +192,18 @@ def test_cache_is_keyed_and_validated(tmp_path, monkeypatch, tiny):
     monkeypatch.setattr(lp, "GRID_RULE", "below-8")  # a profile cached under another width-grid rule
     cached_profile(model, graph, SHAPE, batch_size=2, threads=1)
     assert len(built) == 5  # is not reused: measured again
+    import secateurs.timing as timing
+
+    other = "as found" if timing.allocator() == "glibc steady" else "glibc steady"
+    monkeypatch.setattr(timing, "_allocator", other)  # a process timing under the other malloc regime
+    assert lp.profile_key(model, graph, SHAPE, batch_size=2, threads=1)["allocator"] == other
+    cached_profile(model, graph, SHAPE, batch_size=2, threads=1)
+    assert len(built) == 6  # does not reuse the profile timed under the first one
 
 
 def test_grid_times_both_sides_of_its_multiples_of_8():
-    """Kernel time is a staircase (16 channels fast, 17 as slow as 32; at some sizes 15 fast and 16 slow): the
-    grid has a point on each side of every step, so interpolation never spreads a step over a whole segment."""
+    """Kernel time is a staircase (16 channels fast, 17 as slow as 32): the grid has a point on each side of
+    every step, so interpolation never spreads a step over a whole segment."""
     assert lp._grid(64, True) == [1, 15, 16, 17, 31, 32, 33, 47, 48, 49, 63, 64]
     assert lp._grid(32, True) == [1, 7, 8, 9, 15, 16, 17, 23, 24, 25, 31, 32]
     assert lp._grid(16, True) == [1, 4, 7, 8, 9, 12, 15, 16]

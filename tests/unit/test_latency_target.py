@@ -78,6 +78,25 @@ def test_a_profile_for_another_setting_or_model_is_refused():
         latency_model(other[0], other[2], other[3], LatencyConfig(profile=prof))
 
 
+def test_a_profile_timed_under_the_other_allocator_regime_warns(monkeypatch):
+    import dataclasses
+
+    import secateurs.timing as timing
+
+    model, x, graph, prof = _setup()
+    with __import__("warnings").catch_warnings():
+        __import__("warnings").simplefilter("error")
+        latency_model(model, graph, (1, 8, 8), LatencyConfig(profile=prof))  # the same regime: silent
+    other = "as found" if prof.key["allocator"] == "glibc steady" else "glibc steady"
+    old = dataclasses.replace(prof, key={**prof.key, "allocator": other})
+    with pytest.warns(UserWarning, match="allocator"):
+        assert latency_model(model, graph, (1, 8, 8), LatencyConfig(profile=old)).dense == prof.dense_ms
+    legacy = dataclasses.replace(prof, key={k: v for k, v in prof.key.items() if k != "allocator"})
+    monkeypatch.setattr(timing, "_allocator", "glibc steady")  # a profile from before the key: timed as found
+    with pytest.warns(UserWarning, match="'as found'"):
+        latency_model(model, graph, (1, 8, 8), LatencyConfig(profile=legacy))
+
+
 def test_criterion_prune_to_latency_records_prediction_and_measurement():
     model, x, graph, prof = _setup()
     data = [(torch.randn(4, 1, 8, 8), torch.arange(4))]

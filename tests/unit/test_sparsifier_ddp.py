@@ -55,7 +55,16 @@ def _train(rank: int, out_dir: str, sync: bool) -> None:
 
 def test_masks_identical_on_every_rank():
     with tempfile.TemporaryDirectory() as d:
-        mp.spawn(_worker, args=(2, os.path.join(d, "init"), d), nprocs=2, join=True)
+        try:
+            mp.spawn(_worker, args=(2, os.path.join(d, "init"), d), nprocs=2, join=True)
+        except mp.ProcessExitedException as e:
+            # torch 2.13's gloo can still abort a rank at interpreter exit, after everything above has run and
+            # been saved ("terminate called without an active exception"; rarer since distributed.shutdown()). That
+            # abort says nothing about the masks; anything else, or a rank that did not save its masks, fails
+            done = all(os.path.exists(os.path.join(d, f"rank{r}-{sync}.pt"))
+                       for r in range(2) for sync in (True, False))
+            if not (e.signal_name == "SIGABRT" and done):
+                raise
         (r0, r1), (u0, u1) = [[torch.load(os.path.join(d, f"rank{r}-{sync}.pt")) for r in range(2)]
                               for sync in (True, False)]
     assert r0["history"] == r1["history"]

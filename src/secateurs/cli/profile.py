@@ -73,7 +73,8 @@ def run(args: argparse.Namespace) -> int:
         prof.save(args.out)
     v = prof.validation
     summary = {"model": name, "input_shape": shape, "setting": {k: prof.key[k] for k in
-                                                                ("batch_size", "threads", "dtype", "runtime")},
+                                                                ("batch_size", "threads", "dtype", "runtime")}
+               | {"allocator": prof.key.get("allocator", "as found")},
                "device": prof.key["device"], "layer_tables": len(prof.tables), "layer_calls": len(prof.calls),
                "dense_ms": prof.dense_ms, "constant_ms": prof.constant_ms, "fit": v["form"], "beta": prof.beta,
                "alpha": prof.alpha, "held_out_mean_abs_error_pct": v["mean_abs_error_pct"],
@@ -84,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(summary, indent=2))
         return 0
     print(f"{name} on {'x'.join(map(str, shape))}, batch {args.latency_batch_size}, {args.threads} thread(s), "
-          f"{args.dtype}, {args.runtime}: {prof.key['device']}")
+          f"{args.dtype}, {args.runtime}, allocator {summary['setting']['allocator']}: {prof.key['device']}")
     print(f"dense {prof.dense_ms:.3f} ms = constant {prof.constant_ms:.3f} ms + {len(prof.calls)} layer calls "
           f"({len(prof.tables)} measured tables; fit {v['form']}: beta {prof.beta:.3g}, alpha {prof.alpha:.3g})")
     for r in v["held_out"]:

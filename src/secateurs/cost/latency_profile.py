@@ -273,16 +273,16 @@ def profile_key(model: nn.Module, graph: ChannelGraph, input_shape: Sequence[int
                 threads: int, dtype: str = "float32", runtime: str = "torch",
                 device: torch.device | str = "cpu") -> dict[str, Any]:
     """What a profile is valid for: device, threads, batch, dtype, runtime, versions, the allocator regime timings
-    run under (``secateurs.timing.steady_allocator``), and the model (a hash of its layer calls' signatures and
+    run under (``secateurs.timing.allocator``), and the model (a hash of its layer calls' signatures and
     input shape: any checkpoint of the same architecture shares a profile)."""
-    from ..timing import steady_allocator
+    from ..timing import allocator
 
     calls = _layer_calls(model, graph, torch.zeros(1, *input_shape))
     arch = json.dumps([list(input_shape)] + [c.signature() for c in calls])
     return {"device": device_name(device), "threads": int(threads), "batch_size": int(batch_size),
             "dtype": dtype, "runtime": runtime, **_versions(runtime),
             "model": hashlib.sha256(arch.encode()).hexdigest()[:20], "input_shape": list(input_shape),
-            "grid": GRID_RULE, "allocator": "glibc steady" if steady_allocator() else "as found"}
+            "grid": GRID_RULE, "allocator": allocator()}
 
 
 def cache_dir() -> Path:

@@ -112,6 +112,15 @@ def latency_model(model: "nn.Module", graph: "ChannelGraph", input_shape: Sequen
         got = {k: prof.key.get(k) for k in want}
         if got != want:
             raise ArgumentError("latency_profile", "given", f"was measured for {got}, not for {want}")
+        from ..timing import allocator
+
+        timed = prof.key.get("allocator", "as found")  # profiles from before the key had it: as found
+        if timed != allocator():
+            import warnings
+
+            warnings.warn(f"the latency profile was timed with the allocator {timed!r} and this process times "
+                          f"with {allocator()!r} (secateurs.timing.allocator): its predictions may be off; the "
+                          "measured rounds still check the target", stacklevel=2)
     try:
         return LatencyModel(graph, prof)
     except ValueError as e:
@@ -201,7 +210,7 @@ def latency_summary(cost: "LatencyModel", loop: "LatencyLoop", config: LatencyCo
         "latency_target_met": loop.met, "latency_tolerance": config.tolerance,
         "latency_target_reduction": loop.target,
         "latency_setting": {**config.setting(), **{k: m.setting.get(k) for k in (
-            "rounds", "loadavg_before", "loadavg_after", "statistic")}},
+            "rounds", "loadavg_before", "loadavg_after", "statistic", "allocator")}},
         "latency_rounds": loop.to_dict()["rounds"],
         "latency_profile": {"key": prof.key, "held_out_mean_abs_error_pct":
                             prof.validation.get("mean_abs_error_pct"), "build_s": prof.build_s},
