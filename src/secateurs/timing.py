@@ -20,6 +20,9 @@ Why each piece (a 2-core machine shared with other jobs is the normal case, not 
   (or ``max_rounds``), so a fast model gets many rounds and a slow one is not timed for minutes.
 * **The setting.** Threads are pinned for the measurement and restored; the load average before and after is
   recorded next to the numbers, because a figure measured at load 3 on 2 cores means something else.
+* **A steady allocator.** glibc's malloc can fault a large output's pages in afresh on every call, which doubles
+  a big conv's time in some processes and not in others; :func:`allocator` sets it steady once per process and
+  every :class:`Timing` records which regime it ran under.
 """
 from __future__ import annotations
 
