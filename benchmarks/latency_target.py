@@ -86,7 +86,7 @@ def part_a(models, batches, targets, threads, log) -> list[dict]:
 
 
 def part_b(models, targets, threads, autobot_batches, test_subset, log, batches=(1,), ft=None,
-           save=lambda rows: None, min_fraction=0.0, free=None, ft_seeds=(0,)) -> list[dict]:
+           save=lambda rows: None, min_fraction=0.0, free=None, ft_seeds=(0,), autobot_free=0.0) -> list[dict]:
     from autobot_common import accuracy, bn_recalibrated_accuracy, finetune, setup
     from secateurs.graph import build_channel_graph
     from secateurs.structured import (AutoBotConfig, Target, apply_plan, autoprune, channel_scores, max_reduction,
@@ -104,6 +104,7 @@ def part_b(models, targets, threads, autobot_batches, test_subset, log, batches=
         scores = channel_scores(dense, graph, "l1")
         dense_out = _out_channels(dense)
         ab = AutoBotConfig(batches=autobot_batches, batch_size=64, tolerance=0.02, min_fraction=min_fraction)
+        ab_lat = dataclasses.replace(ab, free=autobot_free)  # the free-channel pass, AutoBot-latency only
         for batch, r in [(b, r) for b in batches for r in targets]:
             t0 = time.perf_counter()
             cost = latency_model(dense, graph, shape, LatencyConfig(batch_size=batch, threads=threads))
@@ -132,7 +133,7 @@ def part_b(models, targets, threads, autobot_batches, test_subset, log, batches=
             for method in ("l1", "autobot"):
                 t0 = time.perf_counter()
                 model = copy.deepcopy(dense)
-                res = prune(model, full, latency_reduction=r, method=method, config=ab, progress=False,
+                res = prune(model, full, latency_reduction=r, method=method, config=ab_lat, progress=False,
                             evaluate_test=False, latency=dataclasses.replace(eq, tolerance=0.05, rounds=3, free=free))
                 s = res.summary()
                 record(f"{method}-latency", model, s["latency_reduction"], s["flops_reduction"],
@@ -196,6 +197,9 @@ def main() -> None:
     p.add_argument("--free", type=float, default=None,
                    help="part B: LatencyConfig.free of the latency-targeted runs (default: the library's): "
                         "l1-latency keeps the channels that cost at most this fraction of their group's mean channel")
+    p.add_argument("--autobot-free", type=float, default=0.0,
+                   help="part B: AutoBotConfig.free of AutoBot-latency's threshold search (default 0: off, the "
+                        "library's); its MACs twin has nothing free")
     p.add_argument("--ft-seeds", nargs="+", type=int, default=[0], metavar="SEED",
                    help="part B: fine-tune every pruned model once per seed; the table gives the mean")
     p.add_argument("--stem", default="latency_target")
@@ -225,7 +229,8 @@ def main() -> None:
         if args.finetune_epochs > 0 else None
     b = part_b(args.models_b, args.targets, args.threads, args.autobot_batches, args.test_subset, log,
                batches=args.batches_b, ft=ft, save=lambda rows: save(a, rows),
-               min_fraction=args.autobot_min_fraction, free=free, ft_seeds=args.ft_seeds) \
+               min_fraction=args.autobot_min_fraction, free=free, ft_seeds=args.ft_seeds,
+               autobot_free=args.autobot_free) \
         if "B" in args.part else []
     save(a, b, partial=False)
 
@@ -258,7 +263,8 @@ def markdown(env, args, a, b, partial=False) -> str:
             if args.finetune_epochs > 0 else "no fine-tuning"
         md += ["", "## B. Accuracy at equal measured latency (Fashion-MNIST checkpoints, 1x28x28)",
                "", f"AutoBot: {args.autobot_batches} bottleneck steps of 64 (reduced from 200), min_fraction "
-               f"{args.autobot_min_fraction:g}; l1-latency keeps free channels up to "
+               f"{args.autobot_min_fraction:g}, free channels in AutoBot-latency's search "
+               f"{getattr(args, 'autobot_free', 0.0):g} (0: off); l1-latency keeps free channels up to "
                f"{getattr(args, 'free', 0.0):g} of their group's mean channel cost (0: off; runs before this option "
                f"had none); accuracy on {args.test_subset} test images; *BN* = after re-estimating BatchNorm "
                "statistics on 20 training "

@@ -84,3 +84,21 @@ def test_macs_selections_are_unchanged():
         plain = select_channels(graph, scores, 0.3, scope=scope)
         assert plain.plan.meta["free"] == 0.0
         assert select_channels(graph, scores, 0.3, scope=scope, free=0.9).kept == plain.kept
+
+
+def test_autobot_threshold_search_keeps_free_channels_only_when_asked():
+    """AutoBot's search (scores as its gates would leave them: a group's ranking order, values in (0, 1)) keeps
+    the paper's selection by default and, with ``free`` > 0, the free channels, still inside the window."""
+    from secateurs.structured import search_threshold
+
+    model, graph, cost, l1 = _staircase_case()
+    scores = {g: s / s.max() for g, s in l1.items()}
+    target = latency_target(cost, latency_reduction=0.4, tolerance=0.05)
+    plain, freed = (search_threshold(scores, cost, target, free=f) for f in (0.0, 0.1))
+    for sel in (plain, freed):
+        assert sel.cost == pytest.approx(cost.exact(sel.kept), rel=1e-12)
+        assert 0.4 <= sel.reduction <= 0.45 + 1e-9
+    assert search_threshold(scores, cost, target).kept == plain.kept  # off unless asked
+    kept = lambda sel: sum(len(v) for v in sel.kept.values())  # noqa: E731
+    assert kept(freed) > kept(plain)
+    assert len(_mid_stair(graph, cost, freed.kept)) < len(_mid_stair(graph, cost, plain.kept))

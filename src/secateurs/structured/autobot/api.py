@@ -39,6 +39,7 @@ class AutoBotConfig:
     tolerance: float = DEFAULT_TOLERANCE  # achieved MACs reduction in [R, R + tolerance] (structured.target)
     max_search_iter: int = 50
     min_fraction: float = 0.0  # every group keeps at least this fraction of its channels (0: at least one)
+    free: float = 0.0  # > 0: the threshold search keeps a latency table's free channels (select._free); 0: off
     augment: bool = True  # the training split's usual augmentation
     seed: int = 0
     atol: float = 1e-5  # apply_plan's masked-vs-pruned check (float64)
@@ -55,6 +56,7 @@ class AutoBotConfig:
             ("tolerance", self.tolerance, 0 < self.tolerance < 1),
             ("max_search_iter", self.max_search_iter, self.max_search_iter >= 1),
             ("min_fraction", self.min_fraction, 0 <= self.min_fraction < 1),
+            ("free", self.free, 0 <= self.free < 1),
         ]
         for name, value, ok in checks:
             if not ok:
@@ -177,14 +179,14 @@ def autoprune(
                             best_fraction=config.best_fraction, progress=progress)
     def search(t: Target) -> Selection:
         return search_threshold(run.scores, cost, t, alphas=run.alphas, max_iter=config.max_search_iter,
-                                round_to=round_to, min_fraction=config.min_fraction)
+                                round_to=round_to, min_fraction=config.min_fraction, free=config.free)
 
     selection = search(target) if choose is None else choose(search)
     plan = PruningPlan.from_kept(graph, selection.kept, meta={
         "method": "autobot", target.argument: target.reduction, "achieved": selection.reduction,
         "threshold": selection.threshold, "selection": selection.method, "best_step": run.best_step,
         **{k: v for k, v in asdict(config).items() if k in ("beta", "gamma", "lr", "batches", "batch_size", "seed",
-                                                                 "min_fraction")},
+                                                                 "min_fraction", "free")},
     })
     report = apply_plan(model, plan, example_inputs, graph=graph, atol=config.atol)
     accuracy = evaluate(model, data.test_x, data.test_y)["accuracy"] if test else None

@@ -1,6 +1,7 @@
 """Keeping the channels a cost model says are free.
 
-Used by the criteria's ranking (``ranking.select_channels``). A latency table is a staircase in a layer's widths
+Used by the criteria's ranking (``ranking.select_channels``), and by AutoBot's threshold search only when asked
+(``AutoBotConfig.free`` > 0; default off). A latency table is a staircase in a layer's widths
 (kernels work in blocks of the vector length; see ``cost.latency_profile._grid``): cutting a 32-channel conv to
 17 channels saves almost nothing, to 16 most of its time. A selection that stops mid-stair pays the accuracy of
 the channels it removed and gets no speed for them. So every group is raised to the widest allowed width whose
@@ -10,8 +11,8 @@ is linear in the group's width (MACs, or a table without steps) never has a free
 ranking searches with this pass inside its cost function, so the target window is met by the selection as
 returned (and it falls back to the plain search when that finds nothing).
 
-Not used by AutoBot's threshold search: its pruned channels are the ones its gates learned to close, and putting
-them back changes the function the kept channels were trained to compute around. (A batch-64 run with the pass in
+Off by default in AutoBot's threshold search: its pruned channels are the ones its gates learned to close, and
+putting them back changes the function the kept channels were trained to compute around. (A batch-64 run with the pass in
 both strategies, ``benchmarks/results/latency_target_b64_free_both.md``, had AutoBot-latency at chance before
 fine-tuning, 10.1 / 8.3 % on resnet20; but the run without it in AutoBot, ``latency_target_b64_free.md``, was at
 18.7 / 9.8 % too, from the staircase in its loss (``cost.latency``), so that run does not separate the two.)

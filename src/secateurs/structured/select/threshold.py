@@ -27,6 +27,7 @@ import torch
 
 from ...cost.base import CostModel
 from ..target import DEFAULT_TOLERANCE, Target
+from ._free import default_free, restore_free
 from .result import Selection
 
 
@@ -81,13 +82,15 @@ def kept_at(scores: Mapping[str, torch.Tensor], threshold: float,
 def search_threshold(
     scores: Mapping[str, torch.Tensor], cost: CostModel, reduction: float | Target, *,
     tolerance: float = DEFAULT_TOLERANCE, alphas: Mapping[str, torch.Tensor] | None = None, max_iter: int = 50,
-    round_to: int = 1, min_fraction: float = 0.0,
+    round_to: int = 1, min_fraction: float = 0.0, free: float = 0.0,
 ) -> Selection:
     """Kept channels per group whose exact reduction of ``cost`` lies in ``[R, R + tolerance]`` (``reduction``
     is R, or a ``Target``). ``round_to`` K > 1: a group that loses channels keeps a multiple of K, its best-scored
     ones (the count a threshold leaves rounded to the nearest multiple, at least K); step 3 then grows groups by
     K channels at a time (best-scored steps first) instead of one. ``min_fraction``: every group keeps at least
-    that fraction of its channels (its best by α)."""
+    that fraction of its channels (its best by α). ``free`` > 0: keep the channels that cost at most this
+    fraction of their group's mean channel (``_free``; default 0: off, the paper's selection; MACs, linear in each
+    width, have nothing free anyway)."""
     if not (0.0 <= min_fraction < 1.0) or math.isnan(min_fraction):
         raise ValueError(f"min_fraction must be in [0, 1), got {min_fraction!r}")
     target = reduction if isinstance(reduction, Target) else Target(reduction, tolerance)
@@ -97,16 +100,25 @@ def search_threshold(
     dense = cost.dense
     lo, hi = target.floor(dense), target.budget(dense)  # the cost window
     forced = _forced(scores, alphas, min_fraction)
-    snap = _snapper(scores, alphas, forced, int(round_to))
+    snap = plain = _snapper(scores, alphas, forced, int(round_to))
+    free = default_free(free, cost.unit)  # checked in [0, 1)
+    freed = _keeping_free(plain, scores, alphas, forced, int(round_to), cost, free) if free > 0 else None
+    if freed is not None and cost.exact(freed({g: list(f) for g, f in forced.items()})) <= hi:
+        snap = freed  # steps 1 and 2 keep free channels (unless that puts even the smallest selection over budget)
 
     def measure(kept) -> float:
         return cost.exact(snap(kept))
 
     def result(kept, c, method, iterations, theta=None) -> Selection:
-        kept = {g: sorted(v) for g, v in snap(kept).items()}
+        kept = snap(kept)
+        if freed is not None and snap is plain:  # step 3 stops mid-stair: keep what is free there if in the window
+            more = freed(kept)
+            if lo <= cost.exact(more) <= hi:
+                kept, c = more, cost.exact(more)
+        kept = {g: sorted(v) for g, v in kept.items()}
         return Selection(kept, c, dense, target, method, {g: len(v) for g, v in kept.items()}, theta, iterations)
 
-    target.check_reachable(cost, snap({g: list(f) for g, f in forced.items()}), floor_text(min_fraction, round_to))
+    target.check_reachable(cost, plain({g: list(f) for g, f in forced.items()}), floor_text(min_fraction, round_to))
 
     # 1. binary search on θ
     theta, step = 0.5, 0.25
@@ -142,6 +154,8 @@ def search_threshold(
     iterations = max_iter
     if macs >= lo:
         return result(kept, macs, "ranked", iterations)
+    snap = plain  # 3. below: the greedy repairs move single channels (or round_to steps) without the free pass
+    macs = measure(kept)
     if round_to > 1:
         grown = _grow_in_steps(snap(kept), scores, alphas, forced, int(round_to), measure, lo, hi)
         if grown is not None:
@@ -203,6 +217,29 @@ def _snapper(scores, alphas, forced, round_to: int):
         return out
 
     return snap
+
+
+def _keeping_free(snap, scores, alphas, forced, round_to: int, cost: CostModel, free: float):
+    """``snap`` followed by keeping each group's free channels (``_free``: best-scored first, in steps of
+    ``round_to``)."""
+    groups = list(scores)
+    smallest = snap({g: list(f) for g, f in forced.items()})
+    order = {g: sorted(range(len(s)), key=lambda i: (i not in forced[g], -float(s[i]), -float(alphas[g][i]), i))
+             for g, s in scores.items()}
+
+    def kept_free(kept):
+        base = snap(kept)
+        rest = {g: [i for i in order[g] if i not in set(base[g])] for g in groups}
+
+        def at(counts):  # below the current count (the range's low end only): the smallest selection's channels
+            return {g: sorted(base[g] + rest[g][:c - len(base[g])]) if c >= len(base[g]) else smallest[g]
+                    for g, c in zip(groups, counts)}
+
+        allowed = [[len(smallest[g])] + [c for c in range(len(base[g]) + 1, len(scores[g]) + 1)
+                                         if c % round_to == 0 or c == len(scores[g])] for g in groups]
+        return at(restore_free([len(base[g]) for g in groups], allowed, lambda cs: cost.exact(at(cs)), free))
+
+    return kept_free
 
 
 def _grow_in_steps(kept, scores, alphas, forced, k: int, measure, lo: float, hi: float):
