@@ -19,7 +19,7 @@ from ._device import device_of
 from .flops import count_model
 from .io import load_checkpoint
 from .sparse.format import weight_bytes
-from .timing import Timing, loadavg, time_models
+from .timing import AS_FOUND, STEADY, Timing, loadavg, time_models
 
 __all__ = ["latency_ms", "interleaved_latency_ms", "time_latency", "latency_setting", "latency_record",
            "nonzero_params", "CheckpointRow", "compare_checkpoints", "markdown_table"]
@@ -155,7 +155,7 @@ def latency_record(summary: dict) -> dict | None:
 
         ok = {"batch_size": _positive_int, "threads": _positive_int, "runtime": lambda v: v in RUNTIMES,
               "dtype": lambda v: v in DTYPE_NAMES, "loadavg_before": _loadavg, "loadavg_after": _loadavg,
-              "allocator": lambda v: v in ("glibc steady", "as found")}
+              "allocator": lambda v: v in (STEADY, AS_FOUND)}
         rec["setting"] = {k: setting[k] for k, valid in ok.items() if k in setting and valid(setting[k])}
     return rec
 

@@ -47,6 +47,7 @@ def loadavg() -> list[float] | None:
 
 _STEADY_MMAP, _STEADY_TRIM = 32 << 20, 64 << 20  # glibc's ceiling for its dynamic mmap threshold, and 2x it
 _USER_MALLOC_ENV = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "MALLOC_MMAP_MAX_")
+STEADY, AS_FOUND = "glibc steady", "as found"  # the two regimes allocator() reports
 _allocator: str | None = None  # the regime, decided on the first call: see allocator()
 
 
@@ -73,7 +74,7 @@ def allocator() -> str:
     every timing in secateurs records its regime in ``Timing.allocator``."""
     global _allocator
     if _allocator is None:
-        _allocator = "as found"
+        _allocator = AS_FOUND
         want = os.environ.get("SECATEURS_ALLOCATOR", "steady")
         if want not in ("steady", "as-found"):
             import warnings
@@ -97,13 +98,13 @@ def allocator() -> str:
         mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
         # M_MMAP_THRESHOLD = -3, M_TRIM_THRESHOLD = -1 (malloc.h); mallopt returns 1 on success
         if mallopt(-3, _STEADY_MMAP) and mallopt(-1, _STEADY_TRIM):
-            _allocator = "glibc steady"
+            _allocator = STEADY
     return _allocator
 
 
 def steady_allocator() -> bool:
     """:func:`allocator`, as a flag: True where the steady thresholds are in effect."""
-    return allocator() == "glibc steady"
+    return allocator() == STEADY
 
 
 @dataclass(frozen=True)
@@ -121,7 +122,7 @@ class Timing:
     loadavg_after: list[float] | None
     elapsed_s: float
     sub_blocks: int = 1
-    allocator: str = "as found"  # the malloc regime, secateurs.timing.allocator()
+    allocator: str = AS_FOUND  # the malloc regime, secateurs.timing.allocator()
 
     def setting(self, **extra: Any) -> dict:
         """What the figures were measured under, for a results file (``extra``: e.g. batch size, runtime)."""

@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     v = prof.validation
     summary = {"model": name, "input_shape": shape, "setting": {k: prof.key[k] for k in
                                                                 ("batch_size", "threads", "dtype", "runtime")}
-               | {"allocator": prof.key.get("allocator", "as found")},
+               | {"allocator": prof.allocator},
                "device": prof.key["device"], "layer_tables": len(prof.tables), "layer_calls": len(prof.calls),
                "dense_ms": prof.dense_ms, "constant_ms": prof.constant_ms, "fit": v["form"], "beta": prof.beta,
                "alpha": prof.alpha, "held_out_mean_abs_error_pct": v["mean_abs_error_pct"],

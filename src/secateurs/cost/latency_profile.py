@@ -65,6 +65,14 @@ class LatencyProfile:
     timing: dict[str, Any] = field(default_factory=dict)
     build_s: float = 0.0
 
+    @property
+    def allocator(self) -> str:
+        """The malloc regime its timings ran under (``secateurs.timing.allocator``); a profile from before the key
+        recorded it was timed with the allocator as found."""
+        from ..timing import AS_FOUND
+
+        return self.key.get("allocator", AS_FOUND)
+
     def to_dict(self) -> dict:
         return {"format": FORMAT, "version": VERSION, "key": self.key, "tables": [t.to_dict() for t in self.tables],
                 "calls": self.calls, "fit": {"beta": self.beta, "alpha": self.alpha, "constant_ms": self.constant_ms,

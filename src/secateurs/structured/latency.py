@@ -114,12 +114,12 @@ def latency_model(model: "nn.Module", graph: "ChannelGraph", input_shape: Sequen
             raise ArgumentError("latency_profile", "given", f"was measured for {got}, not for {want}")
         from ..timing import allocator
 
-        timed = prof.key.get("allocator", "as found")  # profiles from before the key had it: as found
-        if timed != allocator():
+        now = allocator()
+        if prof.allocator != now:
             import warnings
 
-            warnings.warn(f"the latency profile was timed with the allocator {timed!r} and this process times "
-                          f"with {allocator()!r} (secateurs.timing.allocator): its predictions may be off; the "
+            warnings.warn(f"the latency profile was timed with the allocator {prof.allocator!r} and this process "
+                          f"times with {now!r} (secateurs.timing.allocator): its predictions may be off; the "
                           "measured rounds still check the target", stacklevel=2)
     try:
         return LatencyModel(graph, prof)
