@@ -343,34 +343,54 @@ def test_onnxruntime_with_bfloat16_is_refused_by_the_library():
     assert LatencyConfig(dtype="bfloat16").dtype == "bfloat16"  # torch measures bfloat16
 
 
-def test_coarse_grid_drops_only_the_step_brackets():
-    from secateurs.cost.latency import _coarse
+def test_secant_keeps_each_grids_corners():
+    from secateurs.cost.latency import _secant
     from secateurs.cost.latency_profile import LayerTable
 
-    for full, want in ((16, [1, 4, 8, 12, 16]), (64, [1, 16, 32, 48, 64]), (24, [1, 6, 12, 18, 24])):
+    for full in (16, 24, 64):
         g = lp._grid(full, True)
-        t = _coarse(LayerTable("s", g, [5], [[float(v)] for v in g]))
-        assert t.in_grid == want and t.out_grid == [5] and [r[0] for r in t.ms] == [float(v) for v in want]
+        t = _secant(LayerTable("s", g, [5], [[float(v)] for v in g]))
+        assert t.in_grid == [1, full] and t.out_grid == [5] and [r[0] for r in t.ms] == [1.0, float(full)]
+        both = _secant(LayerTable("s", g, g, [[float(i * o) for o in g] for i in g]))
+        assert both.in_grid == both.out_grid == [1, full]
+        assert both.ms == [[1.0, float(full)], [float(full), float(full * full)]]
 
 
-def test_soft_reads_the_staircase_trend_and_exact_its_steps():
-    """On a staircase table exact() has the steps; soft() (AutoBot's loss) the coarse segments: the two agree at
-    full width and at the quarters, soft's gradient at full width is the last quarter's mean slope (not the zero
-    of the flat top stair), and soft at hard gates is no longer exact() between the coarse points."""
+def test_soft_reads_the_staircase_secant_and_exact_its_steps():
+    """On a staircase table exact() has the steps; soft() (AutoBot's loss) the secant between one channel and full
+    width: the two agree at full width and at one channel, soft's gradient at full width is the secant's slope
+    (not the zero of the flat top stair, nor of a flat segment between grid points on one stair), and soft at hard
+    gates is not exact() between the corners."""
     from fixtures.topologies import zoo_case
 
     model, x, graph, _ = zoo_case("resnet56")
-    lm = LatencyModel(graph, macs_profile(model, graph, tuple(x.shape[1:]), stairs=8))
+    lm = LatencyModel(graph, macs_profile(model, graph, tuple(x.shape[1:]), stairs=16))
     gid, width = max(lm.widths.items(), key=lambda kv: kv[1])
     assert width == 64
     assert float(lm.soft({})) == pytest.approx(lm.exact({})) == pytest.approx(lm.dense)
-    quarter = width * 3 // 4  # 48: a coarse point
-    assert float(lm.soft({gid: torch.tensor(float(quarter))})) == pytest.approx(
-            lm.exact({gid: list(range(quarter))}))
+    assert float(lm.soft({gid: torch.tensor(1.0)})) == pytest.approx(lm.exact({gid: [0]}))
     g = torch.ones(width, dtype=torch.float64, requires_grad=True)
     lm.soft({gid: g}).backward()
-    top = lm.exact({gid: list(range(width))}) - lm.exact({gid: list(range(width - 1))})
-    assert top == pytest.approx(0.0, abs=1e-12)  # the top stair is flat in exact()
-    assert float(g.grad.mean()) > 0  # soft still prices the group's channels
+    top = lm.exact({gid: list(range(width))}) - lm.exact({gid: list(range(width - 15))})
+    assert top == pytest.approx(0.0, abs=1e-12)  # the top stair (49-64) is flat in exact()
+    slope = (lm.exact({}) - lm.exact({gid: [0]})) / (width - 1)
+    assert float(g.grad.sum()) == pytest.approx(slope * width, rel=1e-6)  # the secant prices every channel alike
     mid = width - 3  # inside the top stair
     assert float(lm.soft({gid: torch.tensor(float(mid))})) < lm.exact({gid: list(range(mid))})
+
+
+def test_soft_prices_a_group_whose_grid_points_share_a_stair():
+    """Stairs of 32 channels on a 64-wide group: the grid's last quarter (48-64) lies on one stair, so any
+    piecewise-linear read of it is flat at full width; the secant still gives every channel a price, and the
+    per-channel worth of the group is never zero while its exact cost from one channel to full width rises."""
+    from fixtures.topologies import zoo_case
+
+    model, x, graph, _ = zoo_case("resnet56")
+    lm = LatencyModel(graph, macs_profile(model, graph, tuple(x.shape[1:]), stairs=32))
+    worth = lm.per_channel()
+    for gid, width in lm.widths.items():
+        rises = lm.exact({}) > lm.exact({gid: [0]})
+        assert (worth[gid] > 0) == rises, gid
+    gid = max(lm.widths, key=lm.widths.get)
+    assert lm.exact({gid: list(range(48))}) == pytest.approx(lm.exact({}))  # flat: the case this guards
+    assert worth[gid] > 0

@@ -11,11 +11,14 @@ where T_l is the measured table of the layer's signature, interpolated bilinearl
 monotone by construction), and β, α, constant come from timing whole pruned models.
 
 ``exact`` (selections, targets, reports) reads every grid point, steps included. ``soft`` (AutoBot's loss, the
-per-channel worth) reads the coarse grid only (1 channel, the quarters, full width: :func:`_coarse`), without
-the points that only bracket a step at a multiple of 8. A staircase's gradient is zero on the flats and a spike
-at each step (a batch-64 conv on 16x16 maps: 2 ms for its 17th channel, nothing for the next fifteen), which drove
-AutoBot's gates of whole trunks shut (``benchmarks/results/latency_target_b64_free.md``); the coarse segments
-give the loss the staircase's trend. The two agree at the coarse points, full width included (``dense``).
+per-channel worth) reads each table's corners only (one channel and full width, per side: :func:`_secant`), i.e.
+the secant of the staircase: per layer a bilinear function of (ĉ_in, ĉ_out) with the device's measured slopes.
+The staircase's own gradient is zero on the flats and a spike at each step (a batch-64 conv on 16x16 maps: 2 ms
+for its 17th channel, nothing for the next fifteen), and any finer piecewise-linear read still has flat segments
+wherever its points fall on one stair (the quarters of a 32-wide group at batch 64: 24 and 32 cost the same).
+A gate at full width then sees no price, and AutoBot's loss shut the groups it did see instead
+(``benchmarks/results/latency_target_b64_free.md``, ``latency_target_b64_steady.md``). The two agree at the
+corners, full width included (``dense``).
 
 Attention heads (``graph.attention``): the matmuls no layer call covers (QKᵀ and AV; the functional projections
 of ``nn.MultiheadAttention``) have no table of their own. Each is one more summand of Σ, linear in the soft count ĥ
@@ -56,8 +59,8 @@ class LatencyModel(CostModel):
         self._counts = MacsModel(graph)  # the soft channel counts per layer side: one definition with MACs
         self.widths = dict(self._counts.widths)
         self._tables: list[LayerTable] = [profile.tables[c["table"]] for c in profile.calls]
-        coarse = [_coarse(t) for t in profile.tables]
-        self._soft_tables: list[LayerTable] = [coarse[c["table"]] for c in profile.calls]
+        secants = [_secant(t) for t in profile.tables]
+        self._soft_tables: list[LayerTable] = [secants[c["table"]] for c in profile.calls]
         self._rows = [float(c["rows"]) for c in profile.calls]
         n = len(self._tables)  # the MACs terms: one per layer call, then one per attention module
         self._layers, self._heads = self._counts.terms[:n], self._counts.terms[n:]
@@ -77,14 +80,14 @@ class LatencyModel(CostModel):
 
     # -- the cost-model interface --------------------------------------------------------------------------------
     def soft(self, gates: Mapping[str, torch.Tensor] | None = None) -> torch.Tensor:
-        """Predicted ms (0-d tensor) at soft widths: ``gates[group]`` a per-channel vector or a 0-d soft count;
-        groups not given are at full width."""
+        """Predicted ms (0-d tensor) at soft widths, on the tables' secants (module docstring): ``gates[group]`` a
+        per-channel vector or a 0-d soft count; groups not given are at full width."""
         s, e = self._sums(gates or {}, self._soft_tables)
         return self.constant + self.beta * s + self.alpha * e
 
     def exact(self, kept: Mapping[str, Sequence[int]]) -> float:
         """Predicted ms after keeping channels ``kept[group]`` (groups not listed keep all), on every grid point of
-        the tables (``soft`` reads the coarse ones: module docstring), in plain floats: selection strategies call
+        the tables (``soft`` reads their corners: module docstring), in plain floats: selection strategies call
         it hundreds of times."""
         unknown = set(kept) - set(self.widths)
         if unknown:
@@ -166,14 +169,10 @@ class LatencyModel(CostModel):
         return s, e
 
 
-def _coarse(table: LayerTable) -> LayerTable:
-    """``table`` without its step-bracketing points: a point that is not a multiple of 8 next to (within 8 of) a
-    grid neighbour that is (15 and 17 around 16); the first and last points stay."""
-    def keep(grid):
-        return [k for k, p in enumerate(grid) if k in (0, len(grid) - 1) or p % 8 == 0
-                or not any(q % 8 == 0 and abs(q - p) < 8 for q in (grid[k - 1], grid[k + 1]))]
-
-    ki, ko = keep(table.in_grid), keep(table.out_grid)
+def _secant(table: LayerTable) -> LayerTable:
+    """``table`` at its corners only: the first and last point of each grid (one channel and full width)."""
+    ki = sorted({0, len(table.in_grid) - 1})
+    ko = sorted({0, len(table.out_grid) - 1})
     return LayerTable(table.signature, [table.in_grid[k] for k in ki], [table.out_grid[k] for k in ko],
                       [[table.ms[i][j] for j in ko] for i in ki])
 
