@@ -6,7 +6,8 @@ from a ``ChannelGraph`` (``graph.prunable_groups()`` gives ``widths``) and answe
 * ``exact(kept)`` -- the cost after keeping these channel indices (groups not listed keep all);
 * ``soft(gates)`` -- a differentiable 0-d tensor of the cost at soft widths (per-channel gate vectors of length
   ``width``, or 0-d soft counts; groups not given are at full width), so ``soft(all ones) == exact({}) == dense``;
-* ``per_channel()`` -- the marginal cost of one channel of each group at full width.
+* ``per_channel()`` -- the gradient of ``soft`` per channel of each group at full width (for MACs the marginal cost
+  of a channel; for latency the slope of the tables' secants, ``cost.latency``).
 
 ``constant`` is the part of ``dense`` no prunable group controls. MACs (``cost.macs.MacsModel``) is the first
 implementation. Importing this module imports nothing heavy.

@@ -11,8 +11,10 @@ where T_l is the measured table of the layer's signature, interpolated bilinearl
 monotone by construction), and β, α, constant come from timing whole pruned models.
 
 ``exact`` (selections, targets, reports) reads every grid point, steps included. ``soft`` (AutoBot's loss, the
-per-channel worth) reads each table's corners only (one channel and full width, per side: :func:`_secant`), i.e.
-the secant of the staircase: per layer a bilinear function of (ĉ_in, ĉ_out) with the device's measured slopes.
+per-channel worth) reads each table's corners only (its smallest grid width -- one channel, a grouped conv's
+smallest multiple -- and full width, per side: :func:`_secant`), i.e. the secant of the staircase: per layer,
+between those corners, a bilinear function of (ĉ_in, ĉ_out) with the device's measured slopes (held below the
+smallest width and extrapolated above full width, as for ``exact``).
 The staircase's own gradient is zero on the flats and a spike at each step (a batch-64 conv on 16x16 maps: 2 ms
 for its 17th channel, nothing for the next fifteen), and any finer piecewise-linear read still has flat segments
 wherever its points fall on one stair (the quarters of a 32-wide group at batch 64: 24 and 32 cost the same).
@@ -170,7 +172,7 @@ class LatencyModel(CostModel):
 
 
 def _secant(table: LayerTable) -> LayerTable:
-    """``table`` at its corners only: the first and last point of each grid (one channel and full width)."""
+    """``table`` at its corners only: the first and last point of each grid (the smallest width and full width)."""
     ki = sorted({0, len(table.in_grid) - 1})
     ko = sorted({0, len(table.out_grid) - 1})
     return LayerTable(table.signature, [table.in_grid[k] for k in ki], [table.out_grid[k] for k in ko],
