@@ -176,6 +176,13 @@ def _out_channels(model) -> dict[str, int]:
     return {n: m.out_channels for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)}
 
 
+def _width_gap(a: dict, b: dict) -> float:
+    """How far two pruned networks' conv widths are apart: sum |a - b| over sum (a + b) / 2 (0: the same widths)."""
+    wa, wb = a.get("out_channels", {}), b.get("out_channels", {})
+    total = sum((wa[k] + wb[k]) / 2 for k in wa if k in wb)
+    return sum(abs(wa[k] - wb[k]) for k in wa if k in wb) / total if total else float("nan")
+
+
 def _macs(model, shape) -> int:
     from secateurs.flops import count_model
 
@@ -297,7 +304,8 @@ def markdown(env, args, a, b, partial=False) -> str:
                 for m in ("l1", "autobot"):
                     d = [100 * (a - b) for a, b in zip(r[f"{m}-latency"]["accuracy_ft_seeds"],
                                                        r[f"{m}-macs"]["accuracy_ft_seeds"])]
-                    diffs.append(f"{m} {statistics.fmean(d):+.2f} ± {statistics.stdev(d):.2f}")
+                    diffs.append(f"{m} {statistics.fmean(d):+.2f} ± {statistics.stdev(d):.2f} (widths differ by "
+                                 f"{_width_gap(r[f'{m}-latency'], r[f'{m}-macs']):.0%})")
                 md.append(f"| | | | latency − MACs after FT, paired by seed (mean ± std over "
                           f"{len(r['l1-latency']['accuracy_ft_seeds'])}) | {'; '.join(diffs)} | | | | | | | |")
             for m in ("l1", "autobot"):
