@@ -89,7 +89,7 @@ def part_a(models, batches, targets, threads, log) -> list[dict]:
 
 def part_b(models, targets, threads, autobot_batches, test_subset, log, batches=(1,), ft=None,
            save=lambda rows: None, min_fraction=0.0, free=None, ft_seeds=(0,), autobot_free=0.0,
-           twin_rounds=6) -> list[dict]:
+           twin_rounds=6, methods=("l1", "autobot")) -> list[dict]:
     from autobot_common import accuracy, bn_recalibrated_accuracy, finetune, setup
     from secateurs.graph import build_channel_graph
     from secateurs.structured import (AutoBotConfig, Target, apply_plan, autoprune, channel_scores, max_reduction,
@@ -134,7 +134,7 @@ def part_b(models, targets, threads, autobot_batches, test_subset, log, batches=
                     f"accuracy {out[method]['accuracy']:.4f} (BN re-estimated {out[method]['accuracy_bn']:.4f}, "
                     f"fine-tuned {out[method].get('accuracy_ft', float('nan')):.4f}), {seconds:.0f} s")
 
-            for method in ("l1", "autobot"):
+            for method in methods:
                 t0 = time.perf_counter()
                 model = copy.deepcopy(dense)
                 res = prune(model, full, latency_reduction=r, method=method, config=ab_lat, progress=False,
@@ -216,6 +216,8 @@ def main() -> None:
     p.add_argument("--twin-rounds", type=int, default=6,
                    help="part B: measure-and-correct rounds of each MACs twin's search for equal latency (runs before "
                         "this option: 4)")
+    p.add_argument("--methods", nargs="+", default=["l1", "autobot"], choices=["l1", "autobot"],
+                   help="part B: the methods whose latency-targeted run and MACs twin are compared")
     p.add_argument("--stem", default="latency_target")
     args = p.parse_args()
     if len(set(args.ft_seeds)) != len(args.ft_seeds):
@@ -244,7 +246,7 @@ def main() -> None:
     b = part_b(args.models_b, args.targets, args.threads, args.autobot_batches, args.test_subset, log,
                batches=args.batches_b, ft=ft, save=lambda rows: save(a, rows),
                min_fraction=args.autobot_min_fraction, free=free, ft_seeds=args.ft_seeds,
-               autobot_free=args.autobot_free, twin_rounds=args.twin_rounds) \
+               autobot_free=args.autobot_free, twin_rounds=args.twin_rounds, methods=args.methods) \
         if "B" in args.part else []
     save(a, b, partial=False)
 
@@ -291,24 +293,25 @@ def markdown(env, args, a, b, partial=False) -> str:
         wins = {"accuracy_bn": [], "accuracy_ft": []}
         unmatched = []
         for r in b:
-            for m in ("l1-latency", "l1-macs", "autobot-latency", "autobot-macs"):
+            ran = [m for m in ("l1", "autobot") if f"{m}-latency" in r]
+            for m in [f"{m}-{cost}" for m in ran for cost in ("latency", "macs")]:
                 v = r[m]
                 ftv = f"{100 * v['accuracy_ft']:.2f}" if "accuracy_ft" in v else "–"
                 md.append(f"| {r['model']} | {r.get('batch', 1)} | {r['target']:.2f} | {m} | {v['measured']:.3f} | "
                           f"{v['macs_reduction']:.3f} | {v.get('params', 0) / 1e3:.0f}k | "
                           f"{v.get('min_kept_fraction', float('nan')):.2f} | {100 * v['accuracy']:.2f} | "
                           f"{100 * v['accuracy_bn']:.2f} | {ftv} | {v['rounds']} |")
-            seeds = len(r["l1-latency"].get("accuracy_ft_seeds", [])) > 1
-            if seeds:
+            n_seeds = len(r[f"{ran[0]}-latency"].get("accuracy_ft_seeds", []))
+            if n_seeds > 1:
                 diffs = []
-                for m in ("l1", "autobot"):
+                for m in ran:
                     d = [100 * (a - b) for a, b in zip(r[f"{m}-latency"]["accuracy_ft_seeds"],
                                                        r[f"{m}-macs"]["accuracy_ft_seeds"])]
                     diffs.append(f"{m} {statistics.fmean(d):+.2f} ± {statistics.stdev(d):.2f} (widths differ by "
                                  f"{_width_gap(r[f'{m}-latency'], r[f'{m}-macs']):.0%})")
                 md.append(f"| | | | latency − MACs after FT, paired by seed (mean ± std over "
-                          f"{len(r['l1-latency']['accuracy_ft_seeds'])}) | {'; '.join(diffs)} | | | | | | | |")
-            for m in ("l1", "autobot"):
+                          f"{n_seeds}) | {'; '.join(diffs)} | | | | | | | |")
+            for m in ran:
                 gap = r[f"{m}-macs"]["measured"] - r[f"{m}-latency"]["measured"]
                 if abs(gap) > TWIN_TOLERANCE + 1e-9:  # the twin's search ran out of rounds: not at equal latency
                     unmatched.append(f"{r['model']} {r['target']:.2f} {m} (twin {gap:+.4f})")
