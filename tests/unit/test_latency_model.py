@@ -380,8 +380,8 @@ def test_soft_reads_the_staircase_secant_and_exact_its_steps():
 
 
 def test_soft_prices_a_group_whose_grid_points_share_a_stair():
-    """Stairs of 32 channels on a 64-wide group: the grid's last quarter (48-64) lies on one stair, so any
-    piecewise-linear read of it is flat at full width; the secant still gives every channel a price, and the
+    """Stairs of 32 channels on a 64-wide group: the grid's last quarter (48-64) lies on one stair, so a read with
+    points at 48 and 64 (the quarters) is flat at full width; the secant still gives every channel a price, and the
     per-channel worth of the group is never zero while its exact cost from one channel to full width rises."""
     from fixtures.topologies import zoo_case
 
