@@ -313,12 +313,12 @@ def markdown(env, args, a, b, partial=False) -> str:
                           f"{n_seeds}) | {'; '.join(diffs)} | | | | | | | |")
             for m in ran:
                 gap = r[f"{m}-macs"]["measured"] - r[f"{m}-latency"]["measured"]
-                if abs(gap) > TWIN_TOLERANCE + 1e-9:  # the twin's search ran out of rounds: not at equal latency
+                matched = abs(gap) <= TWIN_TOLERANCE + 1e-9
+                if not matched:  # the twin's search ran out of rounds: not at equal latency
                     unmatched.append(f"{r['model']} {r['target']:.2f} {m} (twin {gap:+.4f})")
                 for k in wins:
                     if k in r[f"{m}-latency"]:
-                        wins[k].append((r[f"{m}-latency"][k] >= r[f"{m}-macs"][k],
-                                        abs(gap) <= TWIN_TOLERANCE + 1e-9))
+                        wins[k].append((r[f"{m}-latency"][k] >= r[f"{m}-macs"][k], matched))
         for k, name in (("accuracy_bn", "after BN re-estimation"), ("accuracy_ft", "after fine-tuning")):
             if wins[k]:
                 matched = [won for won, ok in wins[k] if ok]

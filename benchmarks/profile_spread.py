@@ -21,7 +21,7 @@ import time
 
 import torch
 
-from _common import environment, write_results
+from _common import dense_checkpoint, environment, write_results
 
 
 def stage_widths(model) -> dict[str, dict]:
@@ -52,16 +52,13 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     from secateurs.cost.profiling import profile_latency
     from secateurs.graph import build_channel_graph
-    from secateurs.io import load_checkpoint
     from secateurs.structured import prune
     from secateurs.structured.latency import LatencyConfig
     from secateurs.structured.select._free import FREE_FRACTION
     from secateurs.timing import allocator
 
     env = environment(args.threads) | {"allocator": allocator()}
-    ckpt = load_checkpoint(os.path.join(os.path.dirname(__file__), "checkpoints",
-                                        f"{args.model}_fashion-mnist_s0"))
-    dense = ckpt.model.eval()
+    dense = dense_checkpoint(args.model, train_if_missing=False).model.eval()
     x = torch.zeros(1, 1, 28, 28)
     graph = build_channel_graph(dense, x)
     data = [(x, torch.zeros(1, dtype=torch.long))]

@@ -19,7 +19,7 @@ import time
 
 import torch
 
-from _common import environment, write_results
+from _common import dense_checkpoint, environment, write_results
 
 
 def quarters(table):
@@ -37,23 +37,17 @@ def quarters(table):
 
 
 def worth(model_name: str, batch: int, threads: int, fresh: bool = False) -> list[dict]:
+    from secateurs.cost.latency import LatencyModel
     from secateurs.cost.macs import MacsModel
     from secateurs.cost.profiling import cached_profile
     from secateurs.graph import build_channel_graph
-    from secateurs.io import load_checkpoint
-    from secateurs.structured.latency import LatencyConfig, latency_model
 
-    ckpt = load_checkpoint(os.path.join(os.path.dirname(__file__), "checkpoints", f"{model_name}_fashion-mnist_s0"))
-    dense = ckpt.model.eval()
+    dense = dense_checkpoint(model_name, train_if_missing=False).model.eval()
     x = torch.zeros(1, 1, 28, 28)
     graph = build_channel_graph(dense, x)
     prof = cached_profile(dense, graph, tuple(x.shape[1:]), batch_size=batch, threads=threads, rebuild=fresh)
-    secant = latency_model(dense, graph, tuple(x.shape[1:]), LatencyConfig(batch_size=batch, threads=threads,
-                                                                           profile=prof))
-    old = latency_model(dense, graph, tuple(x.shape[1:]), LatencyConfig(batch_size=batch, threads=threads,
-                                                                        profile=secant.profile))
-    old._soft_tables = [quarters(secant.profile.tables[c["table"]]) for c in secant.profile.calls]
-    old.dense = float(old.soft({}))
+    secant, old = LatencyModel(graph, prof), LatencyModel(graph, prof)
+    old._soft_tables = [quarters(prof.tables[c["table"]]) for c in prof.calls]  # dense unchanged: both end at full
     macs = MacsModel(graph)
     per = {k: m.per_channel() for k, m in (("macs", macs), ("secant", secant), ("quarters", old))}
     dense_cost = {"macs": macs.dense, "secant": secant.dense, "quarters": old.dense}

@@ -31,9 +31,9 @@ def test_profile_writes_out_and_cache_and_prints_the_error(tmp_path, cache, caps
     _fails(["profile", *QUICK, "--out", str(out)], capsys, "--out", "already exists", "--overwrite")
     assert main(["profile", *QUICK, "--out", str(out), "--overwrite", "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
-    from secateurs.timing import steady_allocator
+    from secateurs.timing import allocator as regime
 
-    allocator = "glibc steady" if steady_allocator() else "as found"  # the regime every timing here ran under
+    allocator = regime()  # the regime every timing here ran under
     assert summary["setting"] == {"batch_size": 2, "threads": 1, "dtype": "float32", "runtime": "torch",
                                   "allocator": allocator}
     assert prof.key["allocator"] == allocator and f"allocator {allocator}" in text
