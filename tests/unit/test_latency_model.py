@@ -394,3 +394,47 @@ def test_soft_prices_a_group_whose_grid_points_share_a_stair():
     gid = max(lm.widths, key=lm.widths.get)
     assert lm.exact({gid: list(range(48))}) == pytest.approx(lm.exact({}))  # flat: the case this guards
     assert worth[gid] > 0
+
+
+@pytest.mark.parametrize("tables", ["together", "each"])
+def test_layer_tables_timed_together_or_each_fill_their_own_cells(monkeypatch, tiny, tables):
+    """``tables="together"`` times every table's points in one interleaved run (each round visits every layer, so
+    load that drifts over the profile's seconds slows all tables alike); ``"each"`` one table after another. In
+    both, each point's time lands in its own table's (c_in, c_out) cell. Times are faked: the widths of each
+    runner's layer, so a misplaced slice shows."""
+    model, graph, _ = tiny
+    import secateurs.timing as timing
+
+    def fake_runner(runtime, layer, x, threads):
+        w = (layer.in_features, layer.out_features) if isinstance(layer, nn.Linear) else \
+            (layer.in_channels, layer.out_channels)
+        fn = lambda: None  # noqa: E731
+        fn.ms = 1000.0 * w[0] + w[1]
+        return fn
+
+    calls = []
+
+    def fake_interleaved(fns, budget_s, **kw):
+        calls.append((len(fns), budget_s))
+        return timing.Timing(ms=[f.ms for f in fns], best_ms=[f.ms for f in fns], ratios=[1.0] * len(fns), rounds=3,
+                             calls_per_block=[1] * len(fns), threads=1, loadavg_before=None, loadavg_after=None,
+                             elapsed_s=0.0)
+
+    monkeypatch.setattr(profiling, "_runner", fake_runner)
+    monkeypatch.setattr(timing, "interleaved", fake_interleaved)
+    _, _, grids = lp.layer_grids(model, graph, SHAPE)
+    out = profiling._time_tables(grids, runtime="torch", batch_size=2, threads=1, dtype=torch.float32,
+                                 device=torch.device("cpu"), gen=torch.Generator().manual_seed(0), budget_s=0.5,
+                                 tables=tables, log=lambda s: None)
+    sizes = [len(t.in_grid) * len(t.out_grid) for _, t in grids]
+    assert len(out) == len(grids) == 3
+    if tables == "together":
+        assert calls == [(sum(sizes), 0.5 * len(grids))]  # one timing, the tables' budgets summed
+    else:
+        assert calls == [(n, 0.5) for n in sizes]
+    for t in out:
+        assert t.ms == [[1000.0 * ci + co for co in t.out_grid] for ci in t.in_grid]
+    with pytest.raises(ValueError, match="tables"):
+        profile_latency(model, graph, SHAPE, tables="sometimes")
+    key = lambda **kw: lp.profile_key(model, graph, SHAPE, batch_size=2, threads=1, **kw)  # noqa: E731
+    assert key()["tables"] == "each" and key(tables="together") != key()  # a cached profile says how it was timed

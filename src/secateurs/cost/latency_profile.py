@@ -33,6 +33,7 @@ MAX_LAYERS = 100_000
 MAX_GRID = 64
 # in the cache key: a profile cached under another rule for the width grid is measured again
 GRID_RULE = "both-sides-8"
+TABLE_TIMINGS = ("together", "each")  # profile_latency(tables=...): all layer tables in one interleaved timing, or one by one
 
 
 @dataclass
@@ -279,10 +280,11 @@ def device_name(device: torch.device | str = "cpu") -> str:
 
 def profile_key(model: nn.Module, graph: ChannelGraph, input_shape: Sequence[int], *, batch_size: int,
                 threads: int, dtype: str = "float32", runtime: str = "torch",
-                device: torch.device | str = "cpu") -> dict[str, Any]:
+                device: torch.device | str = "cpu", tables: str = "each") -> dict[str, Any]:
     """What a profile is valid for: device, threads, batch, dtype, runtime, versions, the allocator regime timings
     run under (``secateurs.timing.allocator``), and the model (a hash of its layer calls' signatures and
-    input shape: any checkpoint of the same architecture shares a profile)."""
+    input shape: any checkpoint of the same architecture shares a profile), and how the layer tables were timed
+    (``tables``, :func:`secateurs.cost.profiling.profile_latency`)."""
     from ..timing import allocator
 
     calls = _layer_calls(model, graph, torch.zeros(1, *input_shape))
@@ -290,7 +292,7 @@ def profile_key(model: nn.Module, graph: ChannelGraph, input_shape: Sequence[int
     return {"device": device_name(device), "threads": int(threads), "batch_size": int(batch_size),
             "dtype": dtype, "runtime": runtime, **_versions(runtime),
             "model": hashlib.sha256(arch.encode()).hexdigest()[:20], "input_shape": list(input_shape),
-            "grid": GRID_RULE, "allocator": allocator()}
+            "grid": GRID_RULE, "tables": tables, "allocator": allocator()}
 
 
 def cache_dir() -> Path:

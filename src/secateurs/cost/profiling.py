@@ -41,7 +41,7 @@ from torch import nn
 from ..errors import CheckpointError
 from ..graph.groups import ChannelGraph
 from .latency import LatencyModel
-from .latency_profile import (DTYPES, RUNTIMES, LatencyProfile, LayerTable, _Call, cache_path, layer_grids,
+from .latency_profile import (DTYPES, RUNTIMES, TABLE_TIMINGS, LatencyProfile, LayerTable, _Call, cache_path, layer_grids,
                               profile_key, require_onnxruntime, runtime_dtype_problem)
 
 __all__ = ["profile_latency", "cached_profile", "pruned_copy"]
@@ -99,17 +99,23 @@ def _fresh_layer(call: _Call, c_in: int, c_out: int, dtype: torch.dtype, device)
 def profile_latency(model: nn.Module, graph: ChannelGraph, input_shape: Sequence[int], *, batch_size: int = 1,
                     threads: int = 1, dtype: str = "float32", runtime: str = "torch", calibration: int = 2,
                     held_out: int = 3, seed: int = 0, layer_budget_s: float = 0.3, model_budget_s: float = 5.0,
-                    min_rounds: int = 5,
+                    min_rounds: int = 5, tables: str = "each",
                     log: Callable[[str], None] | None = None) -> LatencyProfile:
     """Measure a :class:`LatencyProfile` of ``model`` (with ``graph`` built on it) for batches of ``batch_size``
     × ``input_shape`` at ``threads`` threads; see the module docstring. ``calibration`` random-width copies join
     the uniform ones (75 / 50 / 30 %) in the fit; ``held_out`` more are only predicted and checked; whole models are
     timed for at least ``min_rounds`` rounds and ``model_budget_s`` seconds, each table for at least 3 rounds and
-    ``layer_budget_s``. The model's device is the device measured (its dtype converted to ``dtype`` on copies)."""
+    ``layer_budget_s`` (``tables="each"``, the default: one table after another; ``"together"``: every table's
+    points in one interleaved timing with the tables' budgets summed, which did not steady the plans:
+    ``benchmarks/results/profile_spread_tables*.md``). The model's device
+    is the device measured (its dtype converted to ``dtype`` on copies)."""
     from ..timing import interleaved, time_models
 
     if runtime not in RUNTIMES:
         raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
+    if tables not in TABLE_TIMINGS:
+        raise ValueError(f"tables must be one of {TABLE_TIMINGS}, got {tables!r}")
+    tables_timing = tables
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
     problem = runtime_dtype_problem(runtime, dtype)
@@ -129,23 +135,11 @@ def profile_latency(model: nn.Module, graph: ChannelGraph, input_shape: Sequence
     torch.set_num_threads(threads)
     try:
         key = profile_key(model, graph, input_shape, batch_size=batch_size, threads=threads, dtype=dtype,
-                          runtime=runtime, device=device)
+                          runtime=runtime, device=device, tables=tables_timing)
         calls, call_rows, grids = layer_grids(model, graph, input_shape)
-        tables: list[LayerTable] = []
         gen = torch.Generator().manual_seed(seed)
-        for k, (c, table) in enumerate(grids):
-            fns, shape = [], None
-            for ci in table.in_grid:
-                for co in table.out_grid:
-                    layer, shape = _fresh_layer(c, ci, co, tdtype, device)
-                    x = torch.randn(batch_size, *shape, generator=gen).to(device=device, dtype=tdtype)
-                    fns.append(_runner(runtime, layer, x, threads))
-            t = interleaved(fns, warmup=1, min_rounds=3, max_rounds=50, budget_s=layer_budget_s,
-                            min_block_s=0.002, sub_blocks=1)  # the table takes the best round anyway
-            n_out = len(table.out_grid)  # the best round: a busy machine only ever adds time to a short call
-            table.ms = _monotone([t.best_ms[i * n_out:(i + 1) * n_out] for i in range(len(table.in_grid))])
-            tables.append(table)
-            log(f"layer {k + 1}/{len(grids)} timed ({len(fns)} widths)")
+        tables = _time_tables(grids, runtime=runtime, batch_size=batch_size, threads=threads, dtype=tdtype,
+                              device=device, gen=gen, budget_s=layer_budget_s, tables=tables_timing, log=log)
         profile = LatencyProfile(key, tables, call_rows, 1.0, 0.0, 0.0, 0.0)
         # whole models: dense, uniform and random widths for the fit, more random ones held out
         rng = random.Random(seed)
@@ -188,12 +182,56 @@ def profile_latency(model: nn.Module, graph: ChannelGraph, input_shape: Sequence
             "form": form, "fit": rows[:len(fit_configs)], "held_out": test,
             "mean_abs_error_pct": 100 * sum(abs(r["error"]) for r in test) / max(len(test), 1),
             "max_abs_error_pct": 100 * max((abs(r["error"]) for r in test), default=0.0)}
-        profile.timing = whole.setting(batch_size=batch_size, runtime=runtime, dtype=dtype)
+        profile.timing = whole.setting(batch_size=batch_size, runtime=runtime, dtype=dtype, tables=tables_timing)
         profile.build_s = time.perf_counter() - start
         return profile
     finally:
         torch.set_num_threads(old_threads)
         model.train(was_training)
+
+
+def _time_tables(grids: Sequence[tuple[_Call, LayerTable]], *, runtime: str, batch_size: int, threads: int,
+                 dtype: torch.dtype, device, gen: torch.Generator, budget_s: float, tables: str,
+                 log: Callable[[str], None]) -> list[LayerTable]:
+    """Time every table's (c_in, c_out) points, fill in each table's ``ms`` (its best round, made monotone) and
+    return the tables.
+
+    ``tables="together"``: all points of all tables in one :func:`~secateurs.timing.interleaved` run, so every
+    round visits every layer and load that drifts over the seconds of a profile slows all tables alike (the
+    relative prices, which decide which layer a plan cuts, are what the selection uses; a common slow-down is
+    the calibration's β), at the price of holding every table's layers at once. ``"each"`` (the default): one
+    table's points interleaved, then the next table's, so a table timed in a slow second could be priced high
+    against one timed in a fast second; measured, that is not what moves the plans (10 profiles of each on
+    ResNet-56 at batch 64: the same spread of plans and of held-out error, ``profile_spread_tables*.md``).
+    Points of one table and input width share their input tensor."""
+    from ..timing import interleaved
+
+    spans, fns = [], []
+    for c, table in grids:
+        first = len(fns)
+        for ci in table.in_grid:
+            x = None
+            for co in table.out_grid:
+                layer, shape = _fresh_layer(c, ci, co, dtype, device)
+                if x is None:
+                    x = torch.randn(batch_size, *shape, generator=gen).to(device=device, dtype=dtype)
+                fns.append(_runner(runtime, layer, x, threads))
+        spans.append((first, len(fns)))
+    kw = dict(warmup=1, min_rounds=3, max_rounds=50, min_block_s=0.002, sub_blocks=1)
+    if tables == "together":
+        best = interleaved(fns, budget_s=budget_s * len(grids), **kw).best_ms
+        log(f"{len(grids)} layer tables timed together ({len(fns)} widths)")
+    else:
+        best = []
+        for k, (a, b) in enumerate(spans):
+            best += interleaved(fns[a:b], budget_s=budget_s, **kw).best_ms
+            log(f"layer {k + 1}/{len(grids)} timed ({b - a} widths)")
+    out = []
+    for (c, table), (a, b) in zip(grids, spans):
+        n_out = len(table.out_grid)  # the best round: a busy machine only ever adds time to a short call
+        table.ms = _monotone([best[a + i * n_out:a + (i + 1) * n_out] for i in range(len(table.in_grid))])
+        out.append(table)
+    return out
 
 
 def _monotone(ms: list[list[float]]) -> list[list[float]]:
@@ -286,7 +324,7 @@ def cached_profile(model: nn.Module, graph: ChannelGraph, input_shape: Sequence[
     that does not validate, or whose key differs, is measured again and replaced."""
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     key = profile_key(model, graph, input_shape, batch_size=batch_size, threads=threads, dtype=dtype,
-                      runtime=runtime, device=device)
+                      runtime=runtime, device=device, tables=kw.get("tables", "each"))
     path = cache_path(key)
     if path.exists() and not rebuild:
         try:
