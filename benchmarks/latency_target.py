@@ -17,7 +17,10 @@ before fine-tuning, raw and after re-estimating BatchNorm statistics (20 batches
 same short fine-tune for all four (``--finetune-epochs`` over a ``--finetune-subset`` of the training images, the
 AutoBot fine-tuning recipe; ``--finetune-threads``, timing stays at ``--threads``). l1-latency ranks with
 ``select_channels``' default weight of latency for a latency cost (``LATENCY_COST_WEIGHT``, measured by
-``benchmarks/cost_weight.py``); l1-MACs by score alone.
+``benchmarks/cost_weight.py``); l1-MACs by score alone. The latency-targeted runs use the library's
+``LatencyConfig.compare_macs`` (``--compare-macs``, default on): they build the MACs-priced plan at their
+measured latency too and keep the one with the lower validation loss (``structured.candidates``); the JSON
+records which (``plan_cost``) and both scores (``candidates``). The twin is searched afresh either way.
 
     python benchmarks/latency_target.py [--part A B] [--autobot-batches 60] [--finetune-epochs 1]
 
@@ -89,7 +92,7 @@ def part_a(models, batches, targets, threads, log) -> list[dict]:
 
 def part_b(models, targets, threads, autobot_batches, test_subset, log, batches=(1,), ft=None,
            save=lambda rows: None, min_fraction=0.0, free=None, ft_seeds=(0,), autobot_free=0.0,
-           twin_rounds=6, methods=("l1", "autobot")) -> list[dict]:
+           twin_rounds=6, methods=("l1", "autobot"), compare_macs=True) -> list[dict]:
     from autobot_common import accuracy, bn_recalibrated_accuracy, finetune, setup
     from secateurs.graph import build_channel_graph
     from secateurs.structured import (AutoBotConfig, Target, apply_plan, autoprune, channel_scores, max_reduction,
@@ -138,10 +141,12 @@ def part_b(models, targets, threads, autobot_batches, test_subset, log, batches=
                 t0 = time.perf_counter()
                 model = copy.deepcopy(dense)
                 res = prune(model, full, latency_reduction=r, method=method, config=ab_lat, progress=False,
-                            evaluate_test=False, latency=dataclasses.replace(eq, tolerance=0.05, rounds=3, free=free))
+                            evaluate_test=False, latency=dataclasses.replace(eq, tolerance=0.05, rounds=3, free=free,
+                                                                             compare_macs=compare_macs))
                 s = res.summary()
                 record(f"{method}-latency", model, s["latency_reduction"], s["flops_reduction"],
                        len(s["latency_rounds"]), time.perf_counter() - t0)
+                out[f"{method}-latency"].update(plan_cost=s["latency_plan_cost"], candidates=s["latency_candidates"])
                 goal, start = s["latency_reduction"], s["flops_reduction"]
                 t0 = time.perf_counter()
                 twin = copy.deepcopy(dense)
@@ -213,6 +218,8 @@ def main() -> None:
                         "library's); its MACs twin has nothing free")
     p.add_argument("--ft-seeds", nargs="+", type=int, default=[0], metavar="SEED",
                    help="part B: fine-tune every pruned model once per seed; the table gives the mean")
+    p.add_argument("--compare-macs", choices=["on", "off"], default="on",
+                   help="part B: LatencyConfig.compare_macs of the latency-targeted runs (default on, the library's)")
     p.add_argument("--twin-rounds", type=int, default=6,
                    help="part B: measure-and-correct rounds of each MACs twin's search for equal latency (runs before "
                         "this option: 4)")
@@ -246,7 +253,8 @@ def main() -> None:
     b = part_b(args.models_b, args.targets, args.threads, args.autobot_batches, args.test_subset, log,
                batches=args.batches_b, ft=ft, save=lambda rows: save(a, rows),
                min_fraction=args.autobot_min_fraction, free=free, ft_seeds=args.ft_seeds,
-               autobot_free=args.autobot_free, twin_rounds=args.twin_rounds, methods=args.methods) \
+               autobot_free=args.autobot_free, twin_rounds=args.twin_rounds, methods=args.methods,
+               compare_macs=args.compare_macs == "on") \
         if "B" in args.part else []
     save(a, b, partial=False)
 
@@ -297,7 +305,8 @@ def markdown(env, args, a, b, partial=False) -> str:
             for m in [f"{m}-{cost}" for m in ran for cost in ("latency", "macs")]:
                 v = r[m]
                 ftv = f"{100 * v['accuracy_ft']:.2f}" if "accuracy_ft" in v else "–"
-                md.append(f"| {r['model']} | {r.get('batch', 1)} | {r['target']:.2f} | {m} | {v['measured']:.3f} | "
+                kept = " (kept the MACs-priced plan)" if v.get("plan_cost") == "macs" else ""
+                md.append(f"| {r['model']} | {r.get('batch', 1)} | {r['target']:.2f} | {m}{kept} | {v['measured']:.3f} | "
                           f"{v['macs_reduction']:.3f} | {v.get('params', 0) / 1e3:.0f}k | "
                           f"{v.get('min_kept_fraction', float('nan')):.2f} | {100 * v['accuracy']:.2f} | "
                           f"{100 * v['accuracy_bn']:.2f} | {ftv} | {v['rounds']} |")
@@ -325,6 +334,14 @@ def markdown(env, args, a, b, partial=False) -> str:
                 md.append(f"\nLatency-targeted at least as accurate as its MACs-targeted twin {name}: "
                           f"{sum(won for won, _ in wins[k])} of {len(wins[k])} pairs; {sum(matched)} of the "
                           f"{len(matched)} pairs at equal measured latency (±{TWIN_TOLERANCE:g}).")
+        compared = [r[f"{m}-latency"] for r in b for m in ("l1", "autobot") if r.get(f"{m}-latency", {}).get("candidates")]
+        if compared:
+            kept = sum(v["plan_cost"] == "macs" for v in compared)
+            scored = sum(v["candidates"][1]["eligible"] for v in compared)
+            md.append(f"\n`compare_macs` (on): the latency-targeted run also built the MACs-priced plan at its measured "
+                      f"latency and kept the one with the lower validation loss after BN re-estimation; {scored} of "
+                      f"{len(compared)} runs compared the two (the rest: the MACs-priced plan did not measure within "
+                      f"0.02 of the other, or was the same plan), and {kept} kept the MACs-priced one.")
         if unmatched:
             md.append(f"\nPairs not at equal measured latency: the twin's search ended more than ±{TWIN_TOLERANCE:g} "
                       "from the latency-targeted run's measured reduction (gap = twin minus latency-targeted; "

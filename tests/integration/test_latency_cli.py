@@ -49,6 +49,9 @@ def test_prune_to_a_latency_reduction(dense, profile, tmp_path, capsys):
     assert s["latency_setting"]["runtime"] == "torch" and "loadavg_before" in s["latency_setting"]
     assert s["latency_setting"]["allocator"] in ("glibc steady", "as found")
     assert 1 <= len(s["latency_rounds"]) <= 3
+    # --compare-macs on by default: both candidates recorded, the kept one named
+    assert [c["cost"] for c in s["latency_candidates"]] == ["latency", "macs"]
+    assert s["latency_plan_cost"] in ("latency", "macs") and sum(c["chosen"] for c in s["latency_candidates"]) == 1
     assert main(["report", str(out), "--no-latency"]) == 0  # the report shows the same numbers
     table = capsys.readouterr().out
     assert "Latency targets" in table and f"{s['latency_ms_measured']:.3f}" in table
@@ -59,8 +62,10 @@ def test_autoprune_to_a_latency_in_ms_with_round_to(dense, profile, tmp_path):
     out = tmp_path / "a"
     assert main(["autoprune", "--checkpoint", str(dense), "--data", "digits", "--target-latency-ms",
                  str(0.6 * prof["fit"]["dense_ms"]), "--latency-profile", str(profile), "--batches", "3",
-                 "--batch-size", "16", "--tolerance", "0.05", "--round-to", "4", "--out", str(out)] + QUIET + FAST) == 0
+                 "--batch-size", "16", "--tolerance", "0.05", "--round-to", "4", "--compare-macs", "off",
+                 "--out", str(out)] + QUIET + FAST) == 0
     s = json.loads((out / "summary.json").read_text())
+    assert s["latency_candidates"] is None and s["latency_plan_cost"] is None  # --compare-macs off
     assert s["requested_latency_ms"] == pytest.approx(0.6 * prof["fit"]["dense_ms"])
     assert all(w % 4 == 0 or w == s["widths_dense"][g] for g, w in s["widths"].items())
     assert "latency_ms_measured" in s
@@ -86,7 +91,7 @@ def test_bad_latency_targets(dense, profile, tmp_path, capsys, extra, needles):
 @pytest.mark.parametrize("command", ["prune", "autoprune"])
 @pytest.mark.parametrize("flag, value", [("--latency-batch-size", "4"), ("--runtime", "torch"), ("--dtype", "float64"),
                                          ("--latency-tolerance", "0.1"), ("--latency-rounds", "2"),
-                                         ("--latency-time-budget", "1")])
+                                         ("--latency-time-budget", "1"), ("--compare-macs", "off")])
 def test_latency_flags_with_a_macs_target_are_refused_not_ignored(dense, tmp_path, capsys, command, flag, value):
     extra = ["--criterion", "l1"] if command == "prune" else []
     _fails([command, "--checkpoint", str(dense), "--data", "digits", *extra, "--flops-reduction", "0.3", flag, value,

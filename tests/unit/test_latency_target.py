@@ -10,6 +10,7 @@ import torch
 from fixtures.latency import macs_profile
 from fixtures.topologies import zoo_case
 from secateurs.cost.latency import LatencyModel
+from secateurs.cost.macs import MacsModel
 from secateurs.data import get_dataset
 from secateurs.errors import ArgumentError
 from secateurs.graph import build_channel_graph
@@ -184,8 +185,9 @@ def test_autobot_trains_on_the_latency_model_and_rounds_widths(monkeypatch):
     result = prune(copy.deepcopy(model), data, latency_reduction=0.3, method="autobot", round_to=4, tolerance=0.05,
                    config=AutoBotConfig(batches=4, batch_size=16),
                    latency=LatencyConfig(profile=prof, **QUICK), progress=False)
-    (cost, goal), = seen
+    (cost, goal), (rival, _) = seen  # the latency-priced bottlenecks, then the MACs-priced rival (compare_macs)
     assert isinstance(cost, LatencyModel) and goal == pytest.approx(0.7 * cost.dense)
+    assert isinstance(rival, MacsModel)
     for gid, idx in result.selection.kept.items():
         assert len(idx) % 4 == 0 or len(idx) == cost.widths[gid]
     assert "latency_rounds" in result.summary() and result.summary()["requested_flops_reduction"] is None
@@ -285,7 +287,7 @@ def test_target_met_follows_the_measurements(monkeypatch, measured, met):
     model, x, graph, prof = _setup()
     data = [(torch.randn(4, 1, 8, 8), torch.arange(4))]
     s = prune(copy.deepcopy(model), data, latency_reduction=0.4, method="l1", example_inputs=x,
-              latency=LatencyConfig(profile=prof, **QUICK), progress=False).summary()
+              latency=LatencyConfig(profile=prof, compare_macs=False, **QUICK), progress=False).summary()
     assert [r["requested_reduction"] for r in s["latency_rounds"]] == pytest.approx([0.4, 0.5])
     assert s["latency_target_met"] is met and s["latency_reduction"] == pytest.approx(0.38 if met else 0.30)
     assert s["latency_ms_measured"] == pytest.approx(10.0 * (1 - s["latency_reduction"]))
@@ -307,3 +309,105 @@ def test_prune_vit_tiny_to_a_latency_reduction():
     assert s["latency_rounds"] and 0.3 <= s["latency_rounds"][0]["predicted_reduction"] <= 0.32 + 1e-9
     assert LatencyModel(graph, prof).exact(result.selection.kept) == pytest.approx(s["latency_ms_predicted"])
     assert model(x).shape == (1, 10) and s["params"] < s["params_dense"]
+
+
+def _constant_latency(monkeypatch, reductions):
+    """measure_latency replaced: the k-th pruned model measures ``reductions[k]`` (the last one repeated)."""
+    import secateurs.cost.measured as cm
+
+    seen = []
+
+    def fake(dense, pruned, shape, **kw):
+        red = reductions[min(len(seen), len(reductions) - 1)]
+        seen.append(pruned)
+        return cm.MeasuredLatency(10.0, 10.0 * (1 - red), 1 - red, {"loadavg_before": None})
+
+    monkeypatch.setattr(cm, "measure_latency", fake)
+    return seen
+
+
+@pytest.mark.parametrize("macs_better", [True, False])
+def test_compare_macs_keeps_the_candidate_with_the_lower_validation_loss(monkeypatch, macs_better):
+    """With a latency target the front door also builds the MACs-priced plan at the latency the latency-priced
+    one measured, scores both on validation data and keeps the better; the model is pruned to the one kept, and
+    the summary records both. Timing and scores are faked (known in advance); the plans are real."""
+    import secateurs.structured.candidates as cand
+
+    _constant_latency(monkeypatch, [0.4])
+    scored = []
+
+    def fake_score(dense, graph, kept, example_inputs, data, seed=0, **kw):
+        scored.append({g: len(k) for g, k in kept.items()})
+        first = len(scored) == 1  # the latency-priced candidate is scored first
+        return {"val_loss": 1.0 if first == macs_better else 0.5, "val_accuracy": 0.5}
+
+    monkeypatch.setattr(cand, "plan_score", fake_score)
+    model = _mlp()
+    x = torch.zeros(1, 1, 8, 8)
+    graph = build_channel_graph(model, x)
+    prof = macs_profile(model, graph, (1, 8, 8), stairs=8)  # a staircase: latency and MACs price differently
+    data = get_dataset("digits", seed=0)
+    res = prune(copy.deepcopy(model), data, latency_reduction=0.4, method="l1", example_inputs=x, tolerance=0.2,
+                latency=LatencyConfig(profile=prof, **QUICK), progress=False)
+    s = res.summary()
+    lat, macs = s["latency_candidates"]
+    assert (lat["cost"], macs["cost"]) == ("latency", "macs") and len(scored) == 2 and scored[0] != scored[1]
+    assert macs["eligible"] and macs["latency_reduction"] == pytest.approx(0.4)
+    want = "macs" if macs_better else "latency"
+    assert s["latency_plan_cost"] == want and [c["chosen"] for c in (lat, macs)] == [not macs_better, macs_better]
+    assert {g: len(k) for g, k in res.selection.kept.items()} == scored[1 if macs_better else 0]
+    assert {g: s["widths"][g] for g in scored[0]} == scored[1 if macs_better else 0]  # the model is pruned to it
+    assert s["latency_target_met"] and s["latency_target_reduction"] == pytest.approx(0.4)
+    cost = LatencyModel(graph, prof)  # the prediction is the latency model's, whichever cost priced the plan
+    assert s["latency_reduction_predicted"] == pytest.approx(cost.reduction(res.selection.kept))
+
+
+def test_a_rival_off_the_measured_latency_is_not_compared(monkeypatch):
+    """The MACs-priced rival must measure within EQUAL_LATENCY of the latency-priced plan: one that keeps
+    measuring 0.30 against 0.40 is recorded, not scored, and the latency-priced plan is kept."""
+    import secateurs.structured.candidates as cand
+
+    _constant_latency(monkeypatch, [0.4, 0.3])
+    monkeypatch.setattr(cand, "plan_score", lambda *a, **kw: pytest.fail("scored a rival at another latency"))
+    model = _mlp()
+    x = torch.zeros(1, 1, 8, 8)
+    graph = build_channel_graph(model, x)
+    s = prune(copy.deepcopy(model), get_dataset("digits", seed=0), latency_reduction=0.4, method="l1",
+              example_inputs=x, tolerance=0.2, latency=LatencyConfig(profile=macs_profile(model, graph, (1, 8, 8), stairs=8),
+                                                      **QUICK), progress=False).summary()
+    lat, macs = s["latency_candidates"]
+    assert s["latency_plan_cost"] == "latency" and lat["chosen"] and not macs["eligible"]
+    assert "not within 0.02" in macs["reason"] and macs["latency_reduction"] == pytest.approx(0.3)
+    off = prune(copy.deepcopy(model), get_dataset("digits", seed=0), latency_reduction=0.4, method="l1",
+                example_inputs=x, latency=LatencyConfig(profile=macs_profile(model, graph, (1, 8, 8)),
+                                                        compare_macs=False, **QUICK), progress=False).summary()
+    assert off["latency_candidates"] is None and off["latency_plan_cost"] is None
+
+
+def test_plan_score_is_the_validation_loss_after_batchnorm_reestimation():
+    """plan_score prunes a copy (the dense model is unchanged), re-estimates its BatchNorm statistics on seeded
+    training batches and evaluates the validation split: the same numbers as doing those steps by hand."""
+    from secateurs.data import seeded_batches
+    from secateurs.structured import apply_plan
+    from secateurs.structured.candidates import plan_score
+    from secateurs.structured.plan import PruningPlan
+    from secateurs.train import evaluate
+    from secateurs.unstructured import reestimate_batchnorm
+
+    data = get_dataset("digits", seed=0)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
+                                torch.nn.Flatten(), torch.nn.Linear(8 * 64, 10)).eval()
+    x = data.train_x[:1]
+    graph = build_channel_graph(model, x)
+    gid = graph.prunable_groups()[0].id
+    kept = {gid: [0, 2, 5]}
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    got = plan_score(model, graph, kept, x, data, seed=3, batches=2)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    by_hand = copy.deepcopy(model)
+    apply_plan(by_hand, PruningPlan.from_kept(graph, kept), x, graph=graph)
+    reestimate_batchnorm(by_hand, seeded_batches(data.train_x, batch_size=64, seed=3, batches=2))
+    ev = evaluate(by_hand, data.val_x[:128], data.val_y[:128])
+    assert got["val_loss"] == pytest.approx(ev["loss"]) and got["val_accuracy"] == ev["accuracy"]
+    assert got["images"] == 128 and got["source"] == "validation split"

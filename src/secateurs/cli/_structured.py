@@ -63,6 +63,9 @@ def add_latency_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--latency-profile", type=_existing_file("--latency-profile"), default=None, metavar="FILE",
                    help="a profile from `secateurs profile --out` (default: this machine's cached profile, "
                         "measured when missing)")
+    g.add_argument("--compare-macs", choices=("on", "off"), default=None,
+                   help="also build the MACs-priced plan at the latency the latency-priced one measured and keep "
+                        "the one with the lower validation loss (default on; docs/latency.md)")
 
 
 def _existing_file(flag: str):
@@ -80,7 +83,7 @@ def _existing_file(flag: str):
 LATENCY_FLAGS = {"latency_batch_size": ("--latency-batch-size", 1), "runtime": ("--runtime", "torch"),
                  "dtype": ("--dtype", "float32"), "latency_tolerance": ("--latency-tolerance", 0.05),
                  "latency_rounds": ("--latency-rounds", 5), "latency_time_budget": ("--latency-time-budget", 3.0),
-                 "latency_profile": ("--latency-profile", None)}
+                 "latency_profile": ("--latency-profile", None), "compare_macs": ("--compare-macs", "on")}
 
 
 def _latency_flag(args: argparse.Namespace, name: str):
@@ -117,7 +120,8 @@ def target_kwargs(args: argparse.Namespace) -> dict:
                 raise c.UsageError(f"--latency-profile: {e}") from None
         config = LatencyConfig(batch_size=lf("latency_batch_size"), threads=args.threads or 1, runtime=lf("runtime"),
                                dtype=lf("dtype"), tolerance=lf("latency_tolerance"), rounds=lf("latency_rounds"),
-                               budget_s=lf("latency_time_budget"), profile=profile)
+                               budget_s=lf("latency_time_budget"), profile=profile,
+                               compare_macs=lf("compare_macs") == "on")
     return {"latency_reduction": args.latency_reduction, "target_latency_ms": args.target_latency_ms,
             "latency": config}
 

@@ -37,7 +37,8 @@ LATENCY_TOLERANCE = 0.02
 SUMMARY_FIELDS = ("requested_latency_reduction", "requested_latency_ms", "latency_ms_dense", "latency_ms_measured",
                   "latency_ms_predicted", "latency_ms_dense_predicted", "latency_reduction",
                   "latency_reduction_predicted", "latency_target_met", "latency_tolerance", "latency_setting",
-                  "latency_rounds", "latency_profile", "latency_target_reduction")
+                  "latency_rounds", "latency_profile", "latency_target_reduction", "latency_candidates",
+                  "latency_plan_cost")
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,9 @@ class LatencyConfig:
     per round; ``profile``: a ``LatencyProfile`` or the path of one (``secateurs profile --out``), else the cached
     profile of this machine is used or measured. ``free``: the criteria's ranking keeps the channels that cost at
     most this fraction of their group's mean channel (``structured.select._free``; None: ``FREE_FRACTION``; 0:
-    off); AutoBot's threshold search never restores channels its gates closed."""
+    off); AutoBot's threshold search never restores channels its gates closed. ``compare_macs``: also build the
+    same method's MACs-priced plan at the latency the first plan measured and keep the one with the lower
+    validation loss (``structured.candidates``; the front door ``prune`` only)."""
 
     batch_size: int = 1
     threads: int = 1
@@ -61,6 +64,7 @@ class LatencyConfig:
     budget_s: float = 3.0
     profile: Any = None
     free: float | None = None
+    compare_macs: bool = True
 
     def __post_init__(self) -> None:
         from ..cost.latency_profile import DTYPES, RUNTIMES
@@ -72,7 +76,8 @@ class LatencyConfig:
                   ("latency_tolerance", self.tolerance, is_number(self.tolerance) and 0 < self.tolerance < 1),
                   ("latency_rounds", self.rounds, isinstance(self.rounds, int) and self.rounds >= 1),
                   ("budget_s", self.budget_s, is_number(self.budget_s) and self.budget_s >= 0),
-                  ("free", self.free, self.free is None or (is_number(self.free) and 0 <= self.free < 1))]
+                  ("free", self.free, self.free is None or (is_number(self.free) and 0 <= self.free < 1)),
+                  ("compare_macs", self.compare_macs, isinstance(self.compare_macs, bool))]
         for name, value, ok in checks:
             if not ok:
                 raise ArgumentError(name, value, "invalid value")
@@ -195,23 +200,32 @@ def prune_to_latency(dense: "nn.Module", graph: "ChannelGraph", example_inputs: 
 
 
 def latency_summary(cost: "LatencyModel", loop: "LatencyLoop", config: LatencyConfig, target: Target,
-                    requested_ms: float | None = None) -> dict[str, Any]:
-    """The ``summary.json`` fields of a latency-targeted run (docs/summary.md, docs/latency.md)."""
+                    requested_ms: float | None = None, *, goal: float | None = None,
+                    candidates: list[dict] | None = None, plan_cost: str | None = None) -> dict[str, Any]:
+    """The ``summary.json`` fields of a latency-targeted run (docs/summary.md, docs/latency.md). ``loop``: the
+    chosen plan's measure-and-correct loop; ``goal``: the user's target reduction when that loop searched for
+    another (the MACs candidate's, for the latency its rival measured: ``structured.candidates``), which the
+    measured reduction is then checked against; ``candidates``: their records; ``plan_cost``: which cost priced
+    the chosen plan."""
     chosen = loop.chosen
     m = chosen.measured
     prof = cost.profile
-    predicted_ms = cost.dense * (1 - chosen.predicted)
+    # the latency model's prediction for the chosen plan (a MACs-priced loop's rounds predict MACs)
+    predicted = chosen.predicted if plan_cost in (None, "latency") else cost.reduction(loop.selection.kept)
+    predicted_ms = cost.dense * (1 - predicted)
+    goal = loop.target if goal is None else goal
     return {
         "requested_latency_reduction": target.reduction if target.argument == "latency_reduction" else None,
         "requested_latency_ms": requested_ms,
         "latency_ms_dense": m.dense_ms, "latency_ms_measured": m.pruned_ms,
         "latency_ms_predicted": predicted_ms, "latency_ms_dense_predicted": cost.dense,
-        "latency_reduction": m.reduction, "latency_reduction_predicted": chosen.predicted,
-        "latency_target_met": loop.met, "latency_tolerance": config.tolerance,
-        "latency_target_reduction": loop.target,
+        "latency_reduction": m.reduction, "latency_reduction_predicted": predicted,
+        "latency_target_met": abs(m.reduction - goal) <= config.tolerance, "latency_tolerance": config.tolerance,
+        "latency_target_reduction": goal,
         "latency_setting": {**config.setting(), **{k: m.setting.get(k) for k in (
             "rounds", "loadavg_before", "loadavg_after", "statistic", "allocator")}},
         "latency_rounds": loop.to_dict()["rounds"],
         "latency_profile": {"key": prof.key, "held_out_mean_abs_error_pct":
                             prof.validation.get("mean_abs_error_pct"), "build_s": prof.build_s},
+        "latency_candidates": candidates, "latency_plan_cost": plan_cost,
     }

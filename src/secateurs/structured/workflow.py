@@ -14,6 +14,7 @@ more keyword there and here, not a new workflow.
 """
 from __future__ import annotations
 
+import dataclasses
 import sys
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Iterable
@@ -227,16 +228,60 @@ def _latency_setup(model, graph, example_inputs, config, latency_reduction, targ
                           f"model ({e.reachable:.1%} less than the dense {cost.dense:.4g} ms; {e.reason})",
                           e.reachable) from None
     return {"cost": cost, "target": target, "config": config, "reachable": reachable, "log": log,
-            "dense": copy.deepcopy(model).eval(), "requested_ms": target_latency_ms}
+            "dense": copy.deepcopy(model).eval(), "requested_ms": target_latency_ms, "smallest": smallest}
 
 
-def _with_latency(lat, graph, example_inputs, select) -> tuple["Selection", dict]:
-    """The latency loop around ``select(Target) -> Selection``: (chosen selection, summary fields)."""
+def _with_latency(lat, graph, example_inputs, select, rival=None, data=None, seed=0) -> tuple["Selection", dict]:
+    """The latency loop around ``select(Target) -> Selection``: (chosen selection, summary fields). ``rival(MACs
+    reduction to start from, measured reduction to match) -> (selection, loop)``: the same method priced by MACs,
+    the second candidate when ``lat["config"].compare_macs`` (``structured.candidates``); ``data`` scores them."""
     from .latency import latency_summary, prune_to_latency
 
     selection, loop = prune_to_latency(lat["dense"], graph, example_inputs, lat["target"], lat["config"], select,
                                        lat["reachable"], log=lat["log"], target_ms=lat["requested_ms"])
-    return selection, latency_summary(lat["cost"], loop, lat["config"], lat["target"], lat["requested_ms"])
+    fields = (lat["cost"], loop, lat["config"], lat["target"], lat["requested_ms"])
+    if rival is None or not lat["config"].compare_macs:
+        return selection, latency_summary(*fields)
+    chosen, candidates = _compare_macs(lat, graph, example_inputs, selection, loop, rival, data, seed)
+    return chosen.selection, latency_summary(lat["cost"], chosen.loop, *fields[2:], goal=loop.target,
+                                             candidates=[c.to_dict() for c in candidates], plan_cost=chosen.cost)
+
+
+def _compare_macs(lat, graph, example_inputs, selection, loop, rival, data, seed):
+    """The latency-priced candidate, its MACs-priced rival at the latency it measured, both scored: (the chosen
+    ``Candidate``, both)."""
+    from ..cost.macs import MacsModel
+    from .candidates import EQUAL_LATENCY, Candidate, pick, plan_score
+    from .target import TargetError
+
+    macs = MacsModel(graph)
+    log = lat["log"] or (lambda s: None)
+    first = Candidate("latency", selection, loop, macs.reduction(selection.kept))
+    measured = loop.chosen.measured.reduction
+    log(f"the MACs-priced plan at the measured reduction {measured:.3f}, to compare")
+    try:
+        sel, rival_loop = rival(first.macs_reduction, measured)
+    except TargetError as e:
+        log(f"no MACs-priced plan to compare: {e}")
+        return pick([first]), [first]
+    second = Candidate("macs", sel, rival_loop, macs.reduction(sel.kept))
+    got = rival_loop.chosen.measured.reduction
+    if abs(got - measured) > EQUAL_LATENCY:
+        second.eligible, second.reason = False, (f"measured a reduction of {got:.3f}, not within {EQUAL_LATENCY:g} "
+                                                 f"of the latency-priced plan's {measured:.3f}")
+    elif abs(got - loop.target) > lat["config"].tolerance:
+        second.eligible, second.reason = False, f"measured {got:.3f}, outside the target {loop.target:.3f} ± " \
+                                                f"{lat['config'].tolerance:g}"
+    elif {g: list(k) for g, k in sel.kept.items()} == {g: list(k) for g, k in selection.kept.items()}:
+        second.eligible, second.reason = False, "the same plan"
+    if second.eligible:
+        for c in (first, second):
+            score = plan_score(lat["dense"], graph, c.selection.kept, example_inputs, data, seed)
+            c.val_loss, c.val_accuracy = score["val_loss"], score["val_accuracy"]
+    chosen = pick([first, second])
+    log(f"kept the {chosen.cost}-priced plan (validation loss: latency-priced {first.val_loss}, MACs-priced "
+        f"{second.val_loss}{'' if second.eligible else '; not compared: ' + second.reason})")
+    return chosen, [first, second]
 
 
 def _autobot(model, data, target, config, example_inputs, graph, progress, evaluate_test, seed, round_to=1,
@@ -247,8 +292,29 @@ def _autobot(model, data, target, config, example_inputs, graph, progress, evalu
     record = {}
     choose = None
     if lat is not None:
+        def rival(start, measured):  # bottlenecks trained on soft MACs, searched to the measured latency
+            import copy
+
+            from ..cost.macs import MacsModel
+            from .candidates import EQUAL_LATENCY
+            from .latency import prune_to_latency
+
+            found = {}
+
+            def choose_macs(search):
+                found["selection"], found["loop"] = prune_to_latency(
+                    lat["dense"], graph, example_inputs, Target(start, config.tolerance),
+                    dataclasses.replace(lat["config"], tolerance=EQUAL_LATENCY), search,
+                    MacsModel(graph).reduction(lat["smallest"]), log=lat["log"], measured=measured)
+                return found["selection"]
+
+            autoprune(copy.deepcopy(lat["dense"]), data, Target(start, config.tolerance), config=config,
+                      example_inputs=example_inputs, graph=graph, progress=progress, evaluate_test=False,
+                      round_to=round_to, choose=choose_macs)
+            return found["selection"], found["loop"]
+
         def choose(search):  # search(Target) -> Selection, AutoBot's threshold search on the trained scores
-            selection, record["latency"] = _with_latency(lat, graph, example_inputs, search)
+            selection, record["latency"] = _with_latency(lat, graph, example_inputs, search, rival, data, seed)
             return selection
     res = autoprune(model, data, target, config=config, example_inputs=example_inputs, graph=graph,
                     progress=progress, evaluate_test=evaluate_test, round_to=round_to,
@@ -281,11 +347,24 @@ def _criterion(model, data, target, method, scope, min_channels, round_to, calib
                                cost=None if lat is None else lat["cost"],
                                free=None if lat is None else lat["config"].free)
 
+    def rival(start, measured):  # the MACs-priced selection measuring the latency-priced one's latency
+        from .candidates import EQUAL_LATENCY
+        from .latency import prune_to_latency
+        from .select import max_reduction
+
+        def select_macs(t):
+            return select_channels(graph, scores, t, scope=scope, min_channels=min_channels, round_to=round_to,
+                                   meta={"criterion": method, "seed": seed})
+
+        return prune_to_latency(lat["dense"], graph, example_inputs, Target(start, 0.01),
+                                dataclasses.replace(lat["config"], tolerance=EQUAL_LATENCY), select_macs,
+                                max_reduction(graph, min_channels, round_to), log=lat["log"], measured=measured)
+
     record = None
     if lat is None:
         selection = select(target)
     else:
-        selection, record = _with_latency(lat, graph, example_inputs, select)
+        selection, record = _with_latency(lat, graph, example_inputs, select, rival, data, seed)
     report = apply_plan(model, selection.plan, example_inputs, graph=graph)  # verified: MACs, params, outputs
     if lat is None and report.macs_after != selection.cost:
         raise RuntimeError(f"counted {report.macs_after} MACs after pruning; the selection promised {selection.cost}")
