@@ -68,7 +68,8 @@ def part_a(models, batches, targets, threads, log) -> list[dict]:
                 t0 = time.perf_counter()
                 model = copy.deepcopy(dense)
                 res = prune(model, data, latency_reduction=r, method="l1", example_inputs=x, progress=False,
-                            latency=LatencyConfig(batch_size=batch, threads=threads, profile=prof))
+                            latency=LatencyConfig(batch_size=batch, threads=threads, profile=prof,
+                                                  compare_macs=False))  # the latency-priced plan's targeting
                 search_s = time.perf_counter() - t0
                 s = res.summary()
                 macs_plan = copy.deepcopy(dense)
@@ -337,11 +338,18 @@ def markdown(env, args, a, b, partial=False) -> str:
         compared = [r[f"{m}-latency"] for r in b for m in ("l1", "autobot") if r.get(f"{m}-latency", {}).get("candidates")]
         if compared:
             kept = sum(v["plan_cost"] == "macs" for v in compared)
-            scored = sum(v["candidates"][1]["eligible"] for v in compared)
+            rivals = [v["candidates"][1] for v in compared if len(v["candidates"]) > 1]
+            scored = sum(c["eligible"] for c in rivals)
+            kinds = ("slower", "outside the target", "the same plan", "not built", "not scored")
+            reasons = [f"{k} {sum(k in (c['reason'] or '') for c in rivals)}" for k in kinds
+                       if any(k in (c["reason"] or "") for c in rivals)]
             md.append(f"\n`compare_macs` (on): the latency-targeted run also built the MACs-priced plan at its measured "
                       f"latency and kept the one with the lower validation loss after BN re-estimation; {scored} of "
-                      f"{len(compared)} runs compared the two (the rest: the MACs-priced plan did not measure within "
-                      f"0.02 of the other, or was the same plan), and {kept} kept the MACs-priced one.")
+                      f"{len(compared)} runs compared the two"
+                      + (f" (the others' reasons: {'; '.join(reasons)})" if reasons else "")
+                      + f", and {kept} kept the MACs-priced one (its row says so). A row of a latency-targeted run "
+                      "that kept the MACs-priced plan compares that plan with the twin; its *rounds* are the kept "
+                      "plan's search, its seconds include both searches and the scoring.")
         if unmatched:
             md.append(f"\nPairs not at equal measured latency: the twin's search ended more than ±{TWIN_TOLERANCE:g} "
                       "from the latency-targeted run's measured reduction (gap = twin minus latency-targeted; "

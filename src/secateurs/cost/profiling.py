@@ -203,33 +203,40 @@ def _time_tables(grids: Sequence[tuple[_Call, LayerTable]], *, runtime: str, bat
     table's points interleaved, then the next table's, so a table timed in a slow second could be priced high
     against one timed in a fast second; measured, that is not what moves the plans (10 profiles of each on
     ResNet-56 at batch 64: the same spread of plans and of held-out error, ``profile_spread_tables*.md``).
-    Points of one table and input width share their input tensor."""
+    ``"each"`` builds, times and drops one table's layers at a time, each point with a fresh input (as before the
+    option); ``"together"`` holds them all, and the points of one table and input width share their input."""
     from ..timing import interleaved
 
-    spans, fns = [], []
-    for c, table in grids:
-        first = len(fns)
+    def runners(c, table, shared_input):
+        fns = []
         for ci in table.in_grid:
             x = None
             for co in table.out_grid:
                 layer, shape = _fresh_layer(c, ci, co, dtype, device)
-                if x is None:
+                if x is None or not shared_input:
                     x = torch.randn(batch_size, *shape, generator=gen).to(device=device, dtype=dtype)
                 fns.append(_runner(runtime, layer, x, threads))
-        spans.append((first, len(fns)))
+        return fns
+
     kw = dict(warmup=1, min_rounds=3, max_rounds=50, min_block_s=0.002, sub_blocks=1)
+    best = []  # per table, its points' best-round ms, in (c_in, c_out) order
     if tables == "together":
-        best = interleaved(fns, budget_s=budget_s * len(grids), **kw).best_ms
-        log(f"{len(grids)} layer tables timed together ({len(fns)} widths)")
-    else:
-        best = []
-        for k, (a, b) in enumerate(spans):
-            best += interleaved(fns[a:b], budget_s=budget_s, **kw).best_ms
-            log(f"layer {k + 1}/{len(grids)} timed ({b - a} widths)")
+        per = [runners(c, table, True) for c, table in grids]
+        flat = interleaved([f for fns in per for f in fns], budget_s=budget_s * len(grids), **kw).best_ms
+        for fns in per:
+            best.append(flat[:len(fns)])
+            flat = flat[len(fns):]
+        log(f"{len(grids)} layer tables timed together ({sum(map(len, per))} widths)")
+    else:  # one table built, timed and let go at a time, a fresh input per point
+        for k, (c, table) in enumerate(grids):
+            fns = runners(c, table, False)
+            best.append(interleaved(fns, budget_s=budget_s, **kw).best_ms)
+            log(f"layer {k + 1}/{len(grids)} timed ({len(fns)} widths)")
+            del fns
     out = []
-    for (c, table), (a, b) in zip(grids, spans):
+    for (c, table), ms in zip(grids, best):
         n_out = len(table.out_grid)  # the best round: a busy machine only ever adds time to a short call
-        table.ms = _monotone([best[a + i * n_out:a + (i + 1) * n_out] for i in range(len(table.in_grid))])
+        table.ms = _monotone([ms[i * n_out:(i + 1) * n_out] for i in range(len(table.in_grid))])
         out.append(table)
     return out
 

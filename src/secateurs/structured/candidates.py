@@ -5,18 +5,20 @@ measured milliseconds), but on a shared CPU that plan follows the profile's samp
 ``benchmarks/latency_target.py`` saw the same pair (latency-priced plan minus its MACs-priced twin at equal measured
 latency, after the same fine-tune) change sign between runs, and lose up to 8 points where the latency-priced plan
 thinned one stage too far. The same results show what predicts the fine-tuned gap: the accuracy of the two
-pruned networks after BatchNorm re-estimation. Of 96 pairs (``benchmarks/candidate_evidence.py``), all 21 where
-the latency-priced plan lost by more than a point after fine-tuning were behind after BN re-estimation too, and
-where the BN gap exceeded 5 points the fine-tuned gap had its sign in 31 of 38 (the opposite in 5, by at most 0.7
-point).
+pruned networks after BatchNorm re-estimation. Of 82 pairs at equal measured latency
+(``benchmarks/candidate_evidence.py``), all 18 where the latency-priced plan lost by more than a point after
+fine-tuning were behind after BN re-estimation too, and where the BN gap exceeded 5 points the fine-tuned gap had
+its sign in 26 of 30 (the opposite in 2, by at most 0.45 point; zero in 2).
 
 So the front door (``structured.prune`` with a latency target, ``LatencyConfig.compare_macs``, on by default)
 builds a second candidate: the same method priced by MACs, its MACs reduction searched until the pruned network
-*measures* the latency the first candidate measured (within ``EQUAL_LATENCY``, as the benchmark's twins), and
-keeps whichever scores the lower validation loss after BatchNorm re-estimation (:func:`plan_score`). Both meet the
-user's target; the record of both goes to ``summary.json`` (``latency_candidates``). The cost: a second search
-(and, for AutoBot, a second bottleneck training), a few measured rounds, and two scoring passes over a few hundred
-images.
+*measures* the latency the first candidate measured (aimed within ``EQUAL_LATENCY``, as the benchmark's twins; it
+is compared only if it is not slower than that by more than ``EQUAL_LATENCY``, since a slower plan would win by
+keeping more of the network, and only if it meets the user's target), and keeps whichever scores the lower
+validation loss after BatchNorm re-estimation (:func:`plan_score`), the latency-priced plan otherwise (met or not,
+as without the comparison). Both go to ``summary.json`` (``latency_candidates``, with the reason a MACs-priced
+plan was not compared or could not be built). The cost: a second search (and, for AutoBot, a second
+bottleneck training), a few measured rounds, and two scoring passes over a few hundred images.
 """
 from __future__ import annotations
 
@@ -30,9 +32,11 @@ if TYPE_CHECKING:
     from ..cost.measured import LatencyLoop
     from ..graph.groups import ChannelGraph
 
-__all__ = ["EQUAL_LATENCY", "SCORE_BATCHES", "Candidate", "plan_score", "pick"]
+__all__ = ["EQUAL_LATENCY", "RIVAL_ROUNDS", "SCORE_BATCHES", "Candidate", "Scoring", "scoring_data", "plan_score",
+           "pick"]
 
-EQUAL_LATENCY = 0.02  # the MACs candidate measures within this of the latency candidate's measured reduction
+EQUAL_LATENCY = 0.02  # the MACs candidate is searched to within this of the latency candidate's measured reduction
+RIVAL_ROUNDS = 6  # its measure-and-correct rounds at least (LatencyConfig.rounds when that is more)
 SCORE_BATCHES = 8  # batches of 64: BatchNorm re-estimation (training split) and the loss (validation split)
 
 
@@ -40,28 +44,44 @@ SCORE_BATCHES = 8  # batches of 64: BatchNorm re-estimation (training split) and
 class Candidate:
     """One plan for the latency target: which cost priced it, its selection, its measure-and-correct loop, and its
     score (``val_loss``, ``val_accuracy``; ``None`` until scored). ``eligible``: it may be chosen (the MACs candidate
-    is not when its search ended off the latency candidate's measured latency: ``reason``)."""
+    is not when its search ended slower than the latency candidate, outside the target, or on the same plan:
+    ``reason``)."""
 
     cost: str
     selection: Any
-    loop: "LatencyLoop"
-    macs_reduction: float
+    loop: "LatencyLoop | None"  # None: no plan could be built (``reason``)
+    macs_reduction: float | None
     val_loss: float | None = None
     val_accuracy: float | None = None
     eligible: bool = True
     reason: str | None = None
     chosen: bool = False
+    seconds: float | None = None  # building it (the rival: its training, search and measured rounds)
 
     def to_dict(self) -> dict[str, Any]:
-        m = self.loop.chosen.measured
-        return {"cost": self.cost, "latency_reduction": m.reduction, "latency_ms_measured": m.pruned_ms,
-                "latency_ms_dense": m.dense_ms, "flops_reduction": self.macs_reduction, "val_loss": self.val_loss,
+        m = self.loop.chosen.measured if self.loop is not None else None
+        return {"cost": self.cost, "latency_reduction": m and m.reduction, "latency_ms_measured": m and m.pruned_ms,
+                "latency_ms_dense": m and m.dense_ms, "flops_reduction": self.macs_reduction, "val_loss": self.val_loss,
                 "val_accuracy": self.val_accuracy, "eligible": self.eligible, "reason": self.reason,
-                "chosen": self.chosen, "rounds": len(self.loop.rounds)}
+                "chosen": self.chosen, "rounds": len(self.loop.rounds) if self.loop else 0, "seconds": self.seconds}
 
 
-def _score_data(data: Any, seed: int, batches: int) -> tuple[list, Any, Any, str]:
-    """(BatchNorm batches, loss inputs, loss labels, where the loss images come from)."""
+@dataclass(frozen=True)
+class Scoring:
+    """What every candidate is scored on, materialised once: BatchNorm batches, loss inputs and labels, where the
+    loss images come from."""
+
+    bn: list
+    x: Any
+    y: Any
+    source: str
+
+
+def scoring_data(data: Any, seed: int = 0, batches: int = SCORE_BATCHES) -> Scoring:
+    """The :class:`Scoring` of ``data``: for a ``DataSplits``, ``batches`` seeded training batches of 64 for
+    BatchNorm and the first ``batches`` × 64 images of the validation split for the loss (the training split's,
+    seed + 1, when there is none); for a re-iterable or one-shot iterable of ``(x, y)`` batches, its first
+    ``batches`` batches, read once, for both. Raises ``ValueError`` when there is nothing labelled to score on."""
     import torch
 
     from ..data import DataSplits, seeded_batches
@@ -70,37 +90,41 @@ def _score_data(data: Any, seed: int, batches: int) -> tuple[list, Any, Any, str
         bn = list(seeded_batches(data.train_x, batch_size=64, seed=seed, batches=batches))
         n = batches * 64
         if len(data.val_x):
-            return bn, data.val_x[:n], data.val_y[:n], "validation split"
+            return Scoring(bn, data.val_x[:n], data.val_y[:n], "validation split")
         held = list(seeded_batches(data.train_x, data.train_y, batch_size=64, seed=seed + 1, batches=batches))
-        return bn, torch.cat([x for x, _ in held]), torch.cat([y for _, y in held]), "training split (no validation)"
+        return Scoring(bn, torch.cat([x for x, _ in held]), torch.cat([y for _, y in held]),
+                       "training split (no validation split)")
+    if not isinstance(data, Iterable):
+        raise ValueError(f"no data to score candidates on (got {type(data).__name__})")
     pairs = []
-    for b in data if isinstance(data, Iterable) else ():
+    for b in data:
+        if not (isinstance(b, (tuple, list)) and len(b) >= 2 and isinstance(b[1], torch.Tensor)
+                and isinstance(b[0], torch.Tensor) and len(b[0]) == len(b[1])):
+            raise ValueError("scoring candidates needs batches of (inputs, labels)")
         pairs.append(b)
         if len(pairs) >= batches:
             break
     if not pairs:
-        raise ValueError("scoring candidates needs batches of (x, y)")
-    xs, ys = torch.cat([b[0] for b in pairs]), torch.cat([b[1] for b in pairs])
-    return [b[0] for b in pairs], xs, ys, "the given batches"
+        raise ValueError("no batches to score candidates on")
+    return Scoring([b[0] for b in pairs], torch.cat([b[0] for b in pairs]), torch.cat([b[1] for b in pairs]),
+                   "the given batches (also used for BatchNorm)")
 
 
-def plan_score(dense: "nn.Module", graph: "ChannelGraph", kept, example_inputs: Any, data: Any, seed: int = 0,
-               batches: int = SCORE_BATCHES) -> dict[str, Any]:
-    """Validation loss and accuracy of ``dense`` pruned to ``kept`` (a copy; ``dense`` is unchanged) after its
-    BatchNorm statistics are re-estimated on ``batches`` seeded training batches of 64: the loss on the first
-    ``batches`` × 64 images of the validation split (the training split's, seed + 1, when there is none; the
-    given batches for a plain iterable)."""
+def plan_score(dense: "nn.Module", graph: "ChannelGraph", kept, example_inputs: Any, scoring: Scoring
+               ) -> dict[str, Any]:
+    """Loss and accuracy on ``scoring`` of ``dense`` pruned to ``kept`` (a copy; ``dense`` is unchanged) after its
+    BatchNorm statistics are re-estimated on ``scoring.bn``."""
     from ..train import evaluate
     from ..unstructured import reestimate_batchnorm
     from .apply import apply_plan
     from .plan import PruningPlan
 
-    bn, x, y, source = _score_data(data, seed, batches)
     model = copy.deepcopy(dense)
     apply_plan(model, PruningPlan.from_kept(graph, kept), example_inputs, graph=graph, verify=False)
-    reestimate_batchnorm(model, bn)
-    ev = evaluate(model, x, y)
-    return {"val_loss": ev["loss"], "val_accuracy": ev["accuracy"], "images": len(x), "source": source}
+    reestimate_batchnorm(model, scoring.bn)
+    ev = evaluate(model, scoring.x, scoring.y)
+    return {"val_loss": ev["loss"], "val_accuracy": ev["accuracy"], "images": len(scoring.x),
+            "source": scoring.source}
 
 
 def pick(candidates: list[Candidate]) -> Candidate:

@@ -118,8 +118,10 @@ def prune(
       ``min_channels`` and, when pruned, a multiple of ``round_to``; ``taylor`` accumulates gradients over
       ``calib_batches`` seeded training batches of ``batch_size``.
 
-    ``data``: a ``DataSplits`` (training batches for AutoBot / Taylor, the test split for the accuracies) or
-    batches of ``(x, y)`` (then ``example_inputs`` is required and nothing is evaluated). ``bn_batches``: re-estimate
+    ``data``: a ``DataSplits`` (training batches for AutoBot / Taylor, the validation split to compare a latency
+    target's candidates, the test split for the accuracies) or batches of ``(x, y)`` (then ``example_inputs`` is
+    required and no test accuracy is evaluated; a latency target's candidates are scored on the first 8 batches,
+    read once). ``bn_batches``: re-estimate
     BatchNorm statistics on that many seeded training batches of 64 after the surgery. ``graph_limits``: bounds for
     tracing (``graph.GraphLimits``). Raises ``TargetError`` (naming ``flops_reduction``) when no selection reaches
     the target and ``ArgumentError`` (naming ``method``) when the criterion cannot score this model.
@@ -129,8 +131,10 @@ def prune(
     batch size, threads, runtime, dtype, a profile; default batch 1, 1 thread, torch). The latency cost model of
     this machine (a cached profile, measured when absent) replaces MACs in the selection and in AutoBot's loss;
     then the pruned network is timed against the dense one and the request corrected until the measured reduction
-    is within ``latency.tolerance`` (bounded rounds; docs/latency.md). A target beyond what the model predicts at
-    the smallest widths raises ``TargetError`` before any training.
+    is within ``latency.tolerance`` (bounded rounds; docs/latency.md). With ``latency.compare_macs`` (default) the
+    same method priced by MACs is searched to the latency that plan measured, and the one with the lower
+    validation loss after BatchNorm re-estimation is kept (``structured.candidates``). A target beyond what the
+    model predicts at the smallest widths raises ``TargetError`` before any training.
     """
     from ..data import DataSplits
     from ..train import evaluate
@@ -243,15 +247,27 @@ def _with_latency(lat, graph, example_inputs, select, rival=None, data=None, see
     if rival is None or not lat["config"].compare_macs:
         return selection, latency_summary(*fields)
     chosen, candidates = _compare_macs(lat, graph, example_inputs, selection, loop, rival, data, seed)
-    return chosen.selection, latency_summary(lat["cost"], chosen.loop, *fields[2:], goal=loop.target,
+    return chosen.selection, latency_summary(lat["cost"], chosen.loop, *fields[2:], goal=_goal(lat, chosen.loop),
                                              candidates=[c.to_dict() for c in candidates], plan_cost=chosen.cost)
+
+
+def _rival_config(config):
+    """The MACs-priced rival's measure-and-correct setting: aimed within ``EQUAL_LATENCY`` of the latency-priced
+    plan's measured reduction, with at least ``RIVAL_ROUNDS`` rounds (a MACs-priced search starts further from
+    the goal: MACs predict the latency poorly)."""
+    from .candidates import EQUAL_LATENCY, RIVAL_ROUNDS
+
+    return dataclasses.replace(config, tolerance=EQUAL_LATENCY, rounds=max(config.rounds, RIVAL_ROUNDS))
 
 
 def _compare_macs(lat, graph, example_inputs, selection, loop, rival, data, seed):
     """The latency-priced candidate, its MACs-priced rival at the latency it measured, both scored: (the chosen
-    ``Candidate``, both)."""
+    ``Candidate``, both). The rival is optional: whatever stops it (no MACs window, data it cannot be trained or
+    scored on) is recorded as its ``reason`` and the latency-priced plan is kept."""
+    import time
+
     from ..cost.macs import MacsModel
-    from .candidates import EQUAL_LATENCY, Candidate, pick, plan_score
+    from .candidates import EQUAL_LATENCY, Candidate, pick, plan_score, scoring_data
     from .target import TargetError
 
     macs = MacsModel(graph)
@@ -259,29 +275,48 @@ def _compare_macs(lat, graph, example_inputs, selection, loop, rival, data, seed
     first = Candidate("latency", selection, loop, macs.reduction(selection.kept))
     measured = loop.chosen.measured.reduction
     log(f"the MACs-priced plan at the measured reduction {measured:.3f}, to compare")
+    t0 = time.perf_counter()
     try:
+        scoring = scoring_data(data, seed)
         sel, rival_loop = rival(first.macs_reduction, measured)
-    except TargetError as e:
+    except (TargetError, ValueError, RuntimeError) as e:
+        second = Candidate("macs", None, None, None, eligible=False, reason=f"not built: {e}",
+                           seconds=time.perf_counter() - t0)
         log(f"no MACs-priced plan to compare: {e}")
-        return pick([first]), [first]
-    second = Candidate("macs", sel, rival_loop, macs.reduction(sel.kept))
-    got = rival_loop.chosen.measured.reduction
-    if abs(got - measured) > EQUAL_LATENCY:
-        second.eligible, second.reason = False, (f"measured a reduction of {got:.3f}, not within {EQUAL_LATENCY:g} "
-                                                 f"of the latency-priced plan's {measured:.3f}")
-    elif abs(got - loop.target) > lat["config"].tolerance:
-        second.eligible, second.reason = False, f"measured {got:.3f}, outside the target {loop.target:.3f} ± " \
+        return pick([first, second]), [first, second]
+    second = Candidate("macs", sel, rival_loop, macs.reduction(sel.kept), seconds=time.perf_counter() - t0)
+    got = rival_loop.chosen.measured
+    goal = _goal(lat, rival_loop)
+    widths = {g.id: g.width for g in graph.prunable_groups()}
+    if got.reduction < measured - EQUAL_LATENCY:  # slower: it would win by keeping more of the network
+        second.eligible, second.reason = False, (f"measured a reduction of {got.reduction:.3f}, slower than the "
+                                                 f"latency-priced plan's {measured:.3f} by more than {EQUAL_LATENCY:g}")
+    elif abs(got.reduction - goal) > lat["config"].tolerance:
+        second.eligible, second.reason = False, f"measured {got.reduction:.3f}, outside the target {goal:.3f} ± " \
                                                 f"{lat['config'].tolerance:g}"
-    elif {g: list(k) for g, k in sel.kept.items()} == {g: list(k) for g, k in selection.kept.items()}:
+    elif all(sorted(sel.kept.get(g, range(w))) == sorted(selection.kept.get(g, range(w)))
+             for g, w in widths.items()):
         second.eligible, second.reason = False, "the same plan"
     if second.eligible:
-        for c in (first, second):
-            score = plan_score(lat["dense"], graph, c.selection.kept, example_inputs, data, seed)
-            c.val_loss, c.val_accuracy = score["val_loss"], score["val_accuracy"]
+        try:
+            for c in (first, second):
+                score = plan_score(lat["dense"], graph, c.selection.kept, example_inputs, scoring)
+                c.val_loss, c.val_accuracy = score["val_loss"], score["val_accuracy"]
+        except (ValueError, RuntimeError) as e:
+            first.val_loss = first.val_accuracy = second.val_loss = second.val_accuracy = None
+            second.eligible, second.reason = False, f"not scored: {e}"
     chosen = pick([first, second])
     log(f"kept the {chosen.cost}-priced plan (validation loss: latency-priced {first.val_loss}, MACs-priced "
         f"{second.val_loss}{'' if second.eligible else '; not compared: ' + second.reason})")
     return chosen, [first, second]
+
+
+def _goal(lat, loop) -> float:
+    """The user's target as a reduction, for ``loop``: ``latency_reduction``, or ``1 - T / dense ms`` measured in
+    the loop's first round for ``target_latency_ms=T`` (as ``meet_latency`` derives it)."""
+    if lat["requested_ms"] is None:
+        return lat["target"].reduction
+    return max(0.0, 1.0 - lat["requested_ms"] / loop.rounds[0].measured.dense_ms)
 
 
 def _autobot(model, data, target, config, example_inputs, graph, progress, evaluate_test, seed, round_to=1,
@@ -296,7 +331,6 @@ def _autobot(model, data, target, config, example_inputs, graph, progress, evalu
             import copy
 
             from ..cost.macs import MacsModel
-            from .candidates import EQUAL_LATENCY
             from .latency import prune_to_latency
 
             found = {}
@@ -304,13 +338,14 @@ def _autobot(model, data, target, config, example_inputs, graph, progress, evalu
             def choose_macs(search):
                 found["selection"], found["loop"] = prune_to_latency(
                     lat["dense"], graph, example_inputs, Target(start, config.tolerance),
-                    dataclasses.replace(lat["config"], tolerance=EQUAL_LATENCY), search,
+                    _rival_config(lat["config"]), search,
                     MacsModel(graph).reduction(lat["smallest"]), log=lat["log"], measured=measured)
                 return found["selection"]
 
-            autoprune(copy.deepcopy(lat["dense"]), data, Target(start, config.tolerance), config=config,
-                      example_inputs=example_inputs, graph=graph, progress=progress, evaluate_test=False,
-                      round_to=round_to, choose=choose_macs)
+            record["rival"] = autoprune(copy.deepcopy(lat["dense"]), data, Target(start, config.tolerance),
+                                        config=config, example_inputs=example_inputs, graph=graph,
+                                        progress=progress, evaluate_test=False, round_to=round_to,
+                                        choose=choose_macs)
             return found["selection"], found["loop"]
 
         def choose(search):  # search(Target) -> Selection, AutoBot's threshold search on the trained scores
@@ -319,9 +354,11 @@ def _autobot(model, data, target, config, example_inputs, graph, progress, evalu
     res = autoprune(model, data, target, config=config, example_inputs=example_inputs, graph=graph,
                     progress=progress, evaluate_test=evaluate_test, round_to=round_to,
                     cost=None if lat is None else lat["cost"], choose=choose)
+    kept_macs = (record.get("latency") or {}).get("latency_plan_cost") == "macs"
+    # the MACs-priced bottlenecks made the plan: their training's record (history, seconds, best step) with it
     return PruneResult("autobot", target, res.plan, res.report, res.selection, graph, res.accuracy, None,
-                       res.accuracy_source, settings={"seed": config.seed}, autobot=res,
-                       latency=record.get("latency"))
+                       res.accuracy_source, settings={"seed": config.seed},
+                       autobot=record["rival"] if kept_macs else res, latency=record.get("latency"))
 
 
 def _criterion(model, data, target, method, scope, min_channels, round_to, calib_batches, batch_size, seed,
@@ -348,7 +385,6 @@ def _criterion(model, data, target, method, scope, min_channels, round_to, calib
                                free=None if lat is None else lat["config"].free)
 
     def rival(start, measured):  # the MACs-priced selection measuring the latency-priced one's latency
-        from .candidates import EQUAL_LATENCY
         from .latency import prune_to_latency
         from .select import max_reduction
 
@@ -357,7 +393,7 @@ def _criterion(model, data, target, method, scope, min_channels, round_to, calib
                                    meta={"criterion": method, "seed": seed})
 
         return prune_to_latency(lat["dense"], graph, example_inputs, Target(start, 0.01),
-                                dataclasses.replace(lat["config"], tolerance=EQUAL_LATENCY), select_macs,
+                                _rival_config(lat["config"]), select_macs,
                                 max_reduction(graph, min_channels, round_to), log=lat["log"], measured=measured)
 
     record = None
