@@ -107,7 +107,7 @@ def profile_latency(model: nn.Module, graph: ChannelGraph, input_shape: Sequence
     timed for at least ``min_rounds`` rounds and ``model_budget_s`` seconds, each table for at least 3 rounds and
     ``layer_budget_s`` (``tables="each"``, the default: one table after another; ``"together"``: every table's
     points in one interleaved timing with the tables' budgets summed, which did not steady the plans:
-    ``benchmarks/results/profile_spread_tables*.md``). The model's device
+    ``benchmarks/results/profile_spread_tables.md``). The model's device
     is the device measured (its dtype converted to ``dtype`` on copies)."""
     from ..timing import interleaved, time_models
 
@@ -201,8 +201,8 @@ def _time_tables(grids: Sequence[tuple[_Call, LayerTable]], *, runtime: str, bat
     relative prices, which decide which layer a plan cuts, are what the selection uses; a common slow-down is
     the calibration's β), at the price of holding every table's layers at once. ``"each"`` (the default): one
     table's points interleaved, then the next table's, so a table timed in a slow second could be priced high
-    against one timed in a fast second; measured, that is not what moves the plans (10 profiles of each on
-    ResNet-56 at batch 64: the same spread of plans and of held-out error, ``profile_spread_tables*.md``).
+    against one timed in a fast second; measured, that is not what moves the plans (5 profiles of each on
+    ResNet-56 at batch 64: the same spread of plans and of held-out error, ``profile_spread_tables.md``).
     ``"each"`` builds, times and drops one table's layers at a time, each point with a fresh input (as before the
     option); ``"together"`` holds them all, and the points of one table and input width share their input."""
     from ..timing import interleaved
