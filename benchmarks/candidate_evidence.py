@@ -21,6 +21,7 @@ import os
 import statistics
 
 from _common import write_results
+from latency_target import TWIN_TOLERANCE
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -47,8 +48,8 @@ def main() -> None:
     args = p.parse_args()
     files = sorted(glob.glob(os.path.join(HERE, "results", "latency_target*.json")))
     every = list(pairs(files))
-    # at equal measured latency only: the twin's search ended within TWIN_TOLERANCE (0.02) of the run's
-    rows = [r for r in every if abs(r["latency_gap"]) <= 0.02 + 1e-9]
+    # at equal measured latency only: the twin's search ended within TWIN_TOLERANCE of the run's
+    rows = [r for r in every if abs(r["latency_gap"]) <= TWIN_TOLERANCE + 1e-9]
     big = [r for r in rows if abs(r["bn"]) > args.threshold]
     agree = [r for r in big if r["ft"] * r["bn"] > 0]
     disagree = [r for r in big if r["ft"] * r["bn"] < 0]
@@ -58,7 +59,8 @@ def main() -> None:
     by_bn = statistics.fmean(0.0 if r["bn"] < 0 else r["ft"] for r in rows)
     losses = [r for r in rows if r["ft"] < -0.01]
     caught = [r for r in losses if r["bn"] < 0]
-    out = {"threshold": args.threshold, "pairs": len(rows), "pairs_off_equal_latency": len(every) - len(rows), "above_threshold": len(big), "agree": len(agree),
+    out = {"threshold": args.threshold, "pairs": len(rows),
+           "pairs_off_equal_latency": len(every) - len(rows), "above_threshold": len(big), "agree": len(agree),
            "disagree": len(disagree), "ft_zero": len(tied),
            "disagree_max_abs_ft": max((abs(r["ft"]) for r in disagree), default=0.0),
            "mean_ft_gap_always_latency": always, "mean_ft_gap_keep_better_after_bn": by_bn,
@@ -67,7 +69,7 @@ def main() -> None:
     md = ["# Does accuracy after BN re-estimation predict the fine-tuned gap?", "",
           f"From the committed part-B results of `latency_target.py` ({len(files)} files; runs with `compare_macs` "
           f"left out): {len(rows)} pairs of a latency-targeted plan and its MACs twin at equal measured latency "
-          f"(within ±0.02; {len(every) - len(rows)} more pairs whose twin ended further off are left out), test "
+          f"(within ±{TWIN_TOLERANCE:g}; {len(every) - len(rows)} more pairs whose twin ended further off are left out), test "
           "accuracy after BN re-estimation (20 batches) and after the same fine-tune (mean over the run's seeds).",
           "",
           f"- Pairs whose BN difference exceeds {args.threshold:g}: {len(big)}. The fine-tuned difference has the "

@@ -335,7 +335,8 @@ def markdown(env, args, a, b, partial=False) -> str:
                 md.append(f"\nLatency-targeted at least as accurate as its MACs-targeted twin {name}: "
                           f"{sum(won for won, _ in wins[k])} of {len(wins[k])} pairs; {sum(matched)} of the "
                           f"{len(matched)} pairs at equal measured latency (±{TWIN_TOLERANCE:g}).")
-        compared = [r[f"{m}-latency"] for r in b for m in ("l1", "autobot") if r.get(f"{m}-latency", {}).get("candidates")]
+        compared = [r[f"{m}-latency"] for r in b for m in ("l1", "autobot")
+                    if r.get(f"{m}-latency", {}).get("candidates")]
         if compared:
             kept = sum(v["plan_cost"] == "macs" for v in compared)
             rivals = [v["candidates"][1] for v in compared if len(v["candidates"]) > 1]

@@ -33,7 +33,8 @@ MAX_LAYERS = 100_000
 MAX_GRID = 64
 # in the cache key: a profile cached under another rule for the width grid is measured again
 GRID_RULE = "both-sides-8"
-TABLE_TIMINGS = ("together", "each")  # profile_latency(tables=...): all layer tables in one interleaved timing, or one by one
+# profile_latency(tables=...): all layer tables in one interleaved timing, or one by one
+TABLE_TIMINGS = ("together", "each")
 
 
 @dataclass

@@ -21,7 +21,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
-__all__ = ["MeasuredLatency", "LatencyRound", "LatencyLoop", "measure_latency", "meet_latency"]
+__all__ = ["MeasuredLatency", "LatencyRound", "LatencyLoop", "measure_latency", "meet_latency", "ms_goal"]
 
 
 @dataclass(frozen=True)
@@ -136,7 +136,7 @@ def meet_latency(select: Callable[[float], tuple[Any, float]], measure: Callable
         selection, predicted = chosen
         measured = measure(selection)
         if target_ms is not None and k == 0:
-            target = loop.target = max(0.0, 1.0 - target_ms / measured.dense_ms)
+            target = loop.target = ms_goal(target_ms, measured.dense_ms)
             if log:
                 log(f"target {target_ms:.4g} ms = reduction {target:.3f} of the dense {measured.dense_ms:.4g} ms "
                     "measured in round 1")
@@ -154,6 +154,11 @@ def meet_latency(select: Callable[[float], tuple[Any, float]], measure: Callable
     loop.best = min(range(len(loop.rounds)), key=lambda i: abs(loop.rounds[i].measured.reduction - target))
     loop.selection = selections[loop.best]
     return loop
+
+
+def ms_goal(target_ms: float, dense_ms: float) -> float:
+    """The reduction a target of ``target_ms`` asks of a model whose dense latency measured ``dense_ms``."""
+    return max(0.0, 1.0 - target_ms / dense_ms)
 
 
 def _next_request(rounds: Sequence[LatencyRound], target: float) -> float:

@@ -41,8 +41,8 @@ from torch import nn
 from ..errors import CheckpointError
 from ..graph.groups import ChannelGraph
 from .latency import LatencyModel
-from .latency_profile import (DTYPES, RUNTIMES, TABLE_TIMINGS, LatencyProfile, LayerTable, _Call, cache_path, layer_grids,
-                              profile_key, require_onnxruntime, runtime_dtype_problem)
+from .latency_profile import (DTYPES, RUNTIMES, TABLE_TIMINGS, LatencyProfile, LayerTable, _Call, cache_path,
+                              layer_grids, profile_key, require_onnxruntime, runtime_dtype_problem)
 
 __all__ = ["profile_latency", "cached_profile", "pruned_copy"]
 
@@ -115,7 +115,6 @@ def profile_latency(model: nn.Module, graph: ChannelGraph, input_shape: Sequence
         raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
     if tables not in TABLE_TIMINGS:
         raise ValueError(f"tables must be one of {TABLE_TIMINGS}, got {tables!r}")
-    tables_timing = tables
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
     problem = runtime_dtype_problem(runtime, dtype)
@@ -135,12 +134,12 @@ def profile_latency(model: nn.Module, graph: ChannelGraph, input_shape: Sequence
     torch.set_num_threads(threads)
     try:
         key = profile_key(model, graph, input_shape, batch_size=batch_size, threads=threads, dtype=dtype,
-                          runtime=runtime, device=device, tables=tables_timing)
+                          runtime=runtime, device=device, tables=tables)
         calls, call_rows, grids = layer_grids(model, graph, input_shape)
         gen = torch.Generator().manual_seed(seed)
-        tables = _time_tables(grids, runtime=runtime, batch_size=batch_size, threads=threads, dtype=tdtype,
-                              device=device, gen=gen, budget_s=layer_budget_s, tables=tables_timing, log=log)
-        profile = LatencyProfile(key, tables, call_rows, 1.0, 0.0, 0.0, 0.0)
+        timed = _time_tables(grids, runtime=runtime, batch_size=batch_size, threads=threads, dtype=tdtype,
+                             device=device, gen=gen, budget_s=layer_budget_s, tables=tables, log=log)
+        profile = LatencyProfile(key, timed, call_rows, 1.0, 0.0, 0.0, 0.0)
         # whole models: dense, uniform and random widths for the fit, more random ones held out
         rng = random.Random(seed)
         fit_configs = [{}] + [_uniform(graph, f) for f in (0.75, 0.5, 0.3)] + \
@@ -182,7 +181,7 @@ def profile_latency(model: nn.Module, graph: ChannelGraph, input_shape: Sequence
             "form": form, "fit": rows[:len(fit_configs)], "held_out": test,
             "mean_abs_error_pct": 100 * sum(abs(r["error"]) for r in test) / max(len(test), 1),
             "max_abs_error_pct": 100 * max((abs(r["error"]) for r in test), default=0.0)}
-        profile.timing = whole.setting(batch_size=batch_size, runtime=runtime, dtype=dtype, tables=tables_timing)
+        profile.timing = whole.setting(batch_size=batch_size, runtime=runtime, dtype=dtype, tables=tables)
         profile.build_s = time.perf_counter() - start
         return profile
     finally:
@@ -232,7 +231,6 @@ def _time_tables(grids: Sequence[tuple[_Call, LayerTable]], *, runtime: str, bat
             fns = runners(c, table, False)
             best.append(interleaved(fns, budget_s=budget_s, **kw).best_ms)
             log(f"layer {k + 1}/{len(grids)} timed ({len(fns)} widths)")
-            del fns
     out = []
     for (c, table), ms in zip(grids, best):
         n_out = len(table.out_grid)  # the best round: a busy machine only ever adds time to a short call

@@ -237,7 +237,8 @@ def _latency_setup(model, graph, example_inputs, config, latency_reduction, targ
 
 def _with_latency(lat, graph, example_inputs, select, rival=None, data=None, seed=0) -> tuple["Selection", dict]:
     """The latency loop around ``select(Target) -> Selection``: (chosen selection, summary fields). ``rival(MACs
-    reduction to start from, measured reduction to match) -> (selection, loop)``: the same method priced by MACs,
+    reduction to start from, measured reduction to match, largest MACs reduction reachable) -> (selection,
+    loop)``: the same method priced by MACs,
     the second candidate when ``lat["config"].compare_macs`` (``structured.candidates``); ``data`` scores them."""
     from .latency import latency_summary, prune_to_latency
 
@@ -278,7 +279,7 @@ def _compare_macs(lat, graph, example_inputs, selection, loop, rival, data, seed
     t0 = time.perf_counter()
     try:
         scoring = scoring_data(data, seed)
-        sel, rival_loop = rival(first.macs_reduction, measured)
+        sel, rival_loop = rival(first.macs_reduction, measured, macs.reduction(lat["smallest"]))
     except (TargetError, ValueError, RuntimeError) as e:
         second = Candidate("macs", None, None, None, eligible=False, reason=f"not built: {e}",
                            seconds=time.perf_counter() - t0)
@@ -314,9 +315,11 @@ def _compare_macs(lat, graph, example_inputs, selection, loop, rival, data, seed
 def _goal(lat, loop) -> float:
     """The user's target as a reduction, for ``loop``: ``latency_reduction``, or ``1 - T / dense ms`` measured in
     the loop's first round for ``target_latency_ms=T`` (as ``meet_latency`` derives it)."""
+    from ..cost.measured import ms_goal
+
     if lat["requested_ms"] is None:
         return lat["target"].reduction
-    return max(0.0, 1.0 - lat["requested_ms"] / loop.rounds[0].measured.dense_ms)
+    return ms_goal(lat["requested_ms"], loop.rounds[0].measured.dense_ms)
 
 
 def _autobot(model, data, target, config, example_inputs, graph, progress, evaluate_test, seed, round_to=1,
@@ -327,10 +330,9 @@ def _autobot(model, data, target, config, example_inputs, graph, progress, evalu
     record = {}
     choose = None
     if lat is not None:
-        def rival(start, measured):  # bottlenecks trained on soft MACs, searched to the measured latency
+        def rival(start, measured, reachable):  # bottlenecks trained on soft MACs, searched to the measured latency
             import copy
 
-            from ..cost.macs import MacsModel
             from .latency import prune_to_latency
 
             found = {}
@@ -338,8 +340,7 @@ def _autobot(model, data, target, config, example_inputs, graph, progress, evalu
             def choose_macs(search):
                 found["selection"], found["loop"] = prune_to_latency(
                     lat["dense"], graph, example_inputs, Target(start, config.tolerance),
-                    _rival_config(lat["config"]), search,
-                    MacsModel(graph).reduction(lat["smallest"]), log=lat["log"], measured=measured)
+                    _rival_config(lat["config"]), search, reachable, log=lat["log"], measured=measured)
                 return found["selection"]
 
             record["rival"] = autoprune(copy.deepcopy(lat["dense"]), data, Target(start, config.tolerance),
@@ -384,17 +385,16 @@ def _criterion(model, data, target, method, scope, min_channels, round_to, calib
                                cost=None if lat is None else lat["cost"],
                                free=None if lat is None else lat["config"].free)
 
-    def rival(start, measured):  # the MACs-priced selection measuring the latency-priced one's latency
+    def rival(start, measured, reachable):  # the MACs-priced selection measuring the latency-priced one's latency
         from .latency import prune_to_latency
-        from .select import max_reduction
 
         def select_macs(t):
             return select_channels(graph, scores, t, scope=scope, min_channels=min_channels, round_to=round_to,
                                    meta={"criterion": method, "seed": seed})
 
         return prune_to_latency(lat["dense"], graph, example_inputs, Target(start, 0.01),
-                                _rival_config(lat["config"]), select_macs,
-                                max_reduction(graph, min_channels, round_to), log=lat["log"], measured=measured)
+                                _rival_config(lat["config"]), select_macs, reachable, log=lat["log"],
+                                measured=measured)
 
     record = None
     if lat is None:
