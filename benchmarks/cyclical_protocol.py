@@ -17,6 +17,8 @@ Two studies:
 * ``--study grid-low``: the same at low sparsity (0.9, 0.95), where the default ties GMP: learning-rate restarts per
   cycle, ramp fraction, restart sparsity.
 * ``--study grid-last``: a longer last cycle (the one whose mask is kept), at low and high sparsity.
+* ``--study grid-regrow``: how a weight pruned in one cycle comes back at the next restart (at 0, the default; at
+  its pruned value, ``variant="shadow"``; trained while pruned, ``variant="ste"``) and a partial restart to 0.8.
 * ``--study protocol``: the protocol at every sparsity and seed with the configuration given by ``--config``
   (``distill``: the sparse phase trains with :class:`secateurs.distill.DistillationLoss` from the dense model,
   library defaults A = 0.5, T = 4, for GMP and cyclical alike).
@@ -100,6 +102,7 @@ class Setting:
     distill: bool = False               # train the sparse student with DistillationLoss from the dense model
     lr_restart: bool = False            # restart the cosine learning rate at every cycle start (cyclical only)
     last_cycle: float | None = None     # fraction of the steps the last cycle gets (None: the library default)
+    variant: str = "project"            # weight handling (cyclical only): how a pruned weight regrows at a restart
 
     def train_config(self, seed: int, **kw) -> TrainConfig:
         extra = {} if self.nesterov is None else {"nesterov": self.nesterov}
@@ -147,7 +150,7 @@ def sparse_run(setting: Setting, data, sparsity: float, seed: int, cyclical: boo
 
     def factory(m, total_steps):
         return cls(m, setting.schedule(sparsity, total_steps, cyclical), update_every=RECIPE.update_every, scope="layer",
-                   freeze_final=setting.freeze_final)
+                   freeze_final=setting.freeze_final, variant=setting.variant if cyclical else "project")
 
     cb = SparsifierCallback(factory, bn_batches=0, lr_restart=setting.lr_restart and cyclical)
     criterion = None
@@ -211,6 +214,14 @@ GRID_LAST = [
     Setting("C=2, last cycle 3/4", last_cycle=0.75),
     Setting("C=3, last cycle 1/2", cycles=3, last_cycle=0.5),
 ]
+# regrowth initialisation: with the default projection a weight pruned in one cycle comes back at 0 at the next
+# restart; "shadow" brings it back at the value it had when pruned (shrunk by weight decay), "ste" keeps training it
+# while pruned (straight-through gradient), so it comes back at what it would have learnt
+GRID_REGROW = [
+    Setting("C=2, regrow at the pruned value (shadow)", variant="shadow"),
+    Setting("C=2, pruned weights keep learning (ste)", variant="ste"),
+    Setting("C=2, restart sparsity 0.8", restart_sparsity=0.8),
+]
 CONFIGS = {
     "defaults": Setting("library defaults (all training data)"),
     "reference-like": Setting("Nesterov off, 60k", nesterov=False),
@@ -241,7 +252,7 @@ def table(rows: list[dict], sparsities, settings: list[str]) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--study", choices=("factors", "grid", "grid-low", "grid-last", "protocol"), required=True)
+    p.add_argument("--study", choices=("factors", "grid", "grid-low", "grid-last", "grid-regrow", "protocol"), required=True)
     p.add_argument("--setup", choices=sorted(RECIPES), default="mlp", help="model, data and budgets (see RECIPES)")
     p.add_argument("--config", choices=sorted(CONFIGS), default="defaults", help="protocol study: the setting")
     p.add_argument("--sparsities", type=float, nargs="+", default=[0.99])
@@ -258,7 +269,8 @@ def main() -> None:
     if args.study == "factors" and args.setup != "mlp":
         p.error("--study factors compares with the reference script, which runs LeNet-300-100 only: --setup mlp")
     torch.set_num_threads(args.threads)
-    settings = {"factors": FACTORS, "grid": GRID, "grid-low": GRID_LOW, "grid-last": GRID_LAST}.get(args.study) or [CONFIGS[args.config]]
+    settings = {"factors": FACTORS, "grid": GRID, "grid-low": GRID_LOW, "grid-last": GRID_LAST,
+                "grid-regrow": GRID_REGROW}.get(args.study) or [CONFIGS[args.config]]
     stem = (f"cyclical_{args.study}" + ("" if args.setup == "mlp" else f"_{args.setup}")
             + (f"_{args.tag}" if args.tag else ""))
     env = environment(args.threads)
