@@ -1,7 +1,8 @@
 """Pruning to a measured latency target: how close the measured latency lands, what it costs, and what a latency
 target buys over a MACs target at equal measured latency.
 
-**Part A — targeting** (zoo models with random weights, 3x32x32: latency depends on widths only). Per model, batch
+**Part A — targeting** (zoo models with random weights, 3x32x32: latency depends on widths only; ``tv:NAME`` in
+``--models-a`` is the torchvision model at 3x224x224, for the coverage environment only). Per model, batch
 and target R: a latency profile of this machine (``profile_latency``, timed: *profile s*), then
 ``secateurs.structured.prune(..., latency_reduction=R, method="l1")`` (selection on the latency model, the pruned
 network timed interleaved with the dense one, corrected up to 5 rounds: *search s*). Reported: the measured
@@ -48,14 +49,13 @@ def part_a(models, batches, targets, threads, log) -> list[dict]:
     from secateurs.cost.profiling import profile_latency
     from secateurs.cost.measured import measure_latency
     from secateurs.graph import build_channel_graph
-    from secateurs.models import create_model
     from secateurs.structured import apply_plan, channel_scores, prune, select_channels
     from secateurs.structured.latency import LatencyConfig
 
-    rows, shape = [], (3, 32, 32)
+    rows = []
     for name in models:
         torch.manual_seed(0)
-        dense = create_model(name, num_classes=10, in_channels=3).eval()
+        dense, shape = _part_a_model(name)
         x = torch.randn(1, *shape, generator=torch.Generator().manual_seed(0))
         graph = build_channel_graph(dense, x)
         scores = channel_scores(dense, graph, "l1")
@@ -177,6 +177,19 @@ def part_b(models, targets, threads, autobot_batches, test_subset, log, batches=
     return rows
 
 
+def _part_a_model(name: str):
+    """(model in eval mode, input shape) for part A: a zoo name at 3x32x32 with 10 classes, or ``tv:NAME``, the
+    torchvision model of that name (random weights, 1000 classes) at 3x224x224. torchvision is imported only for
+    ``tv:`` names (the coverage environment); it is not a dependency of the project."""
+    from secateurs.models import create_model
+
+    if name.startswith("tv:"):
+        import torchvision
+
+        return torchvision.models.get_model(name[3:], weights=None).eval(), (3, 224, 224)
+    return create_model(name, num_classes=10, in_channels=3).eval(), (3, 32, 32)
+
+
 def _out_channels(model) -> dict[str, int]:
     """Output channels of every conv (the kept widths, read off the pruned network)."""
     return {n: m.out_channels for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)}
@@ -270,7 +283,8 @@ def markdown(env, args, a, b, partial=False) -> str:
           "timed in the same rounds; accepted within ±0.05 of the target, at most 5 measure-and-correct rounds. "
           f"Allocator: {env.get('allocator', 'as found (runs before secateurs.timing.steady_allocator)')}.", ""]
     if a:
-        md += ["## A. Targeting: measured vs requested (l1 global, zoo models with random weights, 3x32x32)", "",
+        md += ["## A. Targeting: measured vs requested (l1 global, random weights; zoo models at 3x32x32, "
+               "`tv:` torchvision models at 3x224x224)", "",
                "| model | batch | target | measured | predicted | rounds | met | MACs removed | a R-MACs plan "
                "measures | profile s | search s | profile held-out error % |",
                "|---|---|---|---|---|---|---|---|---|---|---|---|"]
