@@ -370,8 +370,9 @@ def markdown(env, args, a, b, partial=False) -> str:
                       "from the latency-targeted run's measured reduction (gap = twin minus latency-targeted; "
                       "positive: the twin is faster, negative: slower, and it then keeps more of the network): "
                       f"{', '.join(unmatched)}.")
-    md += ["", "Reduced to fit the machine: part B on resnet20 / resnet56 only (no mobilenetv2 or vgg16 checkpoint "
-           "is committed), short AutoBot runs, a short fine-tune on a subset, a test subset."]
+    if b:
+        md += ["", "Reduced to fit the machine: part B on resnet20 / resnet56 only (no mobilenetv2 or vgg16 checkpoint "
+               "is committed), short AutoBot runs, a short fine-tune on a subset, a test subset."]
     return "\n".join(md) + "\n"
 
 
