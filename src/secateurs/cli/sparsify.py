@@ -60,6 +60,9 @@ def add_parser(sub) -> None:
     g.add_argument("--min-density", type=c.fraction("--min-density", high_inclusive=False), default=0.0,
                    metavar="D", help="every pruned tensor keeps at least this fraction of its weights (default 0; "
                                      "guards --scope global against pruning a layer away)")
+    g.add_argument("--live-outputs", choices=("on", "off"), default="on",
+                   help="the last layer keeps its largest weight in every row, so no output (class) is left "
+                        "without a weight; the count stays exact (default: on)")
     g.add_argument("--variant", choices=("project", "shadow", "ste"), default="project",
                    help="weight handling: project (zero pruned weights and their momentum after every step), "
                         "shadow (forward mask, stale pruned weights), ste (forward mask, straight-through) "
@@ -209,7 +212,7 @@ def run(args: argparse.Namespace) -> int:
             model, schedule, update_every=args.update_every, scope=args.scope, variant=args.variant,
             cumulative=args.cumulative, include=args.include, exclude=args.exclude,
             keep_first_dense=args.keep_first_dense, keep_last_dense=args.keep_last_dense,
-            min_density=args.min_density, pattern=pattern)
+            min_density=args.min_density, pattern=pattern, live_outputs=args.live_outputs == "on")
     except ValueError as e:
         flag = ("--min-density" if str(e).startswith("min_density") else
                 "--pattern" if str(e).startswith("pattern") else "--include/--exclude")

@@ -8,6 +8,7 @@ concatenation of all prunable tensors for ``scope="global"``. Ties in magnitude 
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import torch
 
@@ -38,18 +39,25 @@ def magnitude_mask(score: torch.Tensor, k: int) -> torch.Tensor:
 
 def magnitude_masks(scores: dict[str, torch.Tensor], sparsity: float, scope: str = "layer",
                     forced: dict[str, torch.Tensor] | None = None,
-                    min_kept: dict[str, int] | None = None) -> dict[str, torch.Tensor]:
+                    min_kept: dict[str, int] | None = None,
+                    live_rows: Sequence[str] = ()) -> dict[str, torch.Tensor]:
     """Keep-masks pruning the lowest ``scores`` at ``sparsity``.
 
     ``forced`` (name → bool tensor, True = must stay pruned) implements cumulative pruning: those entries are
     ranked below everything and the pruned count never drops below their number (masks only shrink).
     ``min_kept`` (name → count): each tensor keeps at least its that many largest entries; they are ranked above
     everything, so the pruned count stays exact. A count the sparsity cannot leave room for raises ``ValueError``.
+    ``live_rows`` (names): in each of these tensors every row (index along dim 0: an output unit or channel)
+    keeps its largest entry. Those entries are ranked above all others, and among themselves by score. When a
+    tensor keeps fewer entries than it has rows, the rows with the largest such entries are the ones kept. The
+    pruned count stays exact.
     """
     if scope not in ("layer", "global"):
         raise ValueError(f"scope must be 'layer' or 'global', got {scope!r}")
     if forced:
         scores = {k: v.float().masked_fill(forced[k], -math.inf) for k, v in scores.items()}
+    if live_rows:
+        scores = _protect_rows(scores, live_rows)
     if min_kept:
         scores = {k: _protect_top(v, min_kept.get(k, 0)) for k, v in scores.items()}
     if scope == "layer":
@@ -74,6 +82,27 @@ def magnitude_masks(scores: dict[str, torch.Tensor], sparsity: float, scope: str
         raise ValueError(f"sparsity {sparsity:g} keeps {flat.numel() - k} entries, fewer than the {protected} the "
                          "per-tensor minimums require")
     return split_like(magnitude_mask(flat, k), {n: scores[n] for n in names})
+
+
+def _protect_rows(scores: dict[str, torch.Tensor], names: Sequence[str]) -> dict[str, torch.Tensor]:
+    """``scores`` with each row's largest entry of the tensors ``names`` raised above every other score.
+
+    The raise is one offset, larger than the spread of all finite scores, so the raised entries keep their order
+    among themselves (when a tensor keeps fewer entries than it has rows, the strongest rows win) and rank above
+    every unraised entry of every tensor (global scope too). Entries at ``-inf`` (forced pruned) stay there."""
+    finite = [v[torch.isfinite(v)] for v in scores.values()]
+    finite = torch.cat([f.reshape(-1).float() for f in finite]) if finite else torch.zeros(0)
+    offset = float(finite.max() - finite.min()) + 1.0 if finite.numel() else 1.0
+    out = dict(scores)
+    for name in names:
+        sc = scores[name]
+        if sc.dim() < 1 or sc.numel() == 0:
+            continue
+        rows = sc.float().reshape(sc.shape[0], -1).clone()
+        top = rows.argmax(dim=1, keepdim=True)
+        rows.scatter_(1, top, rows.gather(1, top) + offset)
+        out[name] = rows.view_as(sc)
+    return out
 
 
 def _protect_top(score: torch.Tensor, m: int) -> torch.Tensor:

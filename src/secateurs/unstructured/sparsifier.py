@@ -76,6 +76,10 @@ class CyclicalSparsifier:
         min_density: every prunable tensor keeps at least ``ceil(min_density · numel)`` of its largest entries
             (default 0). Guards global ranking against pruning a layer away at extreme sparsity; the overall count
             stays exact. A value the schedule's final sparsity cannot leave room for raises ``ValueError``.
+        live_outputs: the network's last layer keeps its largest weight in every row while its kept count allows,
+            so no output (no class) is left without a weight (default on). The layer is the last of
+            ``layer_types`` in registration order, and only when it is pruned (not with ``keep_last_dense``,
+            nor when excluded). The pruned count stays exact. ``False`` is plain magnitude ranking there too.
         variant: ``"project"`` | ``"shadow"`` | ``"ste"`` (see module docstring).
         cumulative: masks only ever shrink (classic monotone GMP, the no-recovery baseline); default is to
             recompute them from scratch.
@@ -97,7 +101,7 @@ class CyclicalSparsifier:
                  exclude: Sequence[str] = (), layer_types: Sequence[type[nn.Module]] = DEFAULT_LAYER_TYPES,
                  keep_first_dense: bool = False, keep_last_dense: bool = False, freeze_final: bool = True,
                  sync_masks: bool = True, min_density: float = 0.0, pattern: "str | Pattern | None" = None,
-                 optimizer: torch.optim.Optimizer | None = None):
+                 live_outputs: bool = True, optimizer: torch.optim.Optimizer | None = None):
         if not isinstance(schedule, Schedule):
             raise TypeError(f"schedule must be a secateurs.schedules.Schedule, got {type(schedule).__name__}")
         if int(update_every) != update_every or update_every < 1:
@@ -123,6 +127,10 @@ class CyclicalSparsifier:
         self.update_every = _fit_update_every(int(update_every), schedule)
         self.min_kept = ({t.name: math.ceil(self.min_density * t.param.numel()) for t in self.targets}
                          if self.min_density > 0 else None)
+        self.live_outputs = bool(live_outputs)
+        # a pattern keeps N of every M in each row: no row can empty, there is nothing to guard
+        self.live_rows = (_output_layer(self.model, self.targets, layer_types)
+                          if self.live_outputs and self.pattern is None else ())
         self.step_count = 0
         self.masks: dict[str, torch.Tensor] = {}
         # the same masks in the weights' dtype: multiplying by a float mask is ~4x faster than by a bool one
@@ -226,7 +234,8 @@ class CyclicalSparsifier:
         if self.pattern is not None:
             new = nm_masks(scores, s, self.pattern, forced=forced)
         else:
-            new = magnitude_masks(scores, s, self.scope, forced=forced, min_kept=self.min_kept)
+            new = magnitude_masks(scores, s, self.scope, forced=forced, min_kept=self.min_kept,
+                                  live_rows=self.live_rows)
         if self.sync_masks and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             new = _broadcast_masks(new)
         flips = kept = recovered = total = 0
@@ -304,7 +313,7 @@ class CyclicalSparsifier:
         return {"update_every": self.update_every, "scope": self.scope, "variant": self.variant,
                 "cumulative": self.cumulative, "freeze_final": self.freeze_final,
                 "min_density": self.min_density, "pattern": None if self.pattern is None else str(self.pattern),
-                "tensors": [t.name for t in self.targets]}
+                "live_outputs": self.live_outputs, "tensors": [t.name for t in self.targets]}
 
     def _effective(self, t: Target) -> torch.Tensor:
         return t.param.detach() if self.finalized or self.variant == "project" else t.param.detach() * self.masks[t.name]
@@ -334,7 +343,8 @@ class CyclicalSparsifier:
         if strict:
             if schedule_from_dict(state["schedule"]) != self.schedule:
                 raise ValueError(f"saved schedule {state['schedule']} differs from {self.schedule.to_dict()}")
-            saved = {"min_density": 0.0, "pattern": None, **state["config"]}  # states saved before these existed
+            # states saved before these existed (the guard did not exist: plain ranking, live_outputs False)
+            saved = {"min_density": 0.0, "pattern": None, "live_outputs": False, **state["config"]}
             if saved != self.config():
                 raise ValueError(f"saved configuration {state['config']} differs from {self.config()}")
         for n, m in state["masks"].items():
@@ -354,6 +364,20 @@ class CyclicalSparsifier:
     def __repr__(self) -> str:
         return (f"CyclicalSparsifier({self.schedule!r}, step={self.step_count}, tensors={len(self.targets)}, "
                 f"scope={self.scope!r}, variant={self.variant!r}, cumulative={self.cumulative})")
+
+
+def _output_layer(model: nn.Module, targets: list[Target], layer_types: Sequence[type[nn.Module]]) -> tuple[str, ...]:
+    """The name of the network's last layer's tensor, as a 1-tuple, if it is among ``targets``; else ``()``.
+
+    "Last" is registration order among ``layer_types``, the order ``keep_last_dense`` uses."""
+    last = None
+    for module in model.modules():
+        if isinstance(module, tuple(layer_types)):
+            last = module
+    for t in targets:
+        if t.module is last and t.param.dim() >= 2:
+            return (t.name,)
+    return ()
 
 
 def _check_min_density(value: float, targets: list[Target], schedule: Schedule, scope: str) -> float:
