@@ -163,7 +163,8 @@ def sparse_run(setting: Setting, data, sparsity: float, seed: int, cyclical: boo
     return {"setting": setting.name, "method": "cyclical" if cyclical else "GMP", "sparsity": sparsity,
             "seed": seed, "accuracy": res.accuracy, "realised": cb.summary["sparsity"],
             "recovered": cb.summary["recovered_fraction"], "dense_accuracy": dense_acc,
-            "schedule": cb.sparsifier.schedule.to_dict(), "seconds": time.perf_counter() - t0}
+            "schedule": cb.sparsifier.schedule.to_dict(), "sparsifier": cb.sparsifier.config(),
+            "seconds": time.perf_counter() - t0}
 
 
 def reference_runs(sparsities, seeds, data_dir: str) -> list[dict]:

@@ -189,3 +189,13 @@ def test_a_short_run_warns_in_one_line_and_still_ramps(tmp_path, capsys):
     assert "UserWarning" not in err
     history = json.loads((out / "history.json").read_text())
     assert sum(0 < h["planned"] < 0.9 for h in history) >= 2  # intermediate sparsities inside the ramps
+
+
+@pytest.mark.parametrize("flag,expected", [("on", True), ("off", False)])
+def test_live_outputs_flag_reaches_the_sparsifier_and_the_files(tmp_path, flag, expected):
+    out = tmp_path / flag
+    assert main(["sparsify", "--model", "mlp", "--sparsity", "0.9", "--schedule", "oneshot", "--epochs", "1",
+                 "--live-outputs", flag, *COMMON, "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["schedule"]["live_outputs"] is expected
+    assert json.loads((out / "model.json").read_text())["sparsity"]["live_outputs"] is expected

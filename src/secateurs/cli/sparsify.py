@@ -61,8 +61,8 @@ def add_parser(sub) -> None:
                    metavar="D", help="every pruned tensor keeps at least this fraction of its weights (default 0; "
                                      "guards --scope global against pruning a layer away)")
     g.add_argument("--live-outputs", choices=("on", "off"), default="on",
-                   help="the last layer keeps its largest weight in every row, so no output (class) is left "
-                        "without a weight; the count stays exact (default: on)")
+                   help="the last layer keeps its largest weight in every row while its kept count allows, so "
+                        "no output (class) is left without a weight; the count stays exact (default: on)")
     g.add_argument("--variant", choices=("project", "shadow", "ste"), default="project",
                    help="weight handling: project (zero pruned weights and their momentum after every step), "
                         "shadow (forward mask, stale pruned weights), ste (forward mask, straight-through) "
@@ -244,6 +244,7 @@ def run(args: argparse.Namespace) -> int:
     }
     spec.sparsity = {"method": args.schedule, "sparsity": sp["sparsity"], "target": args.sparsity,
                      "scope": args.scope, "min_density": args.min_density, "pattern": args.pattern,
+                     "live_outputs": sparsifier.live_outputs,
                      "tensors": [t.name for t in sparsifier.targets]}
 
     def extra(tmp):

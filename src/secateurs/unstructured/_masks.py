@@ -8,7 +8,7 @@ concatenation of all prunable tensors for ``scope="global"``. Ties in magnitude 
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Mapping
 
 import torch
 
@@ -40,17 +40,17 @@ def magnitude_mask(score: torch.Tensor, k: int) -> torch.Tensor:
 def magnitude_masks(scores: dict[str, torch.Tensor], sparsity: float, scope: str = "layer",
                     forced: dict[str, torch.Tensor] | None = None,
                     min_kept: dict[str, int] | None = None,
-                    live_rows: Sequence[str] = ()) -> dict[str, torch.Tensor]:
+                    live_rows: Mapping[str, int] | None = None) -> dict[str, torch.Tensor]:
     """Keep-masks pruning the lowest ``scores`` at ``sparsity``.
 
     ``forced`` (name → bool tensor, True = must stay pruned) implements cumulative pruning: those entries are
     ranked below everything and the pruned count never drops below their number (masks only shrink).
     ``min_kept`` (name → count): each tensor keeps at least its that many largest entries; they are ranked above
     everything, so the pruned count stays exact. A count the sparsity cannot leave room for raises ``ValueError``.
-    ``live_rows`` (names): in each of these tensors every row (index along dim 0: an output unit or channel)
-    keeps its largest entry. Those entries are ranked above all others, and among themselves by score. When a
-    tensor keeps fewer entries than it has rows, the rows with the largest such entries are the ones kept. The
-    pruned count stays exact.
+    ``live_rows`` (name → the dimension indexing the tensor's outputs): in each of these tensors every output
+    (a ``Linear`` row, a conv's output channel) keeps its largest entry. Those entries are ranked above all
+    others, and among themselves by score. When a tensor keeps fewer entries than it has outputs, the outputs
+    with the largest such entries are the ones kept. The pruned count stays exact.
     """
     if scope not in ("layer", "global"):
         raise ValueError(f"scope must be 'layer' or 'global', got {scope!r}")
@@ -73,7 +73,8 @@ def magnitude_masks(scores: dict[str, torch.Tensor], sparsity: float, scope: str
             out[name] = magnitude_mask(sc, k)
         return out
     names = list(scores)
-    flat = torch.cat([scores[n].reshape(-1).float() for n in names])
+    dtype = torch.float64 if any(scores[n].dtype == torch.float64 for n in names) else torch.float32
+    flat = torch.cat([scores[n].reshape(-1).to(dtype) for n in names])
     k = num_pruned(sparsity, flat.numel())
     if forced:
         k = max(k, sum(int(forced[n].sum()) for n in names))
@@ -84,24 +85,35 @@ def magnitude_masks(scores: dict[str, torch.Tensor], sparsity: float, scope: str
     return split_like(magnitude_mask(flat, k), {n: scores[n] for n in names})
 
 
-def _protect_rows(scores: dict[str, torch.Tensor], names: Sequence[str]) -> dict[str, torch.Tensor]:
-    """``scores`` with each row's largest entry of the tensors ``names`` raised above every other score.
+def _protect_rows(scores: dict[str, torch.Tensor], rows: Mapping[str, int]) -> dict[str, torch.Tensor]:
+    """``scores`` with each row's largest entry of the tensors in ``rows`` raised above every other score.
 
-    The raise is one offset, larger than the spread of all finite scores, so the raised entries keep their order
-    among themselves (when a tensor keeps fewer entries than it has rows, the strongest rows win) and rank above
-    every unraised entry of every tensor (global scope too). Entries at ``-inf`` (forced pruned) stay there."""
-    finite = [v[torch.isfinite(v)] for v in scores.values()]
-    finite = torch.cat([f.reshape(-1).float() for f in finite]) if finite else torch.zeros(0)
-    offset = float(finite.max() - finite.min()) + 1.0 if finite.numel() else 1.0
+    ``rows`` maps a tensor's name to the dimension that indexes its outputs (0 for ``Linear`` / conv weights, 1
+    for a transposed conv's). The raise is one offset, larger than the spread of all finite scores, so the
+    raised entries keep their order among themselves (when a tensor keeps fewer entries than it has rows, the
+    strongest rows win) and rank above every unraised entry of every tensor (global scope too). The raised
+    tensors are float64 so the offset does not swallow their differences. Entries at ``-inf`` (forced pruned)
+    are never raised: a row whose entries are all forced stays empty."""
+    hi = lo = None
+    for v in scores.values():  # per tensor: no concatenated copy of every score
+        finite = torch.isfinite(v)
+        if bool(finite.any()):
+            t_hi = float(v.masked_fill(~finite, -math.inf).amax())
+            t_lo = float(v.masked_fill(~finite, math.inf).amin())
+            hi = t_hi if hi is None else max(hi, t_hi)
+            lo = t_lo if lo is None else min(lo, t_lo)
+    offset = (hi - lo) + 1.0 if hi is not None else 1.0
     out = dict(scores)
-    for name in names:
+    for name, dim in rows.items():
         sc = scores[name]
-        if sc.dim() < 1 or sc.numel() == 0:
+        if sc.dim() <= dim or sc.numel() == 0:
             continue
-        rows = sc.float().reshape(sc.shape[0], -1).clone()
-        top = rows.argmax(dim=1, keepdim=True)
-        rows.scatter_(1, top, rows.gather(1, top) + offset)
-        out[name] = rows.view_as(sc)
+        moved = sc.double().movedim(dim, 0)
+        flat = moved.reshape(moved.shape[0], -1).clone()
+        top = flat.argmax(dim=1, keepdim=True)
+        best = flat.gather(1, top)
+        flat.scatter_(1, top, torch.where(torch.isfinite(best), best + offset, best))
+        out[name] = flat.view(moved.shape).movedim(0, dim)
     return out
 
 
@@ -109,7 +121,7 @@ def _protect_top(score: torch.Tensor, m: int) -> torch.Tensor:
     """``score`` with its ``m`` largest entries raised to +inf (ranked above everything else)."""
     if m <= 0:
         return score
-    flat = score.reshape(-1).float().clone()
+    flat = score.reshape(-1).to(torch.promote_types(score.dtype, torch.float32)).clone()
     flat[torch.topk(flat, min(m, flat.numel())).indices] = math.inf
     return flat.view_as(score)
 

@@ -127,10 +127,10 @@ class CyclicalSparsifier:
         self.update_every = _fit_update_every(int(update_every), schedule)
         self.min_kept = ({t.name: math.ceil(self.min_density * t.param.numel()) for t in self.targets}
                          if self.min_density > 0 else None)
-        self.live_outputs = bool(live_outputs)
         # a pattern keeps N of every M in each row: no row can empty, there is nothing to guard
-        self.live_rows = (_output_layer(self.model, self.targets, layer_types)
-                          if self.live_outputs and self.pattern is None else ())
+        self.live_rows: dict[str, int] = (_output_layer(self.model, self.targets, layer_types)
+                                          if live_outputs and self.pattern is None else {})
+        self.live_outputs = bool(self.live_rows)  # in effect: False where there is nothing to guard
         self.step_count = 0
         self.masks: dict[str, torch.Tensor] = {}
         # the same masks in the weights' dtype: multiplying by a float mask is ~4x faster than by a bool one
@@ -343,7 +343,8 @@ class CyclicalSparsifier:
         if strict:
             if schedule_from_dict(state["schedule"]) != self.schedule:
                 raise ValueError(f"saved schedule {state['schedule']} differs from {self.schedule.to_dict()}")
-            # states saved before these existed (the guard did not exist: plain ranking, live_outputs False)
+            # states saved before these existed (the guard did not exist: plain ranking, live_outputs False;
+            # a sparsifier with nothing to guard records False too, so such states resume there)
             saved = {"min_density": 0.0, "pattern": None, "live_outputs": False, **state["config"]}
             if saved != self.config():
                 raise ValueError(f"saved configuration {state['config']} differs from {self.config()}")
@@ -366,18 +367,28 @@ class CyclicalSparsifier:
                 f"scope={self.scope!r}, variant={self.variant!r}, cumulative={self.cumulative})")
 
 
-def _output_layer(model: nn.Module, targets: list[Target], layer_types: Sequence[type[nn.Module]]) -> tuple[str, ...]:
-    """The name of the network's last layer's tensor, as a 1-tuple, if it is among ``targets``; else ``()``.
+def _output_layer(model: nn.Module, targets: list[Target],
+                  layer_types: Sequence[type[nn.Module]]) -> dict[str, int]:
+    """``{name: output dim}`` of the network's last layer's tensor if it is among ``targets``, else ``{}``.
 
-    "Last" is registration order among ``layer_types``, the order ``keep_last_dense`` uses."""
+    "Last" is the last module of ``layer_types`` with a weight, in registration order (the order
+    ``keep_last_dense`` uses), pruned or not: a frozen or excluded classifier means no guard, not a guard on the
+    layer before it. Its outputs are indexed by dim 0, or dim 1 for a transposed conv (weight
+    ``[in, out / groups, ...]``). A grouped transposed conv has no single output dimension in its weight and is
+    not guarded."""
     last = None
     for module in model.modules():
         if isinstance(module, tuple(layer_types)):
-            last = module
-    for t in targets:
-        if t.module is last and t.param.dim() >= 2:
-            return (t.name,)
-    return ()
+            w = module._parameters.get("weight")
+            if w is None:  # an already parametrised module keeps its tensor in .parametrizations
+                w = getattr(getattr(getattr(module, "parametrizations", None), "weight", None), "original", None)
+            last = w if w is not None else last
+    mine = next((t for t in targets if t.param is last), None) if last is not None else None
+    if mine is None or mine.param.dim() < 2:
+        return {}
+    if isinstance(mine.module, nn.modules.conv._ConvTransposeNd):
+        return {mine.name: 1} if mine.module.groups == 1 else {}
+    return {mine.name: 0}
 
 
 def _check_min_density(value: float, targets: list[Target], schedule: Schedule, scope: str) -> float:
