@@ -8,7 +8,7 @@ concatenation of all prunable tensors for ``scope="global"``. Ties in magnitude 
 from __future__ import annotations
 
 import math
-from typing import Mapping
+from typing import Iterable, Mapping
 
 import torch
 
@@ -57,7 +57,8 @@ def magnitude_masks(scores: dict[str, torch.Tensor], sparsity: float, scope: str
     if forced:
         scores = {k: v.float().masked_fill(forced[k], -math.inf) for k, v in scores.items()}
     if live_rows:
-        scores = _protect_rows(scores, live_rows)
+        # per layer, each tensor is ranked alone: only a guarded tensor's own spread matters for its offset
+        scores = _protect_rows(scores, live_rows, spread_of=live_rows if scope == "layer" else None)
     if min_kept:
         scores = {k: _protect_top(v, min_kept.get(k, 0)) for k, v in scores.items()}
     if scope == "layer":
@@ -85,17 +86,20 @@ def magnitude_masks(scores: dict[str, torch.Tensor], sparsity: float, scope: str
     return split_like(magnitude_mask(flat, k), {n: scores[n] for n in names})
 
 
-def _protect_rows(scores: dict[str, torch.Tensor], rows: Mapping[str, int]) -> dict[str, torch.Tensor]:
+def _protect_rows(scores: dict[str, torch.Tensor], rows: Mapping[str, int], *,
+                  spread_of: Iterable[str] | None = None) -> dict[str, torch.Tensor]:
     """``scores`` with each row's largest entry of the tensors in ``rows`` raised above every other score.
 
     ``rows`` maps a tensor's name to the dimension that indexes its outputs (0 for ``Linear`` / conv weights, 1
     for a transposed conv's). The raise is one offset, larger than the spread of all finite scores, so the
     raised entries keep their order among themselves (when a tensor keeps fewer entries than it has rows, the
-    strongest rows win) and rank above every unraised entry of every tensor (global scope too). The raised
-    tensors are float64 so the offset does not swallow their differences. Entries at ``-inf`` (forced pruned)
-    are never raised: a row whose entries are all forced stays empty."""
+    strongest rows win) and rank above every unraised entry of the tensors named in ``spread_of`` (default
+    all: what global scope ranks together). The raised tensors are float64 so the offset does not swallow
+    their differences. Entries at ``-inf`` (forced pruned) are never raised: a row whose entries are all forced
+    stays empty."""
     hi = lo = None
-    for v in scores.values():  # per tensor: no concatenated copy of every score
+    names = scores if spread_of is None else spread_of
+    for v in (scores[n] for n in names):  # per tensor: no concatenated copy of every score
         finite = torch.isfinite(v)
         if bool(finite.any()):
             t_hi = float(v.masked_fill(~finite, -math.inf).amax())

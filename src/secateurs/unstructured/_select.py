@@ -7,7 +7,7 @@ from typing import Sequence
 
 from torch import nn
 
-__all__ = ["Target", "DEFAULT_LAYER_TYPES", "select_prunable", "unwrap"]
+__all__ = ["Target", "DEFAULT_LAYER_TYPES", "select_prunable", "unwrap", "weight_of"]
 
 DEFAULT_LAYER_TYPES: tuple[type[nn.Module], ...] = (
     nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
@@ -34,6 +34,15 @@ def unwrap(model: nn.Module) -> nn.Module:
     return model
 
 
+def weight_of(module: nn.Module) -> nn.Parameter | None:
+    """``module``'s ``weight`` parameter; for a parametrised module, the tensor kept in ``.parametrizations``."""
+    param = module._parameters.get("weight")
+    if param is None:
+        plist = getattr(getattr(module, "parametrizations", None), "weight", None)
+        param = getattr(plist, "original", None)
+    return param
+
+
 def select_prunable(model: nn.Module, *, include: Sequence[str] | None = None, exclude: Sequence[str] = (),
                     layer_types: Sequence[type[nn.Module]] = DEFAULT_LAYER_TYPES,
                     keep_first_dense: bool = False, keep_last_dense: bool = False) -> list[Target]:
@@ -53,10 +62,7 @@ def select_prunable(model: nn.Module, *, include: Sequence[str] | None = None, e
     for mod_name, module in model.named_modules():
         if not isinstance(module, types):
             continue
-        param = module._parameters.get("weight")
-        if param is None:  # an already parametrised module keeps its tensor in .parametrizations
-            plist = getattr(getattr(module, "parametrizations", None), "weight", None)
-            param = getattr(plist, "original", None)
+        param = weight_of(module)
         if param is None or not param.requires_grad or id(param) in seen:
             continue
         name = f"{mod_name}.weight" if mod_name else "weight"

@@ -40,7 +40,7 @@ from ..schedules import Schedule, schedule_from_dict
 from ._bn import reestimate_batchnorm
 from ._masks import magnitude_masks, num_pruned, split_like
 from ._nm import Pattern, nm_masks
-from ._select import DEFAULT_LAYER_TYPES, Target, select_prunable, unwrap
+from ._select import DEFAULT_LAYER_TYPES, Target, select_prunable, unwrap, weight_of
 
 __all__ = ["CyclicalSparsifier", "VARIANTS", "SCOPES"]
 
@@ -379,9 +379,7 @@ def _output_layer(model: nn.Module, targets: list[Target],
     last = None
     for module in model.modules():
         if isinstance(module, tuple(layer_types)):
-            w = module._parameters.get("weight")
-            if w is None:  # an already parametrised module keeps its tensor in .parametrizations
-                w = getattr(getattr(getattr(module, "parametrizations", None), "weight", None), "original", None)
+            w = weight_of(module)
             last = w if w is not None else last
     mine = next((t for t in targets if t.param is last), None) if last is not None else None
     if mine is None or mine.param.dim() < 2:
