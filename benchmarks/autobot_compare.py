@@ -47,22 +47,42 @@ def baseline(model, data, graph, example, criterion, scope, reduction, seed, tay
     return m, "no selection within 1 point of AutoBot's reduction", time.perf_counter() - t0
 
 
+def parse_variant(spec: str) -> dict:
+    """``"pressure=uniform,beta=2"`` -> AutoBotConfig overrides, each value converted to its field's type."""
+    from dataclasses import fields
+
+    from secateurs.structured.autobot import AutoBotConfig
+
+    types = {f.name: type(getattr(AutoBotConfig(), f.name)) for f in fields(AutoBotConfig)}
+    out = {}
+    for item in spec.split(","):
+        key, _, value = item.partition("=")
+        if key not in types or not value:
+            raise SystemExit(f"--autobot-variants: {item!r} is not FIELD=VALUE of AutoBotConfig")
+        kind = types[key]
+        out[key] = value.lower() in ("1", "true", "on") if kind is bool else kind(value)
+    return out
+
+
 def run_one(args, model_name, R, seed, ckpt, full, ft, test, graph, epoch_s, log, rows, save):
-    """AutoBot (and its ``--autobot-min-fraction`` variants), then the baselines at AutoBot's achieved MACs;
+    """AutoBot (and its ``--autobot-min-fraction`` / ``--autobot-variants`` variants), then the baselines at AutoBot's achieved MACs;
     appends to ``rows`` and calls ``save()`` after every row (a run cut short keeps what it measured)."""
     from secateurs.structured import TargetError
     from secateurs.structured.autobot import AutoBotConfig, autoprune
 
     example = full.train_x[:1]
     achieved = None
-    for frac in [0.0] + [f for f in args.autobot_min_fraction if f > 0]:
+    variants = [{}] + [{"min_fraction": f} for f in args.autobot_min_fraction if f > 0] + [
+        parse_variant(v) for v in args.autobot_variants]
+    for variant in variants:
         m = copy.deepcopy(ckpt.model)
-        cfg = AutoBotConfig(batches=args.batches, seed=seed, min_fraction=frac)
-        name = "autobot" if frac == 0 else f"autobot min_fraction={frac:g}"
+        cfg = AutoBotConfig(**{"batches": args.batches, "seed": seed, **variant})
+        name = "autobot" + ("" if not variant else " " + ",".join(f"{k}={v:g}" if isinstance(v, float) else
+                                                                   f"{k}={v}" for k, v in variant.items()))
         try:
             res = autoprune(m, full, R, config=cfg, example_inputs=example, graph=graph, progress=False)
         except TargetError as e:
-            if frac == 0:
+            if not variant:
                 raise
             rows.append({"model": model_name, "target": R, "seed": seed, "method": name, "scope": "global",
                          "error": e.reason.splitlines()[0]})
@@ -84,7 +104,7 @@ def run_one(args, model_name, R, seed, ckpt, full, ft, test, graph, epoch_s, log
                      "selection": res.selection.method, "widths": {g: len(k) for g, k in res.plan.groups.items()}})
         log(rows[-1])
         save()
-    pairs = ([tuple(b.split(":")) for b in args.baselines] if args.baselines
+    pairs = ([tuple(b.split(":")) for b in args.baselines] if args.baselines is not None
              else [(c, s) for c in args.criteria for s in args.scopes])
     for crit, scope in pairs:
         pm, report, select_s = baseline(ckpt.model, full, graph, example, crit, scope, achieved, seed,
@@ -141,6 +161,14 @@ def markdown(rows, dense, args, env, settings, elapsed):
                           f"{fmt([r['acc_before_ft'] for r in rs])} | {bn} | {fmt([r['acc_after_ft'] for r in rs])} | "
                           f"{len(rs)} |")
             ab = [r for r in sub if r["method"] == "autobot"]
+            for variant in dict.fromkeys(r["method"] for r in sub if r["method"].startswith("autobot ")):
+                by_seed = {r["seed"]: r for r in ab}
+                pairs = [(r, by_seed[r["seed"]]) for r in sub
+                         if r["method"] == variant and "error" not in r and r["seed"] in by_seed]
+                if pairs:
+                    diffs = {k: fmt([a[k] - b[k] for a, b in pairs]) for k in ("acc_before_ft_bn", "acc_after_ft")}
+                    md += ["", f"{variant} − AutoBot, paired by seed ({len(pairs)}): before FT + BN "
+                               f"{diffs['acc_before_ft_bn']}, after FT {diffs['acc_after_ft']} points."]
             md += ["", f"AutoBot bottleneck training: {fmt([r['bottleneck_s'] for r in ab], 1, 1)} s on "
                        f"{ab[0]['bottleneck_images']:,} images = {fmt([r['bottleneck_epoch_fraction'] for r in ab])}% "
                        f"of one dense training epoch in wall time "
@@ -215,14 +243,17 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--criteria", nargs="+", default=["l1", "bn", "taylor", "random"])
     p.add_argument("--scopes", nargs="+", default=["local", "global"])
-    p.add_argument("--baselines", nargs="+", metavar="CRITERION:SCOPE", default=None,
+    p.add_argument("--baselines", nargs="*", metavar="CRITERION:SCOPE", default=None,
                    help="exactly these baselines (e.g. l1:global bn:global taylor:local) instead of "
-                        "--criteria x --scopes")
+                        "--criteria x --scopes; the flag alone: none (AutoBot rows only)")
     p.add_argument("--batches", type=int, default=200, help="AutoBot bottleneck batches (of 64)")
     p.add_argument("--taylor-batches", type=int, default=10, help="batches of 64 for the taylor criterion")
     p.add_argument("--autobot-min-fraction", type=float, nargs="*", default=[],
                    help="also run AutoBot with these AutoBotConfig.min_fraction values (the baselines match the "
                         "default run's MACs)")
+    p.add_argument("--autobot-variants", nargs="*", default=[], metavar="FIELD=VALUE[,FIELD=VALUE]",
+                   help="also run AutoBot with these AutoBotConfig overrides, e.g. pressure=uniform (the baselines "
+                        "match the default run's MACs)")
     p.add_argument("--finetune-epochs", type=float, default=1.0)
     p.add_argument("--finetune-batch-size", type=int, default=128)
     p.add_argument("--distill", action="store_true",

@@ -207,3 +207,48 @@ def test_config_validates_with_field_names():
         AutoBotConfig(batches=0)
     with pytest.raises(ValueError, match="AutoBotConfig.lr"):
         AutoBotConfig(lr=-1)
+
+
+def test_cost_power_same_cost_value_pull_in_proportion_to_cost_power():
+    """cost_power p: L_F's value is unchanged and, at full width, each channel's gate gets a gradient from it
+    proportional to (its channel's cost)^p, with the same total as the paper's plain gradient (p = 1)."""
+    from secateurs.structured.autobot.training import pressure_weights, priced_scores
+
+    model, x, graph, shape = zoo_case("resnet20")
+    soft = MacsModel(graph)
+    per = soft.per_channel()
+    assert max(per.values()) > 1.5 * min(per.values())  # stage 1's channels cost more than stage 3's
+    assert pressure_weights(soft, 1.0) is None
+    cost = torch.cat([torch.full((n,), per[g], dtype=torch.float64) for g, n in soft.widths.items()])
+    grads = {}
+    for p in (1.0, 0.5, 0.0):
+        ones = {g: torch.ones(n, dtype=torch.float64, requires_grad=True) for g, n in soft.widths.items()}
+        value = soft(priced_scores(ones, pressure_weights(soft, p)))
+        assert float(value.detach()) == pytest.approx(soft.dense)  # same value
+        flops_loss(value, 0.5 * soft.dense, soft.dense).backward()
+        grads[p] = torch.cat([v.grad for v in ones.values()])
+        ratio = grads[p] / cost ** p
+        torch.testing.assert_close(ratio, torch.full_like(ratio, float(ratio.mean())))  # pull ∝ cost^p
+        assert float(grads[p].sum()) == pytest.approx(float(grads[1.0].sum()))  # the same total pull
+    assert float(grads[1.0].max() / grads[1.0].min()) > 1.5
+    for bad in (-0.1, 1.5, math.nan):
+        with pytest.raises(ValueError, match="cost power"):
+            pressure_weights(soft, bad)
+    with pytest.raises(ValueError, match="AutoBotConfig.cost_power"):
+        AutoBotConfig(cost_power=2.0)
+
+
+def test_cost_power_trains_other_scores_and_autoprune_meets_target():
+    from secateurs.structured.autobot import autoprune
+
+    model, x = make("residual")
+    graph = build_channel_graph(model, x[:1])
+    data = _tiny_data(x)
+    plain, _ = _train(model, graph, data, steps=6)
+    equal, _ = _train(model, graph, data, steps=6, cost_power=0.0)
+    assert any(not torch.equal(plain.alphas[g], equal.alphas[g]) for g in plain.alphas)
+    m = copy.deepcopy(model)
+    res = autoprune(m, data, 0.4, config=AutoBotConfig(batches=6, cost_power=0.0, tolerance=0.2),
+                    example_inputs=x[:1], progress=False)
+    assert 0.4 <= res.report.macs_reduction <= 0.6 and res.plan.meta["cost_power"] == 0.0
+    assert round(count_macs(m, x.shape[1:])) == round(res.report.macs_after)

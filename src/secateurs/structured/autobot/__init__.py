@@ -13,10 +13,12 @@ from .bottleneck import Bottlenecks
 from .loss import autobot_loss, binarization_loss, flops_loss
 from .plot import plot_scores
 from ..select import Selection, search_threshold
-from .training import BottleneckRun, best_window_start, frozen, train_bottlenecks, training_batches
+from .training import (BottleneckRun, best_window_start, frozen, pressure_weights, train_bottlenecks,
+                       training_batches)
 
 __all__ = [
     "AutoBotConfig", "AutoBotResult", "BottleneckRun", "Bottlenecks", "Selection", "autobot_loss", "autoprune",
     "best_window_start", "binarization_loss", "finetune_config", "flops_loss", "frozen", "plot_scores",
+    "pressure_weights",
     "search_threshold", "train_bottlenecks", "training_batches",
 ]

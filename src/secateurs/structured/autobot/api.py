@@ -40,6 +40,7 @@ class AutoBotConfig:
     max_search_iter: int = 50
     min_fraction: float = 0.0  # every group keeps at least this fraction of its channels (0: at least one)
     free: float = 0.0  # > 0: the threshold search keeps a latency table's free channels (select._free); 0: off
+    cost_power: float = 1.0  # the cost term pulls a gate by (its channel's cost)^p: 1 the paper's, 0 all equally
     augment: bool = True  # the training split's usual augmentation
     seed: int = 0
     atol: float = 1e-5  # apply_plan's masked-vs-pruned check (float64)
@@ -57,6 +58,7 @@ class AutoBotConfig:
             ("max_search_iter", self.max_search_iter, self.max_search_iter >= 1),
             ("min_fraction", self.min_fraction, 0 <= self.min_fraction < 1),
             ("free", self.free, 0 <= self.free < 1),
+            ("cost_power", self.cost_power, math.isfinite(self.cost_power) and 0 <= self.cost_power <= 1),
         ]
         for name, value, ok in checks:
             if not ok:
@@ -176,7 +178,7 @@ def autoprune(
     batches = training_batches(data, config.batch_size, config.seed, config.augment)
     run = train_bottlenecks(model, bottlenecks, cost, batches, steps=config.batches, target_macs=goal,
                             beta=config.beta, gamma=config.gamma, lr=config.lr,
-                            best_fraction=config.best_fraction, progress=progress)
+                            best_fraction=config.best_fraction, cost_power=config.cost_power, progress=progress)
     def search(t: Target) -> Selection:
         return search_threshold(run.scores, cost, t, alphas=run.alphas, max_iter=config.max_search_iter,
                                 round_to=round_to, min_fraction=config.min_fraction, free=config.free)
@@ -186,7 +188,7 @@ def autoprune(
         "method": "autobot", target.argument: target.reduction, "achieved": selection.reduction,
         "threshold": selection.threshold, "selection": selection.method, "best_step": run.best_step,
         **{k: v for k, v in asdict(config).items() if k in ("beta", "gamma", "lr", "batches", "batch_size", "seed",
-                                                                 "min_fraction", "free")},
+                                                                 "min_fraction", "free", "cost_power")},
     })
     report = apply_plan(model, plan, example_inputs, graph=graph, atol=config.atol)
     accuracy = evaluate(model, data.test_x, data.test_y)["accuracy"] if test else None

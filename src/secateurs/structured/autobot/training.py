@@ -85,16 +85,41 @@ def frozen(model: nn.Module):
         model.train(was_training)
 
 
+def pressure_weights(cost: CostModel, power: float) -> dict[str, float] | None:
+    """Per group, the factor on the cost term's gradient so that, at full width, each gate is pulled in
+    proportion to ``c ** power``, where c is what one of its channels costs (``cost.per_channel()``), with the
+    same total pull over all channels as the plain gradient. ``power=1``: the plain gradient, the paper's (None:
+    nothing to scale); ``power=0``: every gate the same pull, so the cross-entropy alone decides which channels
+    close. A group whose channels cost nothing keeps factor 1."""
+    if not (math.isfinite(power) and 0 <= power <= 1):
+        raise ValueError(f"cost power must be in [0, 1], got {power!r}")
+    if power == 1:
+        return None
+    per = cost.per_channel()
+    total = sum(c * cost.widths[g] for g, c in per.items())
+    powered = sum(c ** power * cost.widths[g] for g, c in per.items() if c > 0)
+    return {g: (c ** power * total / powered / c if c > 0 and powered > 0 else 1.0) for g, c in per.items()}
+
+
+def priced_scores(scores: dict[str, torch.Tensor], weights: dict[str, float] | None) -> dict[str, torch.Tensor]:
+    """``scores`` as the cost term sees them: the same values, the gradient scaled by ``weights`` per group."""
+    if weights is None:
+        return scores
+    return {g: s.detach() + (s - s.detach()) * weights.get(g, 1.0) for g, s in scores.items()}
+
+
 def train_bottlenecks(
     model: nn.Module, bottlenecks: Bottlenecks, cost: CostModel, batches: Iterator, *,
     steps: int, target_macs: float, beta: float, gamma: float, lr: float, best_fraction: float = 0.4,
-    progress: bool | None = None,
+    cost_power: float = 1.0, progress: bool | None = None,
 ) -> BottleneckRun:
     """Train ``bottlenecks``' scores for ``steps`` mini-batches from ``batches`` (Adam, no weight decay, no
     schedule) and return the best scores (see the module docstring). ``cost`` prices the soft widths (L_F);
-    ``target_macs`` is the cost the loss aims at, in ``cost.unit``."""
+    ``target_macs`` is the cost the loss aims at, in ``cost.unit``; ``cost_power`` how the cost term's gradient
+    is shared among the gates (``pressure_weights``)."""
     device = device_of(model)
     dense = float(cost.dense)
+    weights = pressure_weights(cost, cost_power)
     optimizer = torch.optim.Adam(bottlenecks.parameters(), lr=lr)
     start = best_window_start(steps, best_fraction)
     best = None
@@ -108,7 +133,8 @@ def train_bottlenecks(
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             scores = bottlenecks.refresh()
             before = {g: a.detach().clone() for g, a in bottlenecks.alphas.items()} if step >= start else None
-            terms = autobot_loss(model(x), y, cost.soft(scores), scores, target=target_macs, dense=dense,
+            terms = autobot_loss(model(x), y, cost.soft(priced_scores(scores, weights)), scores,
+                                 target=target_macs, dense=dense,
                                  beta=beta, gamma=gamma)
             optimizer.zero_grad(set_to_none=True)
             terms.total.backward()
