@@ -346,8 +346,14 @@ class CyclicalSparsifier:
             # states saved before these existed (the guard did not exist: plain ranking, live_outputs False;
             # a sparsifier with nothing to guard records False too, so such states resume there)
             saved = {"min_density": 0.0, "pattern": None, "live_outputs": False, **state["config"]}
-            if saved != self.config():
-                raise ValueError(f"saved configuration {state['config']} differs from {self.config()}")
+            mine = self.config()
+            if saved != mine:
+                diff = ", ".join(f"{k} (saved {saved.get(k)!r}, here {mine.get(k)!r})"
+                                 for k in sorted(set(saved) | set(mine)) if saved.get(k) != mine.get(k))
+                hint = ("; the saved masks were ranked without the live-outputs guard: build the sparsifier with "
+                        "live_outputs=False (CLI: --live-outputs off)"
+                        if saved.get("live_outputs") is False and mine.get("live_outputs") else "")
+                raise ValueError(f"saved configuration differs in {diff}{hint}")
         for n, m in state["masks"].items():
             if m.shape != self.masks[n].shape:
                 raise ValueError(f"mask {n!r} has shape {tuple(m.shape)}, expected {tuple(self.masks[n].shape)}")
