@@ -156,3 +156,19 @@ def test_min_fraction_floors_every_group_and_is_refused_early_when_it_blocks_the
     err = capsys.readouterr().err.strip()
     assert "--flops-reduction 0.9" in err and "min_fraction=0.5" in err and len(err.splitlines()) == 1
     assert not (tmp_path / "o").exists()
+
+
+def test_cost_power_is_recorded_and_out_of_range_exit_2(dense, tmp_path, capsys):
+    out = tmp_path / "ab"
+    assert main(AUTOPRUNE + ["--checkpoint", str(dense), "--flops-reduction", "0.4", "--cost-power", "0",
+                             "--quiet", "--out", str(out)]) == 0
+    s = json.loads((out / "summary.json").read_text())
+    assert s["autobot"]["cost_power"] == 0.0 and 0.4 <= s["flops_reduction"] <= 0.41
+    for bad in ("1.5", "-0.5", "nan"):
+        with pytest.raises(SystemExit) as exc:
+            main(AUTOPRUNE + ["--checkpoint", str(dense), "--flops-reduction", "0.4", "--cost-power", bad,
+                              "--out", str(tmp_path / "o")])
+        assert exc.value.code == 2
+        err = capsys.readouterr().err.strip()
+        assert "--cost-power" in err and bad in err and len(err.splitlines()) == 1 and "Traceback" not in err
+    assert not (tmp_path / "o").exists()

@@ -38,6 +38,9 @@ def add_parser(sub) -> None:
                         "0.01)")
     g.add_argument("--min-fraction", type=c.fraction("--min-fraction"), default=0.0, metavar="F",
                    help="every group keeps at least this fraction of its channels, its best (default 0: one)")
+    g.add_argument("--cost-power", type=c.fraction("--cost-power", high_inclusive=True), default=1.0, metavar="P",
+                   help="the cost loss pulls each channel's gate in proportion to (its cost)^P, at the same total "
+                        "pull: 1 = the paper's, 0 = every channel alike (default 1)")
     s.add_round_to_arg(g)
     s.add_finetune_args(p)
     p.set_defaults(run=run)
@@ -63,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)
     config = AutoBotConfig(beta=args.beta, gamma=args.gamma, lr=args.lr, batches=args.batches,
                            batch_size=args.batch_size, tolerance=args.tolerance, seed=args.seed,
-                           min_fraction=args.min_fraction)
+                           min_fraction=args.min_fraction, cost_power=args.cost_power)
     with s.flags_named():
         result = prune(model, data, **s.target_kwargs(args), method="autobot", config=config, round_to=args.round_to,
                        bn_batches=args.bn_batches, seed=args.seed, graph_limits=limits, progress=progress)
