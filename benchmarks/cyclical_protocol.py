@@ -238,7 +238,7 @@ def table(rows: list[dict], sparsities, settings: list[str]) -> str:
     head = "| setting | sparsity | GMP | cyclical | cyclical − GMP (paired) | seeds |"
     lines = [head, "|---|---|---|---|---|---|"]
     for name in settings:
-        for s in sparsities:
+        for s in sorted(sparsities):  # run order may put the decisive sparsities first
             g, c = acc(name, "GMP", s), acc(name, "cyclical", s)
             if not g or not c:
                 continue
