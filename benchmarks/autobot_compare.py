@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import copy
 import os
+import sys
 import time
 
 import torch
@@ -47,8 +48,15 @@ def baseline(model, data, graph, example, criterion, scope, reduction, seed, tay
     return m, "no selection within 1 point of AutoBot's reduction", time.perf_counter() - t0
 
 
+def _fail(message: str) -> None:
+    """One line on stderr, exit status 2 (bad input)."""
+    print(message, file=sys.stderr)
+    raise SystemExit(2)
+
+
 def parse_variant(spec: str) -> dict:
-    """``"pressure=uniform,beta=2"`` -> AutoBotConfig overrides, each value converted to its field's type."""
+    """``"cost_power=0.5,beta=2"`` -> AutoBotConfig overrides, each value converted to its field's type and
+    checked by AutoBotConfig (a bad one: one line, exit 2)."""
     from dataclasses import fields
 
     from secateurs.structured.autobot import AutoBotConfig
@@ -58,15 +66,22 @@ def parse_variant(spec: str) -> dict:
     for item in spec.split(","):
         key, _, value = item.partition("=")
         if key not in types or not value:
-            raise SystemExit(f"--autobot-variants: {item!r} is not FIELD=VALUE of AutoBotConfig")
+            _fail(f"--autobot-variants: {item!r} is not FIELD=VALUE of AutoBotConfig")
         kind = types[key]
-        out[key] = value.lower() in ("1", "true", "on") if kind is bool else kind(value)
+        try:
+            out[key] = value.lower() in ("1", "true", "on") if kind is bool else kind(value)
+        except ValueError:
+            _fail(f"--autobot-variants: {item!r}: {key} takes a {kind.__name__}")
+    try:
+        AutoBotConfig(**out)
+    except ValueError as e:
+        _fail(f"--autobot-variants: {spec!r}: {e}")
     return out
 
 
 def run_one(args, model_name, R, seed, ckpt, full, ft, test, graph, epoch_s, log, rows, save):
-    """AutoBot (and its ``--autobot-min-fraction`` / ``--autobot-variants`` variants), then the baselines at AutoBot's achieved MACs;
-    appends to ``rows`` and calls ``save()`` after every row (a run cut short keeps what it measured)."""
+    """AutoBot (and its ``--autobot-min-fraction`` / ``--autobot-variants`` variants), then the baselines at
+    AutoBot's achieved MACs; appends to ``rows`` and calls ``save()`` after every row (a run cut short keeps what it measured)."""
     from secateurs.structured import TargetError
     from secateurs.structured.autobot import AutoBotConfig, autoprune
 
@@ -252,7 +267,7 @@ def main() -> None:
                    help="also run AutoBot with these AutoBotConfig.min_fraction values (the baselines match the "
                         "default run's MACs)")
     p.add_argument("--autobot-variants", nargs="*", default=[], metavar="FIELD=VALUE[,FIELD=VALUE]",
-                   help="also run AutoBot with these AutoBotConfig overrides, e.g. pressure=uniform (the baselines "
+                   help="also run AutoBot with these AutoBotConfig overrides, e.g. cost_power=0.5 (the baselines "
                         "match the default run's MACs)")
     p.add_argument("--finetune-epochs", type=float, default=1.0)
     p.add_argument("--finetune-batch-size", type=int, default=128)
@@ -267,6 +282,8 @@ def main() -> None:
     p.add_argument("--merge", nargs="+", metavar="STEM", default=None,
                    help="run nothing: combine these results files (results/STEM.json) into --stem, with a headline")
     args = p.parse_args()
+    for spec in args.autobot_variants:  # bad input fails here, before the dense model is loaded and timed
+        parse_variant(spec)
     if args.merge:
         merge(args.merge, args.stem)
         return
