@@ -81,7 +81,8 @@ def parse_variant(spec: str) -> dict:
 
 def run_one(args, model_name, R, seed, ckpt, full, ft, test, graph, epoch_s, log, rows, save):
     """AutoBot (and its ``--autobot-min-fraction`` / ``--autobot-variants`` variants), then the baselines at
-    AutoBot's achieved MACs; appends to ``rows`` and calls ``save()`` after every row (a run cut short keeps what it measured)."""
+    AutoBot's achieved MACs; appends to ``rows`` and calls ``save()`` after every row (a run cut short keeps
+    what it measured)."""
     from secateurs.structured import TargetError
     from secateurs.structured.autobot import AutoBotConfig, autoprune
 

@@ -134,8 +134,7 @@ def train_bottlenecks(
             scores = bottlenecks.refresh()
             before = {g: a.detach().clone() for g, a in bottlenecks.alphas.items()} if step >= start else None
             terms = autobot_loss(model(x), y, cost.soft(priced_scores(scores, weights)), scores,
-                                 target=target_macs, dense=dense,
-                                 beta=beta, gamma=gamma)
+                                 target=target_macs, dense=dense, beta=beta, gamma=gamma)
             optimizer.zero_grad(set_to_none=True)
             terms.total.backward()
             optimizer.step()
