@@ -25,9 +25,12 @@ records which (``plan_cost``) and both scores (``candidates``). The twin is sear
 
     python benchmarks/latency_target.py [--part A B] [--autobot-batches 60] [--finetune-epochs 1]
 
-Reduced to fit a 2-core CPU (the results say so): part B on resnet20 and resnet56 (no mobilenetv2 or vgg16
-checkpoint is committed), AutoBot with --autobot-batches steps instead of the paper's 200, a short fine-tune on a
-subset, a 2000-image test subset.
+Part B loads each dense checkpoint from ``benchmarks/checkpoints`` (committed) or, for a model too large to
+commit, the local cache that ``benchmarks/dense_baselines.py`` trains into; the results name which and how it was
+trained. Reduced to fit a 2-core CPU (the results say so): part B on resnet20 and resnet56 by default
+(``--models-b mobilenetv2`` after ``dense_baselines.py --models mobilenetv2``; vgg16's part B does not fit),
+AutoBot with --autobot-batches steps instead of the paper's 200, a short fine-tune on a subset, a 2000-image test
+subset.
 """
 from __future__ import annotations
 
@@ -102,9 +105,10 @@ def part_b(models, targets, threads, autobot_batches, test_subset, log, batches=
 
     rows = []
     for name in models:
-        ckpt, full, ft_data, test = setup(name, "fashion-mnist", ft["subset"] if ft else None, test_subset,
-                                          dense_dir=os.path.join(os.path.dirname(__file__), "checkpoints"))
+        # the committed checkpoint, else the local cache (a model too large to commit: benchmarks/_common.py)
+        ckpt, full, ft_data, test = setup(name, "fashion-mnist", ft["subset"] if ft else None, test_subset)
         dense = ckpt.model.eval()
+        source = _dense_source(name, ckpt.summary)
         x = full.train_x[:1]
         shape = tuple(x.shape[1:])
         graph = build_channel_graph(dense, x)
@@ -171,10 +175,19 @@ def part_b(models, targets, threads, autobot_batches, test_subset, log, batches=
                     loop = found["loop"]
                 record(f"{method}-macs", twin, loop.chosen.measured.reduction,
                        1 - _macs(twin, shape) / _macs(dense, shape), len(loop.rounds), time.perf_counter() - t0)
-            rows.append({"model": name, "batch": batch, "target": r, "profile_s": profile_s,
+            rows.append({"model": name, "batch": batch, "target": r, "profile_s": profile_s, "dense": source,
                          "profile_error_pct": cost.profile.validation.get("mean_abs_error_pct"), **out})
             save(rows)
     return rows
+
+
+def _dense_source(name: str, summary: dict) -> dict:
+    """Where part B's dense model came from and how it was trained (a reduced run must show in the results)."""
+    from _common import COMMITTED, checkpoint_dir
+
+    path = checkpoint_dir(name, "fashion-mnist", 0)
+    return {"committed": path.parent == COMMITTED, "path": str(path), "accuracy": summary.get("accuracy"),
+            "epochs": summary.get("epochs"), "train_images": summary.get("train_images")}
 
 
 def _part_a_model(name: str):
@@ -371,8 +384,15 @@ def markdown(env, args, a, b, partial=False) -> str:
                       "positive: the twin is faster, negative: slower, and it then keeps more of the network): "
                       f"{', '.join(unmatched)}.")
     if b:
-        md += ["", "Reduced to fit the machine: part B on resnet20 / resnet56 only (no mobilenetv2 or vgg16 checkpoint "
-               "is committed), short AutoBot runs, a short fine-tune on a subset, a test subset."]
+        dense = {}
+        for r in b:
+            dense.setdefault(r["model"], r.get("dense"))
+        known = [f"{m} ({'committed' if d['committed'] else 'local cache, not committed'}; dense test accuracy "
+                 f"{100 * d['accuracy']:.2f} % after {d['epochs']} epoch(s) on {d['train_images']} images)"
+                 for m, d in dense.items() if d]
+        md += ["", f"Dense checkpoints: {'; '.join(known)}." if known else "Dense checkpoints: the committed ones.",
+               "", f"Reduced to fit the machine: part B on {' / '.join(dense)} only (vgg16's part B does not fit a "
+               "2-core CPU), short AutoBot runs, a short fine-tune on a subset, a test subset."]
     return "\n".join(md) + "\n"
 
 
