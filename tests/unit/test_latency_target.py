@@ -386,6 +386,38 @@ def test_a_rival_off_the_measured_latency_is_not_compared(monkeypatch):
     assert off["latency_candidates"] is None and off["latency_plan_cost"] is None
 
 
+def test_rival_window_is_where_the_rival_is_eligible():
+    """The rival aims at the overlap of ``measured ± EQUAL_LATENCY`` and the user's ``goal ± tolerance``."""
+    from secateurs.structured.candidates import EQUAL_LATENCY, rival_window
+
+    assert rival_window(0.30, 0.30, 0.05) == pytest.approx((0.30, EQUAL_LATENCY))  # well inside: unchanged
+    assert rival_window(0.349, 0.30, 0.05) == pytest.approx((0.3395, 0.0105))  # at the edge: pulled inside
+    assert rival_window(0.26, 0.30, 0.05) == pytest.approx((0.265, 0.015))  # the slow edge: [0.25, 0.28]
+    assert rival_window(0.37, 0.30, 0.05) == pytest.approx((0.37, EQUAL_LATENCY))  # the plan missed: as before
+
+
+def test_a_rival_of_a_plan_at_the_edge_of_the_target_is_searched_inside_it(monkeypatch):
+    """The latency-priced plan measures 0.349 for 0.30 ± 0.05; the rival's first round measures 0.36, within
+    EQUAL_LATENCY of it but past the target. It is corrected (a second round, 0.34) and compared, not dropped."""
+    import secateurs.structured.candidates as cand
+
+    seen = _constant_latency(monkeypatch, [0.349, 0.36, 0.34])
+    monkeypatch.setattr(cand, "plan_score", lambda *a, **kw: {"val_loss": 1.0, "val_accuracy": 0.5})
+    torch.manual_seed(0)  # wide enough that a MACs request 0.02 lower has a selection within ±0.01
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 128), torch.nn.ReLU(),
+                                torch.nn.Linear(128, 64), torch.nn.ReLU(), torch.nn.Linear(64, 10)).eval()
+    x = torch.zeros(1, 1, 8, 8)
+    graph = build_channel_graph(model, x)
+    s = prune(copy.deepcopy(model), get_dataset("digits", seed=0), latency_reduction=0.3, method="l1",
+              example_inputs=x, tolerance=0.05,
+              latency=LatencyConfig(profile=macs_profile(model, graph, (1, 8, 8), stairs=8), **QUICK),
+              progress=False).summary()
+    lat, macs = s["latency_candidates"]
+    assert len(seen) == 3 and macs["rounds"] == 2
+    assert macs["eligible"] and macs["reason"] is None and macs["latency_reduction"] == pytest.approx(0.34)
+    assert lat["val_loss"] == macs["val_loss"] == 1.0 and s["latency_plan_cost"] == "latency"  # a tie keeps it
+
+
 def test_plan_score_is_the_validation_loss_after_batchnorm_reestimation():
     """plan_score prunes a copy (the dense model is unchanged), re-estimates its BatchNorm statistics on seeded
     training batches and evaluates the validation split: the same numbers as doing those steps by hand."""

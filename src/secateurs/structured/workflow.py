@@ -237,8 +237,8 @@ def _latency_setup(model, graph, example_inputs, config, latency_reduction, targ
 
 def _with_latency(lat, graph, example_inputs, select, rival=None, data=None, seed=0) -> tuple["Selection", dict]:
     """The latency loop around ``select(Target) -> Selection``: (chosen selection, summary fields). ``rival(MACs
-    reduction to start from, measured reduction to match, largest MACs reduction reachable) -> (selection,
-    loop)``: the same method priced by MACs,
+    reduction to start from, measured reduction to aim at, largest MACs reduction reachable, ± tolerance) ->
+    (selection, loop)``: the same method priced by MACs,
     the second candidate when ``lat["config"].compare_macs`` (``structured.candidates``); ``data`` scores them."""
     from .latency import latency_summary, prune_to_latency
 
@@ -252,13 +252,13 @@ def _with_latency(lat, graph, example_inputs, select, rival=None, data=None, see
                                              candidates=[c.to_dict() for c in candidates], plan_cost=chosen.cost)
 
 
-def _rival_config(config):
-    """The MACs-priced rival's measure-and-correct setting: aimed within ``EQUAL_LATENCY`` of the latency-priced
-    plan's measured reduction, with at least ``RIVAL_ROUNDS`` rounds (a MACs-priced search starts further from
-    the goal: MACs predict the latency poorly)."""
-    from .candidates import EQUAL_LATENCY, RIVAL_ROUNDS
+def _rival_config(config, tolerance):
+    """The MACs-priced rival's measure-and-correct setting: within ``tolerance`` of its aim (``rival_window``: at
+    most ``EQUAL_LATENCY`` from the latency-priced plan's measured reduction), with at least ``RIVAL_ROUNDS`` rounds
+    (a MACs-priced search starts further from the goal: MACs predict the latency poorly)."""
+    from .candidates import RIVAL_ROUNDS
 
-    return dataclasses.replace(config, tolerance=EQUAL_LATENCY, rounds=max(config.rounds, RIVAL_ROUNDS))
+    return dataclasses.replace(config, tolerance=tolerance, rounds=max(config.rounds, RIVAL_ROUNDS))
 
 
 def _compare_macs(lat, graph, example_inputs, selection, loop, rival, data, seed):
@@ -268,18 +268,20 @@ def _compare_macs(lat, graph, example_inputs, selection, loop, rival, data, seed
     import time
 
     from ..cost.macs import MacsModel
-    from .candidates import EQUAL_LATENCY, Candidate, pick, plan_score, scoring_data
+    from .candidates import EQUAL_LATENCY, Candidate, pick, plan_score, rival_window, scoring_data
     from .target import TargetError
 
     macs = MacsModel(graph)
     log = lat["log"] or (lambda s: None)
     first = Candidate("latency", selection, loop, macs.reduction(selection.kept))
     measured = loop.chosen.measured.reduction
-    log(f"the MACs-priced plan at the measured reduction {measured:.3f}, to compare")
+    aim, within = rival_window(measured, _goal(lat, loop), lat["config"].tolerance)
+    log(f"the MACs-priced plan at the measured reduction {measured:.3f} (aimed at {aim:.3f} ± {within:.3f}), "
+        f"to compare")
     t0 = time.perf_counter()
     try:
         scoring = scoring_data(data, seed)
-        sel, rival_loop = rival(first.macs_reduction, measured, macs.reduction(lat["smallest"]))
+        sel, rival_loop = rival(first.macs_reduction, aim, macs.reduction(lat["smallest"]), within)
     except (TargetError, ValueError, RuntimeError) as e:
         second = Candidate("macs", None, None, None, eligible=False, reason=f"not built: {e}",
                            seconds=time.perf_counter() - t0)
@@ -330,7 +332,7 @@ def _autobot(model, data, target, config, example_inputs, graph, progress, evalu
     record = {}
     choose = None
     if lat is not None:
-        def rival(start, measured, reachable):  # bottlenecks trained on soft MACs, searched to the measured latency
+        def rival(start, measured, reachable, within):  # bottlenecks trained on soft MACs, searched to that latency
             import copy
 
             from .latency import prune_to_latency
@@ -340,7 +342,7 @@ def _autobot(model, data, target, config, example_inputs, graph, progress, evalu
             def choose_macs(search):
                 found["selection"], found["loop"] = prune_to_latency(
                     lat["dense"], graph, example_inputs, Target(start, config.tolerance),
-                    _rival_config(lat["config"]), search, reachable, log=lat["log"], measured=measured)
+                    _rival_config(lat["config"], within), search, reachable, log=lat["log"], measured=measured)
                 return found["selection"]
 
             record["rival"] = autoprune(copy.deepcopy(lat["dense"]), data, Target(start, config.tolerance),
@@ -385,7 +387,7 @@ def _criterion(model, data, target, method, scope, min_channels, round_to, calib
                                cost=None if lat is None else lat["cost"],
                                free=None if lat is None else lat["config"].free)
 
-    def rival(start, measured, reachable):  # the MACs-priced selection measuring the latency-priced one's latency
+    def rival(start, measured, reachable, within):  # the MACs-priced selection at the latency-priced one's latency
         from .latency import prune_to_latency
 
         def select_macs(t):
@@ -393,7 +395,7 @@ def _criterion(model, data, target, method, scope, min_channels, round_to, calib
                                    meta={"criterion": method, "seed": seed})
 
         return prune_to_latency(lat["dense"], graph, example_inputs, Target(start, 0.01),
-                                _rival_config(lat["config"]), select_macs, reachable, log=lat["log"],
+                                _rival_config(lat["config"], within), select_macs, reachable, log=lat["log"],
                                 measured=measured)
 
     record = None
