@@ -15,11 +15,11 @@ builds a second candidate: the same method priced by MACs, its MACs reduction se
 *measures* the latency the first candidate measured (aimed within ``EQUAL_LATENCY``, as the benchmark's twins, and
 inside the user's target: :func:`rival_window`; it is compared only if it is not slower than that by more than
 ``EQUAL_LATENCY``, since a slower plan would win by keeping more of the network, and only if it meets the user's
-target), and keeps whichever scores the lower
-validation loss after BatchNorm re-estimation (:func:`plan_score`), the latency-priced plan otherwise (met or not,
-as without the comparison). Both go to ``summary.json`` (``latency_candidates``, with the reason a MACs-priced
-plan was not compared or could not be built). The cost: a second search (and, for AutoBot, a second
-bottleneck training), a few measured rounds, and two scoring passes over a few hundred images.
+target), and keeps whichever scores the lower validation loss after BatchNorm re-estimation (:func:`plan_score`),
+the latency-priced plan otherwise (met or not, as without the comparison). Both go to ``summary.json``
+(``latency_candidates``, with the reason a MACs-priced plan was not compared or could not be built). The cost: a
+second search (and, for AutoBot, a second bottleneck training), a few measured rounds, and two scoring passes over
+a few hundred images.
 """
 from __future__ import annotations
 
