@@ -332,7 +332,7 @@ def _autobot(model, data, target, config, example_inputs, graph, progress, evalu
     record = {}
     choose = None
     if lat is not None:
-        def rival(start, measured, reachable, within):  # bottlenecks trained on soft MACs, searched to that latency
+        def rival(start, aim, reachable, within):  # bottlenecks trained on soft MACs, searched to aim ± within
             import copy
 
             from .latency import prune_to_latency
@@ -342,7 +342,7 @@ def _autobot(model, data, target, config, example_inputs, graph, progress, evalu
             def choose_macs(search):
                 found["selection"], found["loop"] = prune_to_latency(
                     lat["dense"], graph, example_inputs, Target(start, config.tolerance),
-                    _rival_config(lat["config"], within), search, reachable, log=lat["log"], measured=measured)
+                    _rival_config(lat["config"], within), search, reachable, log=lat["log"], measured=aim)
                 return found["selection"]
 
             record["rival"] = autoprune(copy.deepcopy(lat["dense"]), data, Target(start, config.tolerance),
@@ -387,7 +387,7 @@ def _criterion(model, data, target, method, scope, min_channels, round_to, calib
                                cost=None if lat is None else lat["cost"],
                                free=None if lat is None else lat["config"].free)
 
-    def rival(start, measured, reachable, within):  # the MACs-priced selection at the latency-priced one's latency
+    def rival(start, aim, reachable, within):  # the MACs-priced selection, searched to aim ± within
         from .latency import prune_to_latency
 
         def select_macs(t):
@@ -396,7 +396,7 @@ def _criterion(model, data, target, method, scope, min_channels, round_to, calib
 
         return prune_to_latency(lat["dense"], graph, example_inputs, Target(start, 0.01),
                                 _rival_config(lat["config"], within), select_macs, reachable, log=lat["log"],
-                                measured=measured)
+                                measured=aim)
 
     record = None
     if lat is None:
