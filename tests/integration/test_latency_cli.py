@@ -154,3 +154,22 @@ def test_report_on_a_hand_edited_summary_shows_dashes(dense, tmp_path, capsys):
     out = capsys.readouterr().out
     line = [l for l in out.split("Latency targets")[1].splitlines() if l.startswith("| edited |")][0]
     assert "| 2.000 | 1.000 | 0.500 |" in line and line.endswith("| - |")
+
+
+def test_a_target_near_the_reachable_limit_warns_in_one_line(dense, profile, tmp_path, capsys):
+    from secateurs.cost.latency import LatencyModel
+    from secateurs.cost.latency_profile import LatencyProfile
+
+    ckpt = load_checkpoint(dense)
+    import torch
+
+    graph = build_channel_graph(ckpt.model.eval(), torch.zeros(1, *ckpt.spec.input_shape))
+    cost = LatencyModel(graph, LatencyProfile.load(profile))
+    best = cost.reduction({g: [0] for g in cost.widths})
+    out = tmp_path / "p"
+    assert main(["prune", "--checkpoint", str(dense), "--data", "digits", "--criterion", "l1", "--latency-reduction",
+                 f"{0.9 * best:.3f}", "--latency-profile", str(profile), "--latency-rounds", "1",
+                 "--compare-macs", "off", "--out", str(out)] + QUIET + FAST) == 0
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if "most this setting can remove" in ln]
+    assert len(lines) == 1 and lines[0].startswith("secateurs prune: warning: the latency target")
+    assert json.loads((out / "summary.json").read_text())["latency_reachable"] == pytest.approx(best)

@@ -29,16 +29,21 @@ if TYPE_CHECKING:
     from .select import Selection
 
 __all__ = ["LatencyConfig", "latency_model", "latency_target", "prune_to_latency", "latency_summary",
-           "SUMMARY_FIELDS"]
+           "heavy_request", "SUMMARY_FIELDS", "HEAVY_SHARE"]
 
 LATENCY_TOLERANCE = 0.02
+
+# a latency request above this share of the reachable reduction warns (``heavy_request``): the plan then sits near
+# the floor. Measured (docs/latency.md): MobileNetV2 at batch 1, 50 %, at the edge of what any plan reached, took
+# 97 % of the MACs and left every plan near chance after fine-tuning; its 30 % rows kept 73 %.
+HEAVY_SHARE = 0.8
 
 # the summary.json fields of a latency target (docs/summary.md); null in a run with a MACs target
 SUMMARY_FIELDS = ("requested_latency_reduction", "requested_latency_ms", "latency_ms_dense", "latency_ms_measured",
                   "latency_ms_predicted", "latency_ms_dense_predicted", "latency_reduction",
                   "latency_reduction_predicted", "latency_target_met", "latency_tolerance", "latency_setting",
                   "latency_rounds", "latency_profile", "latency_target_reduction", "latency_candidates",
-                  "latency_plan_cost")
+                  "latency_plan_cost", "latency_reachable")
 
 
 @dataclass(frozen=True)
@@ -156,6 +161,20 @@ def latency_target(cost: "LatencyModel", *, latency_reduction: float | None = No
     return Target(float(r), tol, "latency", "latency_reduction")
 
 
+def heavy_request(cost: "LatencyModel", target: Target, reachable: float, ms: float | None = None) -> str | None:
+    """A warning's text when ``target`` asks for more than ``HEAVY_SHARE`` of ``reachable`` (the latency model's
+    reduction with every group at its floor), else ``None``. Such a target is met (it is reachable) by thinning
+    nearly every layer to its floor, because the rest of the latency (``1 - reachable`` of it: the unprunable
+    layers and fixed overheads) does not shrink; accuracy rarely survives it. ``ms``: the target as asked, in ms."""
+    if reachable <= 0 or target.reduction <= HEAVY_SHARE * reachable:
+        return None
+    asked = f"{target.reduction:.1%} less latency" + (f" ({ms:g} ms)" if ms is not None else "")
+    return (f"the latency target, {asked}, asks for {target.reduction / reachable:.0%} of the most this setting "
+            f"can remove ({reachable:.1%} of the dense {cost.dense:.4g} ms, every group at its floor; "
+            f"{cost.dense * (1 - reachable):.4g} ms do not shrink with the widths): the plan will be near the "
+            "smallest network and is unlikely to recover its accuracy (fixed costs weigh less at a larger batch size)")
+
+
 def prune_to_latency(dense: "nn.Module", graph: "ChannelGraph", example_inputs: Any, target: Target,
                      config: LatencyConfig, select: Callable[[Target], "Selection"], reachable: float,
                      log: Callable[[str], None] | None = None, measured: float | None = None,
@@ -201,12 +220,13 @@ def prune_to_latency(dense: "nn.Module", graph: "ChannelGraph", example_inputs: 
 
 def latency_summary(cost: "LatencyModel", loop: "LatencyLoop", config: LatencyConfig, target: Target,
                     requested_ms: float | None = None, *, goal: float | None = None,
-                    candidates: list[dict] | None = None, plan_cost: str | None = None) -> dict[str, Any]:
+                    candidates: list[dict] | None = None, plan_cost: str | None = None,
+                    reachable: float | None = None) -> dict[str, Any]:
     """The ``summary.json`` fields of a latency-targeted run (docs/summary.md, docs/latency.md). ``loop``: the
     chosen plan's measure-and-correct loop; ``goal``: the user's target reduction when that loop searched for
     another (the MACs candidate's, for the latency its rival measured: ``structured.candidates``), which the
     measured reduction is then checked against; ``candidates``: their records; ``plan_cost``: which cost priced
-    the chosen plan."""
+    the chosen plan; ``reachable``: the latency model's reduction with every group at its floor."""
     chosen = loop.chosen
     m = chosen.measured
     prof = cost.profile
@@ -227,5 +247,5 @@ def latency_summary(cost: "LatencyModel", loop: "LatencyLoop", config: LatencyCo
         "latency_rounds": loop.to_dict()["rounds"],
         "latency_profile": {"key": prof.key, "held_out_mean_abs_error_pct":
                             prof.validation.get("mean_abs_error_pct"), "build_s": prof.build_s},
-        "latency_candidates": candidates, "latency_plan_cost": plan_cost,
+        "latency_candidates": candidates, "latency_plan_cost": plan_cost, "latency_reachable": reachable,
     }
