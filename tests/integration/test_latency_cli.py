@@ -156,20 +156,21 @@ def test_report_on_a_hand_edited_summary_shows_dashes(dense, tmp_path, capsys):
     assert "| 2.000 | 1.000 | 0.500 |" in line and line.endswith("| - |")
 
 
-def test_a_target_near_the_reachable_limit_warns_in_one_line(dense, profile, tmp_path, capsys):
-    from secateurs.cost.latency import LatencyModel
-    from secateurs.cost.latency_profile import LatencyProfile
-
+def test_a_plan_that_removes_nearly_all_the_macs_warns_in_one_line(dense, tmp_path, capsys):
     ckpt = load_checkpoint(dense)
     import torch
 
+    from secateurs.cost.latency import LatencyModel
+
     graph = build_channel_graph(ckpt.model.eval(), torch.zeros(1, *ckpt.spec.input_shape))
-    cost = LatencyModel(graph, LatencyProfile.load(profile))
-    best = cost.reduction({g: [0] for g in cost.widths})
+    prof = macs_profile(ckpt.model, graph, tuple(ckpt.spec.input_shape), constant=0.01)  # fixed costs dominate
+    prof.save(tmp_path / "lat.json")
+    best = LatencyModel(graph, prof).reduction({g.id: [0] for g in graph.prunable_groups()})
     out = tmp_path / "p"
     assert main(["prune", "--checkpoint", str(dense), "--data", "digits", "--criterion", "l1", "--latency-reduction",
-                 f"{0.9 * best:.3f}", "--latency-profile", str(profile), "--latency-rounds", "1",
+                 f"{best - 0.01:.3f}", "--latency-profile", str(tmp_path / "lat.json"), "--latency-rounds", "1",
                  "--compare-macs", "off", "--out", str(out)] + QUIET + FAST) == 0
-    lines = [ln for ln in capsys.readouterr().err.splitlines() if "most this setting can remove" in ln]
-    assert len(lines) == 1 and lines[0].startswith("secateurs prune: warning: the latency target")
-    assert json.loads((out / "summary.json").read_text())["latency_reachable"] == pytest.approx(best)
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if "of the MACs" in ln]
+    assert len(lines) == 1 and lines[0].startswith("secateurs prune: warning: the plan kept for the latency target")
+    s = json.loads((out / "summary.json").read_text())
+    assert s["latency_reachable"] == pytest.approx(best) and s["flops_reduction"] >= 0.9

@@ -213,7 +213,7 @@ def _latency_setup(model, graph, example_inputs, config, latency_reduction, targ
     """The latency cost model, the target and the reachable maximum, before any scoring or training."""
     import copy
 
-    from .latency import LatencyConfig, heavy_request, latency_model, latency_target
+    from .latency import LatencyConfig, latency_model, latency_target
     from .target import TargetError
 
     config = config or LatencyConfig()
@@ -231,11 +231,6 @@ def _latency_setup(model, graph, example_inputs, config, latency_reduction, targ
                           f"the fastest selection runs in {cost.dense * (1 - e.reachable):.4g} ms by the latency "
                           f"model ({e.reachable:.1%} less than the dense {cost.dense:.4g} ms; {e.reason})",
                           e.reachable) from None
-    heavy = heavy_request(cost, target, reachable, target_latency_ms)
-    if heavy:
-        import warnings
-
-        warnings.warn(heavy, stacklevel=3)
     return {"cost": cost, "target": target, "config": config, "reachable": reachable, "log": log,
             "dense": copy.deepcopy(model).eval(), "requested_ms": target_latency_ms, "smallest": smallest}
 
@@ -251,11 +246,26 @@ def _with_latency(lat, graph, example_inputs, select, rival=None, data=None, see
                                        lat["reachable"], log=lat["log"], target_ms=lat["requested_ms"])
     fields = (lat["cost"], loop, lat["config"], lat["target"], lat["requested_ms"])
     if rival is None or not lat["config"].compare_macs:
+        _warn_heavy(lat, graph, selection, loop)
         return selection, latency_summary(*fields, reachable=lat["reachable"])
     chosen, candidates = _compare_macs(lat, graph, example_inputs, selection, loop, rival, data, seed)
+    _warn_heavy(lat, graph, chosen.selection, chosen.loop)
     return chosen.selection, latency_summary(lat["cost"], chosen.loop, *fields[2:], goal=_goal(lat, chosen.loop),
                                              candidates=[c.to_dict() for c in candidates], plan_cost=chosen.cost,
                                              reachable=lat["reachable"])
+
+
+def _warn_heavy(lat, graph, selection, loop) -> None:
+    """Warn (one line on the CLI) when the chosen plan removes nearly all the MACs (``latency.heavy_plan``)."""
+    import warnings
+
+    from ..cost.macs import MacsModel
+    from .latency import heavy_plan
+
+    text = heavy_plan(lat["cost"], _goal(lat, loop), lat["reachable"], MacsModel(graph).reduction(selection.kept),
+                      lat["requested_ms"])
+    if text:
+        warnings.warn(text, stacklevel=5)
 
 
 def _rival_config(config, tolerance):
