@@ -39,7 +39,7 @@ def run(args, log) -> list[dict]:
             rows.append({"model": name, "batch": batch, "latency_ms_dense_predicted": cost.dense,
                          "latency_reachable": reachable, "profile_s": time.perf_counter() - t0,
                          "profile_build_s": cost.profile.build_s,
-                         "held_out_error_pct": cost.profile.validation.get("mean_abs_error_pct"),
+                         "held_out_mean_abs_error_pct": cost.profile.validation.get("mean_abs_error_pct"),
                          "share_asked": {str(r): r / reachable for r in args.targets},
                          "loadavg_after": os.getloadavg()})
             log(f"{name} b{batch}: dense {cost.dense:.3f} ms, reachable {reachable:.3f}")
@@ -59,7 +59,7 @@ def markdown(payload) -> str:
              "|---|---|---|---|" + "---|" * len(targets) + "---|---|---|"]
     for r in rows:
         shares = " | ".join(f"{r['share_asked'][str(t)]:.2f}" for t in targets)
-        err = r["held_out_error_pct"]
+        err = r["held_out_mean_abs_error_pct"]
         lines.append(f"| {r['model']} | {r['batch']} | {r['latency_ms_dense_predicted']:.3f} | "
                      f"{r['latency_reachable']:.3f} | {shares} | {'-' if err is None else f'{err:.1f}'} | "
                      f"{r['profile_s']:.1f} | {r['profile_build_s'] or 0:.1f} |")

@@ -33,10 +33,10 @@ __all__ = ["LatencyConfig", "latency_model", "latency_target", "prune_to_latency
 
 LATENCY_TOLERANCE = 0.02
 
-# a latency-targeted plan that removes at least this fraction of the MACs warns (``heavy_plan``): the fixed costs
-# of the setting made the target thin nearly every layer. Measured (docs/latency.md): MobileNetV2 at batch 1, 50 %
-# took 97 % of the MACs and left every plan near chance after fine-tuning; ResNet-20 at batch 1, 50 %: 85-93 % of
-# the MACs, 77-85 % after fine-tuning; at batch 64, 50 %: 79 %, 86-88 % (dense 91 %).
+# a latency-targeted plan that removes at least this fraction of the MACs warns (``heavy_plan``). Measured
+# (docs/latency.md): MobileNetV2 at batch 1, 50 % took 97 % of the MACs and no plan recovered (10.8-27.1 % after
+# fine-tuning); ResNet-20 (dense 92.5 %) at batch 1, 50 %: 85-93 % of the MACs, 77-85 % after fine-tuning; at
+# batch 64, 50 %: 79 %, 86-88 %.
 HEAVY_MACS = 0.9
 
 # the summary.json fields of a latency target (docs/summary.md); null in a run with a MACs target
@@ -162,20 +162,21 @@ def latency_target(cost: "LatencyModel", *, latency_reduction: float | None = No
     return Target(float(r), tol, "latency", "latency_reduction")
 
 
-def heavy_plan(cost: "LatencyModel", goal: float, reachable: float, macs_reduction: float,
-               ms: float | None = None) -> str | None:
-    """A warning's text when the plan chosen for a latency target (``goal``: the reduction it was checked against;
-    ``ms``: the target as asked, in ms) removes at least ``HEAVY_MACS`` of the MACs, else ``None``. Where much of
-    the latency does not shrink with the widths (``1 - reachable`` of it, by the latency model: unprunable layers
-    and fixed overheads), a target is met only by thinning nearly every group to its floor, and accuracy rarely
-    survives it; the text gives those numbers and leaves the cause to them."""
+def heavy_plan(fields: dict[str, Any], macs_reduction: float) -> str | None:
+    """A warning's text when a plan kept for a latency target removes at least ``HEAVY_MACS`` of the MACs
+    (``macs_reduction``, relative to the model handed in), else ``None``. ``fields``: the run's
+    ``latency_summary``. The text gives the latency that remains with every group at its floor (the model's
+    ``1 - latency_reachable``: unprunable layers, fixed overheads, the floor channels themselves), the usual reason
+    such a target thins nearly every layer. A MACs target never warns: its reduction is what was asked for."""
     if macs_reduction < HEAVY_MACS:
         return None
+    goal, ms = fields["latency_target_reduction"], fields["requested_latency_ms"]
+    dense, reachable = fields["latency_ms_dense_predicted"], fields["latency_reachable"]
     asked = f"{goal:.1%} less latency" + (f", {ms:g} ms" if ms is not None else "")
     return (f"the plan kept for the latency target ({asked}) removes {macs_reduction:.1%} of the MACs, and "
-            f"accuracy is unlikely to recover from that; in this setting {cost.dense * (1 - reachable):.4g} ms of "
-            f"the dense {cost.dense:.4g} ms do not shrink with the widths (by the latency model: at most "
-            f"{reachable:.1%} less with every group at its floor; fixed costs weigh less at a larger batch size)")
+            f"accuracy is unlikely to recover from that; by the latency model {dense * (1 - reachable):.4g} ms of "
+            f"the dense {dense:.4g} ms remain with every group at its floor (at most {reachable:.1%} less) in this "
+            "setting; fixed costs weigh less at a larger batch size")
 
 
 def prune_to_latency(dense: "nn.Module", graph: "ChannelGraph", example_inputs: Any, target: Target,

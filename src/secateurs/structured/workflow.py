@@ -182,6 +182,14 @@ def prune(
         result = _criterion(model, data, target, method, scope, min_channels, round_to, calib_batches, batch_size,
                             seed, example_inputs, graph, lat)
         result.accuracy_dense = dense
+    if result.latency is not None:
+        from .latency import heavy_plan
+
+        heavy = heavy_plan(result.latency, result.report.macs_reduction)
+        if heavy:
+            import warnings
+
+            warnings.warn(heavy, stacklevel=2)
     result.bn_batches = bn_batches
     if test and bn_batches:
         result.accuracy_before_bn = result.accuracy if result.accuracy is not None else \
@@ -246,26 +254,11 @@ def _with_latency(lat, graph, example_inputs, select, rival=None, data=None, see
                                        lat["reachable"], log=lat["log"], target_ms=lat["requested_ms"])
     fields = (lat["cost"], loop, lat["config"], lat["target"], lat["requested_ms"])
     if rival is None or not lat["config"].compare_macs:
-        _warn_heavy(lat, graph, selection, loop)
         return selection, latency_summary(*fields, reachable=lat["reachable"])
     chosen, candidates = _compare_macs(lat, graph, example_inputs, selection, loop, rival, data, seed)
-    _warn_heavy(lat, graph, chosen.selection, chosen.loop)
     return chosen.selection, latency_summary(lat["cost"], chosen.loop, *fields[2:], goal=_goal(lat, chosen.loop),
                                              candidates=[c.to_dict() for c in candidates], plan_cost=chosen.cost,
                                              reachable=lat["reachable"])
-
-
-def _warn_heavy(lat, graph, selection, loop) -> None:
-    """Warn (one line on the CLI) when the chosen plan removes nearly all the MACs (``latency.heavy_plan``)."""
-    import warnings
-
-    from ..cost.macs import MacsModel
-    from .latency import heavy_plan
-
-    text = heavy_plan(lat["cost"], _goal(lat, loop), lat["reachable"], MacsModel(graph).reduction(selection.kept),
-                      lat["requested_ms"])
-    if text:
-        warnings.warn(text, stacklevel=5)
 
 
 def _rival_config(config, tolerance):
