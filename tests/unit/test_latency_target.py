@@ -601,3 +601,17 @@ def test_a_plan_that_removes_nearly_all_the_macs_warns_and_the_summary_records_t
     assert s["latency_target_reduction"] == pytest.approx(goal)
     assert len(said) == 1 and f"({s['latency_target_reduction']:.1%} less latency, " \
                                f"{s['requested_latency_ms']:g} ms)" in said[0]
+
+
+def test_the_heavy_plan_warning_says_no_negative_floor():
+    # a profile whose whole-model fit extrapolates below 0 ms at the floor (vgg16 at batch 64 here:
+    # results/latency_reachable.md, reachable 1.009) must not print a negative latency
+    from secateurs.structured.latency import HEAVY_MACS, heavy_plan
+
+    fields = {"latency_target_reduction": 0.5, "requested_latency_ms": None, "latency_ms_dense_predicted": 300.0,
+              "latency_reachable": 1.009}
+    assert heavy_plan(fields, HEAVY_MACS - 0.01) is None
+    said = heavy_plan(fields, 0.95)
+    assert said.startswith("the plan kept for the latency target (50.0% less latency) removes 95.0% of the MACs")
+    assert " ms remain" not in said and "-" not in said
+    assert "90 ms of the dense 300 ms remain" in heavy_plan({**fields, "latency_reachable": 0.7}, 0.95)

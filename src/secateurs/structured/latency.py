@@ -173,10 +173,13 @@ def heavy_plan(fields: dict[str, Any], macs_reduction: float) -> str | None:
     goal, ms = fields["latency_target_reduction"], fields["requested_latency_ms"]
     dense, reachable = fields["latency_ms_dense_predicted"], fields["latency_reachable"]
     asked = f"{goal:.1%} less latency" + (f", {ms:g} ms" if ms is not None else "")
-    return (f"the plan kept for the latency target ({asked}) removes {macs_reduction:.1%} of the MACs, and "
-            f"accuracy is unlikely to recover from that; by the latency model {dense * (1 - reachable):.4g} ms of "
-            f"the dense {dense:.4g} ms remain with every group at its floor (at most {reachable:.1%} less) in this "
-            "setting; fixed costs weigh less at a larger batch size")
+    text = (f"the plan kept for the latency target ({asked}) removes {macs_reduction:.1%} of the MACs, and "
+            "accuracy is unlikely to recover from that")
+    if reachable >= 1:  # a whole-model fit with a negative constant extrapolates below 0 ms at the floor
+        return text
+    return (f"{text}; by the latency model {dense * (1 - reachable):.4g} ms of the dense {dense:.4g} ms remain with "
+            f"every group at its floor (at most {reachable:.1%} less) in this setting; fixed costs weigh less at a "
+            "larger batch size")
 
 
 def prune_to_latency(dense: "nn.Module", graph: "ChannelGraph", example_inputs: Any, target: Target,
