@@ -28,7 +28,8 @@ records which (``plan_cost``) and both scores (``candidates``). The twin is sear
 Part B loads each dense checkpoint from ``benchmarks/checkpoints`` (committed) or, for a model too large to
 commit, the local cache that ``benchmarks/dense_baselines.py`` trains into; the results name which and how it was
 trained. Reduced to fit a 2-core CPU (the results say so): part B on resnet20 and resnet56 by default
-(``--models-b mobilenetv2`` after ``dense_baselines.py --models mobilenetv2``; vgg16's part B does not fit),
+(``--models-b mobilenetv2`` or ``vgg16`` after ``dense_baselines.py --models ...``, vgg16 with ``--epochs 3
+--train-subset 15000``: results/dense_baselines_vgg16_cache_retrain.md),
 AutoBot with --autobot-batches steps instead of the paper's 200, a short fine-tune on a subset, a 2000-image test
 subset.
 """
@@ -253,7 +254,15 @@ def main() -> None:
     p.add_argument("--methods", nargs="+", default=["l1", "autobot"], choices=["l1", "autobot"],
                    help="part B: the methods whose latency-targeted run and MACs twin are compared")
     p.add_argument("--stem", default="latency_target")
+    p.add_argument("--rewrite", action="store_true",
+                   help="no run: regenerate results/<stem>.md from the committed <stem>.json with today's markdown")
     args = p.parse_args()
+    if args.rewrite:
+        from _common import rewrite_markdown
+
+        rewrite_markdown(args.stem, lambda d: markdown(d["environment"], argparse.Namespace(**d["args"]),
+                                                        d["part_a"], d["part_b"], d["partial"]))
+        return
     if len(set(args.ft_seeds)) != len(args.ft_seeds):
         p.error(f"--ft-seeds: each seed once, got {args.ft_seeds}")  # a repeated seed would fake a zero spread
     from secateurs.structured.select._free import FREE_FRACTION
@@ -391,8 +400,9 @@ def markdown(env, args, a, b, partial=False) -> str:
                  f"{100 * d['accuracy']:.2f} % after {d['epochs']} epoch(s) on {d['train_images']} images)"
                  for m, d in dense.items() if d]
         md += ["", f"Dense checkpoints: {'; '.join(known)}." if known else "Dense checkpoints: the committed ones.",
-               "", f"Reduced to fit the machine: part B on {' / '.join(dense)} only (vgg16's part B does not fit a "
-               "2-core CPU), short AutoBot runs, a short fine-tune on a subset, a test subset."]
+               "", f"Reduced to fit the machine: part B on {' / '.join(dense)} only, short AutoBot runs, a short "
+               "fine-tune on a subset, a test subset; a dense model from the local cache was trained on a shorter "
+               "recipe (its line above)."]
     return "\n".join(md) + "\n"
 
 
