@@ -199,6 +199,13 @@ def test_cache_is_keyed_and_validated(tmp_path, monkeypatch, tiny):
     assert lp.profile_key(model, graph, SHAPE, batch_size=2, threads=1)["allocator"] == other
     cached_profile(model, graph, SHAPE, batch_size=2, threads=1)
     assert len(built) == 6  # does not reuse the profile timed under the first one
+    path = next(iter(sorted((tmp_path / "latency").glob("*.json"), key=lambda f: f.stat().st_mtime, reverse=True)))
+    stale = LatencyProfile.load(path)
+    stale.constant_ms = -1.0  # fitted before _fit held the constant >= 0
+    stale.save(path)
+    logs = []
+    cached_profile(model, graph, SHAPE, batch_size=2, threads=1, log=logs.append)
+    assert len(built) == 7 and "negative constant" in logs[0]  # measured again
 
 
 def test_grid_times_both_sides_of_its_multiples_of_8():
@@ -252,6 +259,22 @@ def test_fit_recovers_exact_coefficients_and_chooses_by_cross_validation():
     ms = [5 + 1.0 * s + 0.5 * e for s, e in zip(sums, elems)]
     assert profiling._fit(sums, elems, ms)[:2] == pytest.approx((1.0, 0.5))
     assert profiling._fit([1.0], [1.0], [2.0]) == (1.0, 0.0, "beta")  # dense only: tables at face value
+
+
+def test_fit_never_implies_a_negative_constant():
+    # a fit that explains more than the dense latency would predict below 0 ms towards the smallest widths
+    # (VGG-16 at batch 64: constant -5 ms, reachable 1.009); the constant is held >= 0 like beta and alpha
+    sums = [100.0, 80.0, 50.0, 30.0, 70.0, 40.0]
+    elems = [10.0, 7.0, 6.0, 2.0, 8.0, 3.0]
+    for ms in ([-5 + 1.1 * s for s in sums], [-5 + 0.8 * s + 0.9 * e for s, e in zip(sums, elems)],
+               [-20 + 1.0 * s + 0.5 * e for s, e in zip(sums, elems)]):
+        beta, alpha, form = profiling._fit(sums, elems, ms)
+        assert ms[0] - beta * sums[0] - alpha * elems[0] >= -1e-9, (form, beta, alpha)
+        assert beta >= 0 and alpha >= 0
+    ms = [-5 + 1.1 * s for s in sums]
+    beta, alpha, _ = profiling._fit(sums, elems, ms)
+    assert ms[0] - beta * sums[0] - alpha * elems[0] == pytest.approx(0.0, abs=1e-9)  # the bound holds, at 0
+    assert profiling._fit(sums, [0.0] * 6, ms)[:2] == pytest.approx((1.05, 0.0))  # beta alone: ms_0 / sums_0
 
 
 def test_onnxruntime_profile_structure():

@@ -18,8 +18,8 @@ What is measured (the design, and why):
 * **The whole model, at a few widths, calibrates the sum.** A layer inside a network runs with other operations
   around it (BatchNorm, activations, adds, caches shared with its neighbours) that isolated timing misses. The
   dense model and pruned copies at uniform and random widths are timed interleaved; the model is
-  ``latency = constant + β · Σ layer tables + α · Σ (output elements per layer)``, fitted with β, α ≥ 0 and
-  forced through the measured dense latency (so the model's dense cost *is* the measured dense latency, and the
+  ``latency = constant + β · Σ layer tables + α · Σ (output elements per layer)``, fitted with β, α, constant ≥ 0
+  and forced through the measured dense latency (so the model's dense cost *is* the measured dense latency, and the
   constant is the unprunable rest). The ``α`` term carries the elementwise work that scales with a layer's output;
   ``β`` the difference between a layer in isolation and in the network (and between the load while the tables and
   while the whole models were timed). Which of β, α are free is chosen by leave-one-out error (:func:`_fit`).
@@ -31,6 +31,7 @@ The profile itself (data, JSON, key, cache): :mod:`secateurs.cost.latency_profil
 from __future__ import annotations
 
 import copy
+import math
 import random
 import time
 from typing import Any, Callable, Mapping, Sequence
@@ -259,8 +260,18 @@ def _fit(sums: Sequence[float], elems: Sequence[float], ms: Sequence[float]) -> 
     Three forms compete: β alone, β and α, and α with β = 1 (the isolated tables taken at face value); the one with
     the smallest leave-one-out error wins and is refitted on every point. With a handful of points timed on a busy
     machine the two-parameter form can chase noise (an α that explains everything and β = 0); cross-validation
-    keeps it only where it predicts points it did not see. Returns (β, α, form)."""
+    keeps it only where it predicts points it did not see.
+
+    The constant (``ms_0 - β sums_0 - α elems_0``) is held ≥ 0 as β and α are: a fit that explains more than the
+    dense latency extrapolates below 0 ms towards the smallest widths (VGG-16 at batch 64 here: β 0.88 and α with a
+    constant of -5 ms, so one channel per group predicted -2.8 ms and a reachable reduction of 1.009). β alone is
+    then capped at ``ms_0 / sums_0``, α (β = 1) at the rest of the dense latency, and the two-parameter form, like
+    a negative coefficient, falls back to β alone. Returns (β, α, form)."""
     pts = [(s - sums[0], e - elems[0], m - ms[0]) for s, e, m in zip(sums[1:], elems[1:], ms[1:])]
+    beta_cap = ms[0] / sums[0] if sums[0] > 0 else math.inf
+
+    def rest(b, a):  # the constant the fit implies
+        return ms[0] - b * sums[0] - a * elems[0]
 
     def solve(form, data):
         sxx = sum(x * x for x, _, _ in data)
@@ -269,15 +280,18 @@ def _fit(sums: Sequence[float], elems: Sequence[float], ms: Sequence[float]) -> 
         sxy = sum(x * y for x, _, y in data)
         szy = sum(z * y for _, z, y in data)
         if form == "beta":
-            return (max(0.0, sxy / sxx) if sxx > 0 else 1.0), 0.0
+            return min(beta_cap, max(0.0, sxy / sxx) if sxx > 0 else 1.0), 0.0
         if form == "alpha":  # β = 1: fit the residual y - x on z
+            if rest(1.0, 0.0) < 0:
+                return solve("beta", data)
             r = sum(z * (y - x) for x, z, y in data)
-            return 1.0, (max(0.0, r / szz) if szz > 0 else 0.0)
+            a = max(0.0, r / szz) if szz > 0 else 0.0
+            return 1.0, (min(a, rest(1.0, 0.0) / elems[0]) if elems[0] > 0 else a)
         det = sxx * szz - sxz * sxz
         if det <= 1e-12 * max(sxx * szz, 1e-300):
             return solve("beta", data)
         b, a = (sxy * szz - szy * sxz) / det, (szy * sxx - sxy * sxz) / det
-        return (b, a) if b >= 0 and a >= 0 else solve("beta", data)
+        return (b, a) if b >= 0 and a >= 0 and rest(b, a) >= 0 else solve("beta", data)
 
     def loo(form):
         err = 0.0
@@ -326,7 +340,8 @@ def cached_profile(model: nn.Module, graph: ChannelGraph, input_shape: Sequence[
                    threads: int = 1, dtype: str = "float32", runtime: str = "torch", rebuild: bool = False,
                    log: Callable[[str], None] | None = None, **kw) -> LatencyProfile:
     """The cached profile for this key (see :func:`profile_key`), or a new one measured and cached. A cache file
-    that does not validate, or whose key differs, is measured again and replaced."""
+    that does not validate, or whose key differs, is measured again and replaced; so is one fitted with a negative
+    constant (written before :func:`_fit` held it ≥ 0)."""
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     key = profile_key(model, graph, input_shape, batch_size=batch_size, threads=threads, dtype=dtype,
                       runtime=runtime, device=device, tables=kw.get("tables", "each"))
@@ -334,8 +349,11 @@ def cached_profile(model: nn.Module, graph: ChannelGraph, input_shape: Sequence[
     if path.exists() and not rebuild:
         try:
             prof = LatencyProfile.load(path)
-            if prof.key == key:
+            if prof.key == key and prof.constant_ms >= 0:
                 return prof
+            if prof.key == key:
+                (log or (lambda s: None))(f"latency cache {path} was fitted with a negative constant "
+                                          f"({prof.constant_ms:.4g} ms); measuring again")
         except CheckpointError as e:
             (log or (lambda s: None))(f"latency cache {path} is not valid ({e}); measuring again")
     prof = profile_latency(model, graph, input_shape, batch_size=batch_size, threads=threads, dtype=dtype,
