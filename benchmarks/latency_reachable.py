@@ -40,10 +40,16 @@ def run(args, log) -> list[dict]:
                          "latency_reachable": reachable, "profile_s": time.perf_counter() - t0,
                          "profile_build_s": cost.profile.build_s,
                          "held_out_mean_abs_error_pct": cost.profile.validation.get("mean_abs_error_pct"),
+                         "constant_ms": cost.profile.constant_ms, "beta": cost.profile.beta,
+                         "alpha": cost.profile.alpha, "form": cost.profile.validation.get("form"),
                          "share_asked": {str(r): r / reachable for r in args.targets},
                          "loadavg_after": os.getloadavg()})
             log(f"{name} b{batch}: dense {cost.dense:.3f} ms, reachable {reachable:.3f}")
     return rows
+
+
+def _num(v, spec: str) -> str:  # rows written before a column existed show a dash
+    return "-" if v is None else format(v, spec)
 
 
 def markdown(payload) -> str:
@@ -53,15 +59,17 @@ def markdown(payload) -> str:
              f"runtime torch, load average at start {env['loadavg_start'][0]:.2f}. `reachable` = 1 - (the latency "
              "model's ms with every prunable group at one channel) / (its dense ms): the most a latency target can "
              "ask (`latency_reachable` in summary.json). `profile s`: this run's time to build (or load, when cached) "
-             "the profile; `build s`: the build time the profile records.", "",
+             "the profile; `build s`: the build time the profile records; `constant ms`, `β`, `form`: its "
+             "whole-model fit (`cost.profiling._fit`).", "",
              "| model | batch | dense ms (model) | reachable | " + " | ".join(f"{t:.0%} asks for" for t in targets)
-             + " | held-out error % | profile s | build s |",
-             "|---|---|---|---|" + "---|" * len(targets) + "---|---|---|"]
+             + " | held-out error % | constant ms | β | form | profile s | build s |",
+             "|---|---|---|---|" + "---|" * len(targets) + "---|---|---|---|---|---|"]
     for r in rows:
         shares = " | ".join(f"{r['share_asked'][str(t)]:.2f}" for t in targets)
         err = r["held_out_mean_abs_error_pct"]
         lines.append(f"| {r['model']} | {r['batch']} | {r['latency_ms_dense_predicted']:.3f} | "
                      f"{r['latency_reachable']:.3f} | {shares} | {'-' if err is None else f'{err:.1f}'} | "
+                     f"{_num(r.get('constant_ms'), '.3f')} | {_num(r.get('beta'), '.3f')} | {r.get('form') or '-'} | "
                      f"{r['profile_s']:.1f} | {r['profile_build_s'] or 0:.1f} |")
     return "\n".join(lines) + "\n"
 

@@ -199,13 +199,21 @@ def test_cache_is_keyed_and_validated(tmp_path, monkeypatch, tiny):
     assert lp.profile_key(model, graph, SHAPE, batch_size=2, threads=1)["allocator"] == other
     cached_profile(model, graph, SHAPE, batch_size=2, threads=1)
     assert len(built) == 6  # does not reuse the profile timed under the first one
-    path = next(iter(sorted((tmp_path / "latency").glob("*.json"), key=lambda f: f.stat().st_mtime, reverse=True)))
+    path = lp.cache_path(lp.profile_key(model, graph, SHAPE, batch_size=2, threads=1))
     stale = LatencyProfile.load(path)
     stale.constant_ms = -1.0  # fitted before _fit held the constant >= 0
     stale.save(path)
     logs = []
     cached_profile(model, graph, SHAPE, batch_size=2, threads=1, log=logs.append)
     assert len(built) == 7 and "negative constant" in logs[0]  # measured again
+    assert LatencyProfile.load(path).constant_ms >= 0
+    cached_profile(model, graph, SHAPE, batch_size=2, threads=1)
+    assert len(built) == 7  # and reused from then on
+    residue = LatencyProfile.load(path)
+    residue.constant_ms = -1e-14  # a rounding residue at the bound is not a negative constant
+    residue.save(path)
+    cached_profile(model, graph, SHAPE, batch_size=2, threads=1)
+    assert len(built) == 7
 
 
 def test_grid_times_both_sides_of_its_multiples_of_8():
@@ -270,11 +278,12 @@ def test_fit_never_implies_a_negative_constant():
                [-20 + 1.0 * s + 0.5 * e for s, e in zip(sums, elems)]):
         beta, alpha, form = profiling._fit(sums, elems, ms)
         assert ms[0] - beta * sums[0] - alpha * elems[0] >= -1e-9, (form, beta, alpha)
-        assert beta >= 0 and alpha >= 0
+        assert beta >= 0 and alpha >= 0 and (form != "beta" or alpha == 0.0)  # the form is the one used
     ms = [-5 + 1.1 * s for s in sums]
     beta, alpha, _ = profiling._fit(sums, elems, ms)
     assert ms[0] - beta * sums[0] - alpha * elems[0] == pytest.approx(0.0, abs=1e-9)  # the bound holds, at 0
     assert profiling._fit(sums, [0.0] * 6, ms)[:2] == pytest.approx((1.05, 0.0))  # beta alone: ms_0 / sums_0
+    assert profiling._fit([10.0], [1.0], [2.0])[:2] == pytest.approx((0.2, 0.0))  # dense only, capped too
 
 
 def test_onnxruntime_profile_structure():

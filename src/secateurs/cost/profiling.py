@@ -18,11 +18,12 @@ What is measured (the design, and why):
 * **The whole model, at a few widths, calibrates the sum.** A layer inside a network runs with other operations
   around it (BatchNorm, activations, adds, caches shared with its neighbours) that isolated timing misses. The
   dense model and pruned copies at uniform and random widths are timed interleaved; the model is
-  ``latency = constant + β · Σ layer tables + α · Σ (output elements per layer)``, fitted with β, α, constant ≥ 0
-  and forced through the measured dense latency (so the model's dense cost *is* the measured dense latency, and the
-  constant is the unprunable rest). The ``α`` term carries the elementwise work that scales with a layer's output;
-  ``β`` the difference between a layer in isolation and in the network (and between the load while the tables and
-  while the whole models were timed). Which of β, α are free is chosen by leave-one-out error (:func:`_fit`).
+  ``latency = constant + β · Σ layer tables + α · Σ (output elements per layer)``, fitted with β, α and
+  constant ≥ 0 (by capping and falling back) and forced through the measured dense latency (so the model's dense
+  cost *is* the measured dense latency, and the constant is the unprunable rest). The ``α`` term carries the
+  elementwise work that scales with a layer's output; ``β`` the difference between a layer in isolation and in
+  the network (and between the load while the tables and while the whole models were timed). Which of β, α are
+  free is chosen by leave-one-out error (:func:`_fit`).
 * **Held out.** Pruned copies at other random widths are timed in the same rounds and not used for the fit; their
   prediction error is stored with the profile (``validation``) and printed by ``secateurs profile``.
 
@@ -162,7 +163,9 @@ def profile_latency(model: nn.Module, graph: ChannelGraph, input_shape: Sequence
         beta, alpha, form = _fit([f[0] for f in feats[:len(fit_configs)]],
                                  [f[1] for f in feats[:len(fit_configs)]], measured[:len(fit_configs)])
         profile.beta, profile.alpha, profile.dense_ms = beta, alpha, measured[0]
-        profile.constant_ms = measured[0] - beta * feats[0][0] - alpha * feats[0][1]
+        # _fit holds it >= 0; max() drops a rounding residue at the bound (beta = ms_0 / sums_0), which would
+        # otherwise make cached_profile measure this profile again on every call
+        profile.constant_ms = max(0.0, measured[0] - beta * feats[0][0] - alpha * feats[0][1])
         lm = LatencyModel(graph, profile)
         from .macs import MacsModel
 
@@ -255,7 +258,8 @@ def _monotone(ms: list[list[float]]) -> list[list[float]]:
 
 
 def _fit(sums: Sequence[float], elems: Sequence[float], ms: Sequence[float]) -> tuple[float, float, str]:
-    """β, α ≥ 0 for ``ms_k - ms_0 ≈ β (sums_k - sums_0) + α (elems_k - elems_0)`` (through the dense point 0).
+    """β, α ≥ 0 and a constant ≥ 0 for ``ms_k - ms_0 ≈ β (sums_k - sums_0) + α (elems_k - elems_0)`` (through
+    the dense point 0).
 
     Three forms compete: β alone, β and α, and α with β = 1 (the isolated tables taken at face value); the one with
     the smallest leave-one-out error wins and is refitted on every point. With a handful of points timed on a busy
@@ -264,46 +268,46 @@ def _fit(sums: Sequence[float], elems: Sequence[float], ms: Sequence[float]) -> 
 
     The constant (``ms_0 - β sums_0 - α elems_0``) is held ≥ 0 as β and α are: a fit that explains more than the
     dense latency extrapolates below 0 ms towards the smallest widths (VGG-16 at batch 64 here: β 0.88 and α with a
-    constant of -5 ms, so one channel per group predicted -2.8 ms and a reachable reduction of 1.009). β alone is
-    then capped at ``ms_0 / sums_0``, α (β = 1) at the rest of the dense latency, and the two-parameter form, like
-    a negative coefficient, falls back to β alone. Returns (β, α, form)."""
+    constant of -5 ms, so one channel per group predicted -2.8 ms and a reachable reduction of 1.009). The bounds
+    are enforced by capping and falling back, not by a constrained least-squares fit: β alone is capped at
+    ``ms_0 / sums_0``, α (β = 1) at the rest of the dense latency, and the two-parameter form, like a negative
+    coefficient, falls back to β alone. Returns (β, α, the form used: the refit's, after any fallback)."""
     pts = [(s - sums[0], e - elems[0], m - ms[0]) for s, e, m in zip(sums[1:], elems[1:], ms[1:])]
     beta_cap = ms[0] / sums[0] if sums[0] > 0 else math.inf
 
     def rest(b, a):  # the constant the fit implies
         return ms[0] - b * sums[0] - a * elems[0]
 
-    def solve(form, data):
+    def solve(form, data) -> tuple[float, float, str]:
         sxx = sum(x * x for x, _, _ in data)
         szz = sum(z * z for _, z, _ in data)
         sxz = sum(x * z for x, z, _ in data)
         sxy = sum(x * y for x, _, y in data)
         szy = sum(z * y for _, z, y in data)
         if form == "beta":
-            return min(beta_cap, max(0.0, sxy / sxx) if sxx > 0 else 1.0), 0.0
+            return min(beta_cap, max(0.0, sxy / sxx) if sxx > 0 else 1.0), 0.0, "beta"
         if form == "alpha":  # β = 1: fit the residual y - x on z
             if rest(1.0, 0.0) < 0:
                 return solve("beta", data)
             r = sum(z * (y - x) for x, z, y in data)
             a = max(0.0, r / szz) if szz > 0 else 0.0
-            return 1.0, (min(a, rest(1.0, 0.0) / elems[0]) if elems[0] > 0 else a)
+            return 1.0, (min(a, rest(1.0, 0.0) / elems[0]) if elems[0] > 0 else a), "alpha"
         det = sxx * szz - sxz * sxz
         if det <= 1e-12 * max(sxx * szz, 1e-300):
             return solve("beta", data)
         b, a = (sxy * szz - szy * sxz) / det, (szy * sxx - sxy * sxz) / det
-        return (b, a) if b >= 0 and a >= 0 and rest(b, a) >= 0 else solve("beta", data)
+        return (b, a, "beta+alpha") if b >= 0 and a >= 0 and rest(b, a) >= 0 else solve("beta", data)
 
     def loo(form):
         err = 0.0
         for k, (x, z, y) in enumerate(pts):
-            b, a = solve(form, pts[:k] + pts[k + 1:])
+            b, a, _ = solve(form, pts[:k] + pts[k + 1:])
             err += (y - b * x - a * z) ** 2
         return err
 
     if not pts:
-        return 1.0, 0.0, "beta"
-    form = min(("beta", "alpha", "beta+alpha"), key=loo) if len(pts) > 2 else "beta"
-    return (*solve(form, pts), form)
+        return min(1.0, beta_cap), 0.0, "beta"
+    return solve(min(("beta", "alpha", "beta+alpha"), key=loo) if len(pts) > 2 else "beta", pts)
 
 
 def _uniform(graph: ChannelGraph, f: float) -> dict[str, list[int]]:
@@ -349,7 +353,7 @@ def cached_profile(model: nn.Module, graph: ChannelGraph, input_shape: Sequence[
     if path.exists() and not rebuild:
         try:
             prof = LatencyProfile.load(path)
-            if prof.key == key and prof.constant_ms >= 0:
+            if prof.key == key and prof.constant_ms >= -1e-9 * max(prof.dense_ms, 1.0):  # a rounding residue
                 return prof
             if prof.key == key:
                 (log or (lambda s: None))(f"latency cache {path} was fitted with a negative constant "
