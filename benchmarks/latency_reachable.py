@@ -66,9 +66,8 @@ def markdown(payload) -> str:
              "|---|---|---|---|" + "---|" * len(targets) + "---|---|---|---|---|---|"]
     for r in rows:
         shares = " | ".join(f"{r['share_asked'][str(t)]:.2f}" for t in targets)
-        err = r["held_out_mean_abs_error_pct"]
         lines.append(f"| {r['model']} | {r['batch']} | {r['latency_ms_dense_predicted']:.3f} | "
-                     f"{r['latency_reachable']:.3f} | {shares} | {'-' if err is None else f'{err:.1f}'} | "
+                     f"{r['latency_reachable']:.3f} | {shares} | {_num(r['held_out_mean_abs_error_pct'], '.1f')} | "
                      f"{_num(r.get('constant_ms'), '.3f')} | {_num(r.get('beta'), '.3f')} | {r.get('form') or '-'} | "
                      f"{r['profile_s']:.1f} | {r['profile_build_s'] or 0:.1f} |")
     return "\n".join(lines) + "\n"

@@ -350,16 +350,17 @@ def cached_profile(model: nn.Module, graph: ChannelGraph, input_shape: Sequence[
     key = profile_key(model, graph, input_shape, batch_size=batch_size, threads=threads, dtype=dtype,
                       runtime=runtime, device=device, tables=kw.get("tables", "each"))
     path = cache_path(key)
+    say = log or (lambda s: None)
     if path.exists() and not rebuild:
         try:
             prof = LatencyProfile.load(path)
-            if prof.key == key and prof.constant_ms >= -1e-9 * max(prof.dense_ms, 1.0):  # a rounding residue
-                return prof
             if prof.key == key:
-                (log or (lambda s: None))(f"latency cache {path} was fitted with a negative constant "
-                                          f"({prof.constant_ms:.4g} ms); measuring again")
+                if prof.constant_ms >= -1e-9 * max(prof.dense_ms, 1.0):  # a rounding residue is not negative
+                    return prof
+                say(f"latency cache {path} was fitted with a negative constant ({prof.constant_ms:.4g} ms); "
+                    "measuring again")
         except CheckpointError as e:
-            (log or (lambda s: None))(f"latency cache {path} is not valid ({e}); measuring again")
+            say(f"latency cache {path} is not valid ({e}); measuring again")
     prof = profile_latency(model, graph, input_shape, batch_size=batch_size, threads=threads, dtype=dtype,
                            runtime=runtime, log=log, **kw)
     path.parent.mkdir(parents=True, exist_ok=True)
