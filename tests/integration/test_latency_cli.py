@@ -174,3 +174,20 @@ def test_a_plan_that_removes_nearly_all_the_macs_warns_in_one_line(dense, tmp_pa
     assert len(lines) == 1 and lines[0].startswith("secateurs prune: warning: the plan kept for the latency target")
     s = json.loads((out / "summary.json").read_text())
     assert s["latency_reachable"] == pytest.approx(best) and s["flops_reduction"] >= 0.9
+
+
+def test_a_given_profile_with_a_negative_constant_warns_in_one_line(dense, tmp_path, capsys):
+    ckpt = load_checkpoint(dense)
+    import torch
+
+    graph = build_channel_graph(ckpt.model.eval(), torch.zeros(1, *ckpt.spec.input_shape))
+    prof = macs_profile(ckpt.model, graph, tuple(ckpt.spec.input_shape))
+    prof.constant_ms = -0.1 * prof.dense_ms  # as fitted before the constant was held >= 0
+    prof.save(tmp_path / "lat.json")
+    before = (tmp_path / "lat.json").read_bytes()
+    assert main(["prune", "--checkpoint", str(dense), "--data", "digits", "--criterion", "l1", "--latency-reduction",
+                 "0.3", "--latency-profile", str(tmp_path / "lat.json"), "--latency-rounds", "1", "--out",
+                 str(tmp_path / "p")] + QUIET + FAST) == 0
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if "negative constant" in ln]
+    assert len(lines) == 1 and lines[0].startswith("secateurs prune: warning: the latency profile's fit")
+    assert (tmp_path / "lat.json").read_bytes() == before  # the user's file is not rewritten

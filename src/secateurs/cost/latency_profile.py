@@ -75,6 +75,12 @@ class LatencyProfile:
 
         return self.key.get("allocator", AS_FOUND)
 
+    @property
+    def negative_constant(self) -> bool:
+        """Whether its fit has a constant below 0 (written before ``profiling._fit`` held it ≥ 0): its model can
+        predict below 0 ms near the floor. A rounding residue at the bound does not count."""
+        return self.constant_ms < -1e-9 * max(self.dense_ms, 1.0)
+
     def to_dict(self) -> dict:
         return {"format": FORMAT, "version": VERSION, "key": self.key, "tables": [t.to_dict() for t in self.tables],
                 "calls": self.calls, "fit": {"beta": self.beta, "alpha": self.alpha, "constant_ms": self.constant_ms,

@@ -355,7 +355,7 @@ def cached_profile(model: nn.Module, graph: ChannelGraph, input_shape: Sequence[
         try:
             prof = LatencyProfile.load(path)
             if prof.key == key:
-                if prof.constant_ms >= -1e-9 * max(prof.dense_ms, 1.0):  # a rounding residue is not negative
+                if not prof.negative_constant:
                     return prof
                 say(f"latency cache {path} was fitted with a negative constant ({prof.constant_ms:.4g} ms); "
                     "measuring again")

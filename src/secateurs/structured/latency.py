@@ -123,15 +123,20 @@ def latency_model(model: "nn.Module", graph: "ChannelGraph", input_shape: Sequen
         got = {k: prof.key.get(k) for k in want}
         if got != want:
             raise ArgumentError("latency_profile", "given", f"was measured for {got}, not for {want}")
+        import warnings
+
         from ..timing import allocator
 
         now = allocator()
         if prof.allocator != now:
-            import warnings
-
             warnings.warn(f"the latency profile was timed with the allocator {prof.allocator!r} and this process "
                           f"times with {now!r} (secateurs.timing.allocator): its predictions may be off; the "
                           "measured rounds still check the target", stacklevel=2)
+        if prof.negative_constant:  # the cache measures such a profile again; a given one is the user's to replace
+            warnings.warn(f"the latency profile's fit has a negative constant ({prof.constant_ms:.4g} ms; profiles "
+                          "written before secateurs held it >= 0): near the floor it predicts too little latency, "
+                          "so the early refusal of an unreachable target may not fire and the heavy-plan warning "
+                          "leaves out the floor; `secateurs profile` measures a new one", stacklevel=2)
     try:
         return LatencyModel(graph, prof)
     except ValueError as e:
