@@ -144,6 +144,16 @@ def test_out_of_range_indices_are_refused(tmp_path):
         secateurs.load(path)
 
 
+@pytest.mark.parametrize("blob", [b"garbage\n", b"", b"\xff" * 8 + b"{}"])
+def test_a_corrupt_weights_file_is_a_checkpoint_error(tmp_path, blob):
+    from secateurs.errors import CheckpointError
+
+    path = _write(tmp_path)
+    (path / WEIGHTS_FILE).write_bytes(blob)
+    with pytest.raises(CheckpointError, match="not a readable safetensors file"):
+        load_checkpoint(path)
+
+
 def test_no_pickle_and_a_readable_index(tmp_path):
     path = _write(tmp_path)
     blob = (path / WEIGHTS_FILE).read_bytes()

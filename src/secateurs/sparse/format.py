@@ -271,7 +271,12 @@ def read_state(directory: str | os.PathLike, map_location: str | torch.device = 
         raise ValueError(f"{INDEX_FILE}: 'tensors' is not an object")
     for name, entry in tensors.items():
         _check_entry(name, entry)
-    arrays = load_file(str(directory / WEIGHTS_FILE))
+    from safetensors import SafetensorError
+
+    try:
+        arrays = load_file(str(directory / WEIGHTS_FILE))
+    except SafetensorError as e:  # not a ValueError: a corrupt file would otherwise escape as a traceback
+        raise ValueError(f"{WEIGHTS_FILE} is not a readable safetensors file ({str(e).splitlines()[0]})") from None
     state = {name: decode(name, entry, arrays) for name, entry in tensors.items()}
     known = {k for name, e in tensors.items() for k in _keys(name, e)}
     if set(arrays) - known:
