@@ -213,6 +213,49 @@ def test_state_file_inside_data_dir_or_checkpoint_is_refused(tmp_path, capsys):
     assert not (ckpt / "state.pt").exists()
 
 
+def test_state_file_inside_the_teacher_is_refused(tmp_path, capsys):
+    ckpt, teacher = _good(tmp_path / "c"), _good(tmp_path / "t")
+    before = {f.name: f.read_bytes() for f in teacher.iterdir()}
+    for state in (teacher / "model.safetensors", teacher / "state.pt"):
+        _fails(["finetune", "--checkpoint", str(ckpt), "--distill-from", str(teacher), "--data", "digits", "--epochs",
+                "1", "--out", str(tmp_path / "o"), "--save-state", str(state), "--overwrite", *QUIET], capsys,
+               "--distill-from")
+    assert {f.name: f.read_bytes() for f in teacher.iterdir()} == before
+
+
+def test_out_over_the_latency_profiles_checkpoint_is_refused(tmp_path, capsys):
+    ckpt, other = _good(tmp_path / "c"), _good(tmp_path / "other")
+    (other / "lat.json").write_text("{}")
+    _fails(["prune", "--checkpoint", str(ckpt), "--data", "digits", "--criterion", "l1", "--latency-reduction", "0.3",
+            "--latency-profile", str(other / "lat.json"), "--out", str(other), "--overwrite", *QUIET], capsys,
+           "--latency-profile")
+    assert (other / "lat.json").read_text() == "{}"
+
+
+@pytest.mark.parametrize("kind", ["a user's file", "a directory"])
+def test_overwrite_replaces_only_a_training_state(kind, tmp_path, capsys):
+    target = tmp_path / "mine"
+    if kind == "a directory":
+        target.mkdir()
+        (target / "notes.txt").write_text("keep")
+        needle = "not a regular file"
+    else:
+        target.write_text("precious")
+        needle = "not a secateurs training state"
+    _fails(["train", "--model", "mlp", "--data", "digits", "--epochs", "1", "--out", str(tmp_path / "o"),
+            "--save-state", str(target), "--overwrite", *QUIET], capsys, needle)
+    assert not (tmp_path / "o").exists()
+    assert (target / "notes.txt").read_text() == "keep" if kind == "a directory" else target.read_text() == "precious"
+
+
+def test_overwrite_replaces_an_earlier_runs_state(tmp_path):
+    state = tmp_path / "state.pt"
+    argv = ["train", "--model", "mlp", "--data", "digits", "--epochs", "1", "--max-steps", "2", "--save-state",
+            str(state), "--overwrite", *QUIET]
+    assert main(argv + ["--out", str(tmp_path / "a")]) == 0 and state.is_file()
+    assert main(argv + ["--out", str(tmp_path / "b")]) == 0  # the first run's state, replaced
+
+
 # ----------------------------------------------------------------------------------------------- state files
 @pytest.mark.parametrize("content", [b"", b"garbage", "no config"])
 def test_bad_resume_files(content, tmp_path, capsys):

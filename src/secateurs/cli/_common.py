@@ -349,13 +349,14 @@ def data_inputs(args) -> list:
 def check_out(args, inputs=()) -> None:
     """--out (a checkpoint directory) and --save-state of a training command, claimed before any work."""
     ins = [("--checkpoint", getattr(args, "checkpoint", None)), ("--resume", getattr(args, "resume", None)),
-           ("--distill-from", getattr(args, "distill_from", None)), *data_inputs(args), *inputs]
-    check_state_paths(args, getattr(args, "save_state", None), getattr(args, "resume", None))
-    claim_output(args, "--out", args.out, "dir", ins)
+           ("--distill-from", getattr(args, "distill_from", None)),
+           ("--latency-profile", getattr(args, "latency_profile", None)), *data_inputs(args), *inputs]
     state = getattr(args, "save_state", None)
+    if state is not None:  # every input but --resume, which the state file may be (a resumed run goes on saving)
+        check_not_input("--save-state", state, [i for i in ins if i[0] != "--resume"])
+    check_state_paths(args, state, getattr(args, "resume", None))
+    claim_output(args, "--out", args.out, "dir", ins)
     if state is not None:
-        check_not_input("--save-state", state, [("--checkpoint", getattr(args, "checkpoint", None)),
-                                                *data_inputs(args)])
         if _writer_rank():
             resources(args).enter_context(_lock(state, "--save-state"))
 
@@ -425,10 +426,22 @@ def check_state_paths(args, state_path: Path | None, resume: Path | None) -> Non
                              "output directory is written only when the run completes)")
     if resume is not None and not resume.is_file():
         raise UsageError(f"--resume: {str(resume)!r} is not a file")
-    if (state_path is not None and state_path.exists() and not getattr(args, "overwrite", False)
-            and (resume is None or state_path.resolve() != resume.resolve())):
+    if state_path is None or not (state_path.exists() or state_path.is_symlink()):
+        return
+    if state_path.is_symlink() or not state_path.is_file():
+        raise UsageError(f"--save-state {str(state_path)!r} exists and is not a regular file; refusing to replace it")
+    if resume is not None and state_path.resolve() == resume.resolve():
+        return  # the resumed run's own state: read by --resume's checks, replaced as the run goes on
+    if not getattr(args, "overwrite", False):
         raise UsageError(f"--save-state {str(state_path)!r} already exists (an earlier run's state?); resume it "
                          "with --resume, or pass --overwrite to replace it")
+    from ..train_state import ResumeError, read_train_state
+
+    try:  # --overwrite replaces an earlier run's state, never some other file that happens to be there
+        read_train_state(state_path)
+    except ResumeError:
+        raise UsageError(f"--save-state {str(state_path)!r} exists and is not a secateurs training state; "
+                         "refusing to replace it, even with --overwrite") from None
 
 
 def run_trainer(args, trainer):
