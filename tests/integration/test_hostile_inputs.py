@@ -269,6 +269,13 @@ def test_bad_resume_files(content, tmp_path, capsys):
     assert not (tmp_path / "o").exists()
 
 
+def test_missing_dataset_files_are_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("SECATEURS_OFFLINE", "1")
+    (tmp_path / "empty").mkdir()
+    _fails(["train", "--model", "mlp", "--data", "fashion-mnist", "--data-dir", str(tmp_path / "empty"), "--epochs",
+            "1", "--out", str(tmp_path / "o"), *QUIET], capsys, "give --data-dir DIR")
+
+
 # ----------------------------------------------------------------------------------------------- numbers
 @pytest.mark.parametrize("argv,needle", [
     (["train", "--model", "mlp", "--data", "digits", "--lr", "1e308"], "--lr must be at most"),

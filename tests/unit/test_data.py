@@ -227,6 +227,11 @@ def test_fashion_mnist_missing_everywhere_gives_one_clear_error(tmp_path: Path) 
     assert str(tmp_path / "system" / "fashion-mnist") not in msg
     with pytest.raises(FileNotFoundError, match="Download not attempted"):
         get_dataset("fashion-mnist", download=False)
+    short = info.value.short  # the command line's one-line form says the same
+    assert "\n" not in short
+    for needle in ("--data-dir", "SECATEURS_DATA", "apt-get install dataset-fashion-mnist",
+                   "network disabled in tests", str(tmp_path / "mine"), "train-images-idx3-ubyte[.gz]"):
+        assert needle in short
 
 
 def test_offline_env_disables_implicit_download(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -36,12 +36,15 @@ def handle_errors(parser: argparse.ArgumentParser, command: str, interrupted_hin
             raise
         # by type: our errors format themselves; OSErrors carry the path; others (GraphError: a model the tracer
         # cannot handle is the user's input, not our crash) their first argument
-        if isinstance(e, (InputError, UsageError)):
+        if getattr(e, "short", None):  # a several-line library message with a one-line form (MissingDataError)
+            msg = e.short
+        elif isinstance(e, (InputError, UsageError)):
             msg = str(e)
         elif isinstance(e, OSError) and e.filename is not None:
             msg = f"{e.filename}: {e.strerror or e}"
         else:
             msg = e.args[0] if e.args else type(e).__name__
+        msg = " ".join(ln.strip() for ln in str(msg).splitlines() if ln.strip())  # one line, whatever it said
         print(f"secateurs {command}: error: {msg}", file=sys.stderr)
         status.code = 2
         raise SystemExit(2)

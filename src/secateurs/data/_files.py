@@ -136,4 +136,20 @@ def missing_data_error(
         lines.append(f"  * install the Debian package: apt-get install {debian_package}")
     lines.append(f"  * go online and allow downloading (download=True, {OFFLINE_ENV} unset); files go to data_dir "
                  f"or {cache_root() / name}")
-    return FileNotFoundError("\n".join(lines))
+    short = [f"dataset {name!r}: could not find {needed}" + (f" (the data dir lacks {', '.join(missing)})"
+                                                              if missing else ""),
+             "searched " + ", ".join(str(d) for d in searched),
+             f"download not attempted ({OFFLINE_ENV} is set or download=False)" if download_error is None
+             else f"download from {url} failed: {download_error}",
+             f"give --data-dir DIR or {DATA_ENV}=DIR" + (f", or apt-get install {debian_package}"
+                                                          if debian_package else "")]
+    return MissingDataError("\n".join(lines), short="; ".join(short))
+
+
+class MissingDataError(FileNotFoundError):
+    """A dataset's files were not found: the message says every way to fix it, over several lines; ``short`` says
+    the same on one line (the command line's error)."""
+
+    def __init__(self, message: str, *, short: str):
+        super().__init__(message)
+        self.short = short
