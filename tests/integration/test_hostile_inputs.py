@@ -299,6 +299,22 @@ def test_numbers_that_overflow_or_never_finish(argv, needle, tmp_path, capsys):
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.parametrize("argv", [
+    ["report", "--no-latency", "{c}", "--out", ""],
+    ["export", "--checkpoint", "{c}", "--format", "torchscript", "--out", " "],
+    ["train", "--model", "mlp", "--data", "digits", "--epochs", "1", "--out", ""],
+    ["train", "--model", "mlp", "--data", "digits", "--epochs", "1", "--out", "{o}", "--save-state", ""],
+    ["finetune", "--checkpoint", "", "--data", "digits", "--epochs", "1", "--out", "{o}"],
+    ["profile", "--checkpoint", "{c}", "--out", ""],
+])
+def test_an_empty_path_is_refused_not_read_as_the_current_directory(argv, tmp_path, capsys, monkeypatch):
+    ckpt = _good(tmp_path / "c")
+    monkeypatch.chdir(tmp_path)
+    argv = [a.format(c=ckpt, o=tmp_path / "o") for a in argv]
+    _fails(argv + QUIET[1:] if argv[0] != "report" else argv, capsys, "empty path")
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["c"]
+
+
 def test_diverging_training_stops_without_a_checkpoint(tmp_path, capsys):
     err = _fails(["train", "--model", "mlp", "--data", "digits", "--epochs", "1", "--lr", "1e4",
                   "--warmup-epochs", "0", "--out", str(tmp_path / "o"), *QUIET], capsys,

@@ -139,9 +139,19 @@ def fraction(flag: str, low_inclusive: bool = True, high_inclusive: bool = False
     return parse
 
 
+def path_arg(flag: str):
+    """argparse type: a path; an empty one is refused (``Path("")`` is the current directory, which nobody meant)."""
+    def parse(text: str) -> Path:
+        if not text.strip():
+            raise argparse.ArgumentTypeError(f"{flag}: empty path {text!r}")
+        return Path(text)
+
+    return parse
+
+
 def existing_dir(flag: str):
     def parse(text: str) -> Path:
-        path = Path(text)
+        path = path_arg(flag)(text)
         if path.is_file():  # e.g. DIR/model.safetensors: checkpoints are directories
             raise argparse.ArgumentTypeError(f"{flag}: {text!r} is a file, not a directory; did you mean its "
                                              f"directory {str(path.parent)!r}?")
@@ -193,9 +203,9 @@ def add_train_args(p: argparse.ArgumentParser, epochs: float = 10, lr: float = 0
     g.add_argument("--no-augment", action="store_true", help="disable random crop / flip")
     g.add_argument("--max-steps", type=positive_int("--max-steps", MAX_STEPS), default=None, metavar="N",
                    help="stop after this many optimizer steps (smoke tests; default: no limit)")
-    g.add_argument("--save-state", type=Path, default=None, metavar="FILE",
+    g.add_argument("--save-state", type=path_arg("--save-state"), default=None, metavar="FILE",
                    help="write the whole training state to FILE after every epoch (atomically), for --resume")
-    g.add_argument("--resume", type=Path, default=None, metavar="FILE",
+    g.add_argument("--resume", type=path_arg("--resume"), default=None, metavar="FILE",
                    help="continue an interrupted run from its --save-state FILE (same command and flags)")
 
 
@@ -260,7 +270,7 @@ def add_run_args(p: argparse.ArgumentParser, out_required: bool = True) -> None:
                    help="seeds the data order, augmentation, validation split and initialisation (default 0)")
     g.add_argument("--threads", type=positive_int("--threads", MAX_THREADS), default=None, metavar="N",
                    help="torch CPU threads (default: torch's choice, usually the number of cores)")
-    g.add_argument("--out", required=out_required, type=Path, metavar="DIR",
+    g.add_argument("--out", required=out_required, type=path_arg("--out"), metavar="DIR",
                    help="output checkpoint directory (written atomically)")
     g.add_argument("--overwrite", action="store_true",
                    help="replace an existing --out checkpoint (never a directory that is not a checkpoint)")

@@ -72,7 +72,7 @@ def _existing_file(flag: str):
     def parse(text: str):
         from pathlib import Path
 
-        if not Path(text).is_file():
+        if not text.strip() or not Path(text).is_file():
             raise argparse.ArgumentTypeError(f"{flag}: {text!r} is not a file")
         return Path(text)
 

@@ -3,7 +3,6 @@ as a compressed sparse checkpoint directory (non-zero values + the smallest inde
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from . import _common as c
 
@@ -18,7 +17,7 @@ def add_parser(sub) -> None:
     p.add_argument("--checkpoint", required=True, type=c.existing_dir("--checkpoint"), metavar="DIR",
                    help="checkpoint directory to export")
     p.add_argument("--format", required=True, choices=("torchscript", "onnx", "sparse"), help="output format")
-    p.add_argument("--out", required=True, type=Path, metavar="PATH",
+    p.add_argument("--out", required=True, type=c.path_arg("--out"), metavar="PATH",
                    help="output file (.pt for torchscript, .onnx) or directory (sparse)")
     p.add_argument("--opset", type=c.int_at_least("--opset", 7, 21), default=17, help="ONNX opset (default 17)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file or directory")

@@ -35,7 +35,7 @@ def add_parser(sub) -> None:
                    help="timing of the whole models lasts at least this long (and 5 rounds); each layer table "
                         "a twentieth of it (and 3 rounds)")
     p.add_argument("--seed", type=c.nonneg_int("--seed", c.MAX_SEED), default=0, help="seed of the random widths")
-    p.add_argument("--out", default=None, metavar="FILE", help="also write the profile (JSON) to this file")
+    p.add_argument("--out", default=None, type=c.path_arg("--out"), metavar="FILE", help="also write the profile (JSON) to this file")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.add_argument("--json", action="store_true", help="print the profile's summary as JSON")
     p.set_defaults(run=run)
@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
         except ImportError as e:
             raise c.UsageError(f"--runtime onnxruntime: {e}") from None
     inputs = [("--checkpoint", args.checkpoint)] if args.checkpoint is not None else []
-    if args.out:
+    if args.out is not None:
         c.claim_output(args, "--out", args.out, "file", inputs)
     model, shape, name = c.resolve_model_source(args)
     model.eval()
@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     cache = cache_path(prof.key)
     cache.parent.mkdir(parents=True, exist_ok=True)
     prof.save(cache)
-    if args.out:
+    if args.out is not None:
         prof.save(args.out)
     v = prof.validation
     summary = {"model": name, "input_shape": shape, "setting": {k: prof.key[k] for k in
@@ -80,7 +80,8 @@ def run(args: argparse.Namespace) -> int:
                "alpha": prof.alpha, "held_out_mean_abs_error_pct": v["mean_abs_error_pct"],
                "held_out_max_abs_error_pct": v["max_abs_error_pct"], "held_out": v["held_out"],
                "build_s": prof.build_s, "loadavg_before": prof.timing.get("loadavg_before"),
-               "loadavg_after": prof.timing.get("loadavg_after"), "cache": str(cache), "out": args.out}
+               "loadavg_after": prof.timing.get("loadavg_after"), "cache": str(cache),
+               "out": None if args.out is None else str(args.out)}
     if args.json:
         print(json.dumps(summary, indent=2))
         return 0
@@ -93,5 +94,5 @@ def run(args: argparse.Namespace) -> int:
               f"measured {r['measured_ms']:.3f} ms, error {100 * r['error']:+.1f}%")
     print(f"held-out error: mean {v['mean_abs_error_pct']:.1f}%, max {v['max_abs_error_pct']:.1f}% "
           f"(built in {prof.build_s:.1f} s; load average {summary['loadavg_before']} -> {summary['loadavg_after']})")
-    print(f"cached: {cache}" + (f"; written: {args.out}" if args.out else ""))
+    print(f"cached: {cache}" + (f"; written: {args.out}" if args.out is not None else ""))
     return 0

@@ -31,7 +31,7 @@ def add_parser(sub) -> None:
                    help="timed forward passes per model at batch 1 (a quarter of them, at least 3, at batch 64) "
                         "(default 20)")
     p.add_argument("--json", action="store_true", help="print JSON rows instead of the markdown table")
-    p.add_argument("--out", default=None, metavar="FILE",
+    p.add_argument("--out", default=None, type=c.path_arg("--out"), metavar="FILE",
                    help="also write the table (markdown, or JSON with --json) to this file")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     c.add_trust_arg(p)
@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.names is not None and len(args.names) != len(args.checkpoints):
         raise c.UsageError(f"--names: got {len(args.names)} names for {len(args.checkpoints)} checkpoints")
-    if args.out:
+    if args.out is not None:
         c.claim_output(args, "--out", args.out, "file", [("checkpoint", d) for d in args.checkpoints])
     try:
         rows = compare_checkpoints(args.checkpoints, args.names, latency=not args.no_latency, threads=args.threads,
@@ -56,11 +56,11 @@ def run(args: argparse.Namespace) -> int:
         payload = {"threads": args.threads, "rows": [r.to_dict() for r in rows], "versions": c.versions(),
                    "latency": None if args.no_latency else latency_setting(1, args.threads, args.repeats)}
         print(json.dumps(payload, indent=2))
-        if args.out:
+        if args.out is not None:
             write_json_atomic(args.out, payload)
     else:
         table = markdown_table(rows)
         print(table)
-        if args.out:
+        if args.out is not None:
             write_text_atomic(args.out, table + "\n")
     return 0
