@@ -206,6 +206,15 @@ def test_export_over_an_existing_directory_is_refused(tmp_path, capsys):
             "--overwrite"], capsys, "not a regular file")
 
 
+def test_an_opset_too_old_for_the_model_is_one_line_naming_it(tmp_path, capsys):
+    pytest.importorskip("onnx")
+    spec = ModelSpec(name="vit_tiny", kwargs=dict(KW), input_shape=[1, 8, 8], num_classes=10, dataset="digits")
+    save(tmp_path / "vit", create_model("vit_tiny", **KW), spec, {"accuracy": 0.5})  # GELU: Erf needs opset 9
+    _fails(["export", "--checkpoint", str(tmp_path / "vit"), "--format", "onnx", "--opset", "7", "--out",
+            str(tmp_path / "v.onnx")], capsys, "--opset 7: cannot export 'vit_tiny'")
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["vit"]
+
+
 def test_state_file_inside_data_dir_or_checkpoint_is_refused(tmp_path, capsys):
     ckpt = _good(tmp_path / "c")
     _fails(["finetune", "--checkpoint", str(ckpt), "--data", "digits", "--epochs", "1", "--out",

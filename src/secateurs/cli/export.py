@@ -40,10 +40,24 @@ def run(args: argparse.Namespace) -> int:
     example = torch.randn(2, *ckpt.spec.input_shape, generator=torch.Generator().manual_seed(0))
     if args.format == "onnx":
         try:
-            import onnx  # noqa: F401
+            import onnx
+            import onnx.checker
         except ImportError:
             raise c.UsageError("--format onnx needs the onnx package (pip install onnx)") from None
-        export_onnx(ckpt.model, example, args.out, opset=args.opset)
+        import warnings
+
+        try:
+            with warnings.catch_warnings(record=True) as said:  # the exporter's, said once each if it succeeds
+                warnings.simplefilter("always")
+                export_onnx(ckpt.model, example, args.out, opset=args.opset)
+        except (onnx.checker.ValidationError, RuntimeError) as e:  # torch.onnx's errors are RuntimeErrors
+            # the exporter or the checker refused this model at this opset; nothing was written (atomic)
+            lines = [ln for ln in str(e).splitlines() if ln.strip()]
+            raise c.UsageError(f"--opset {args.opset}: cannot export {ckpt.spec.name!r} to ONNX at this opset: "
+                               f"{lines[0] if lines else type(e).__name__} (try a newer --opset; the default is "
+                               "17)") from None
+        for text, w in {str(w.message): w for w in said}.items():
+            warnings.warn_explicit(text, w.category, w.filename, w.lineno)
     else:
         export_torchscript(ckpt.model, example, args.out)
     print(f"{ckpt.spec.name} ({args.checkpoint}) -> {args.out} ({args.format})")
