@@ -324,6 +324,13 @@ def test_an_empty_path_is_refused_not_read_as_the_current_directory(argv, tmp_pa
     assert sorted(f.name for f in tmp_path.iterdir()) == ["c"]
 
 
+def test_a_batch_of_one_for_batchnorm_over_1x1_features_names_the_batch_size(tmp_path, capsys):
+    # mobilenetv2 on 8x8 digits ends in 1x1 features: BatchNorm cannot train on one value per channel
+    _fails(["train", "--model", "mobilenetv2", "--data", "digits", "--batch-size", "1", "--max-steps", "1",
+            "--epochs", "1", "--out", str(tmp_path / "o"), *QUIET], capsys, "--batch-size 1: a BatchNorm layer")
+    assert not (tmp_path / "o").exists()
+
+
 def test_diverging_training_stops_without_a_checkpoint(tmp_path, capsys):
     err = _fails(["train", "--model", "mlp", "--data", "digits", "--epochs", "1", "--lr", "1e4",
                   "--warmup-epochs", "0", "--out", str(tmp_path / "o"), *QUIET], capsys,

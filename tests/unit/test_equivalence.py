@@ -72,3 +72,19 @@ def test_apply_plan_refuses_when_nothing_can_be_compared():
         model.fc.bias.zero_()
     with pytest.raises(RuntimeError, match="cannot verify"):
         apply_plan(copy.deepcopy(model), PruningPlan.from_kept(graph, {"b1.0.0:out": [0, 1, 2]}), zero, graph=graph)
+
+
+def test_apply_plan_passes_a_right_prune_of_a_huge_output_model_and_refuses_a_wrong_one():
+    # logits of 1e10 and more (an untrained network, BatchNorm statistics at their initial values): float64
+    # rounding alone is 1e-5 absolute there, so the absolute bound must grow with the outputs (torch.allclose)
+    model, x = make("residual")
+    _tiny_head(model, 1e12)
+    graph = build_channel_graph(model, x)
+    removed = {"b1.0.0:out": [0, 1]}
+    plan = PruningPlan.from_kept(graph, {"b1.0.0:out": [i for i in range(graph["b1.0.0:out"].width) if i > 1]})
+    report = apply_plan(copy.deepcopy(model), plan, x, graph=graph)
+    assert report.max_rel_diff < 1e-12
+    eq = equivalence(model, graph, removed, x)
+    assert eq.output_scale > 1e9 and eq.max_rel_diff < 1e-12
+    wrong = _wrong_prune(model, graph, "b1.0.0:out", removed, [2, 3])
+    assert equivalence(model, graph, removed, x, pruned=wrong).max_rel_diff > 1e-3  # still caught, relatively

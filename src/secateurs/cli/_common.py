@@ -405,6 +405,9 @@ def load_data(args):
                     seed=args.seed)
 
 
+ONE_VALUE_PER_CHANNEL = "Expected more than 1 value per channel when training"  # torch's BatchNorm, batch of 1
+
+
 def make_trainer(args, model, data, config, flag: str = "--batch-size", **kwargs):
     """A Trainer whose construction errors (batch larger than the data, not divisible by the world size) name
     --batch-size instead of ending in a traceback."""
@@ -457,14 +460,20 @@ def check_state_paths(args, state_path: Path | None, resume: Path | None) -> Non
                          "refusing to replace it, even with --overwrite") from None
 
 
-def run_trainer(args, trainer):
+def run_trainer(args, trainer, flag: str = "--batch-size"):
     """``trainer.run()``, with a saved state that turns out not to fit (checked by the callbacks at the start of the
-    run) reported against --resume."""
+    run) reported against --resume, and a batch too small for the model's BatchNorm against ``flag``."""
     from ..errors import DivergedError
     from ..train_state import ResumeError
 
     try:
         return trainer.run()
+    except ValueError as e:
+        if ONE_VALUE_PER_CHANNEL not in str(e):
+            raise
+        raise UsageError(f"{flag} {trainer.config.batch_size}: a BatchNorm layer of the model sees one value per "
+                         f"channel at this batch size (1x1 features), and training needs at least 2; use a larger "
+                         f"{flag}") from None
     except ResumeError as e:
         raise UsageError(f"--resume {str(getattr(args, 'resume', ''))!r}: {e}") from None
     except DivergedError as e:

@@ -196,7 +196,7 @@ def finetune(args: argparse.Namespace, model, data, teacher):
                          momentum=args.finetune_momentum, batch_size=args.finetune_batch_size, seed=args.seed)
     criterion = None if teacher is None else c.distill_criterion(args, teacher, next(model.parameters()).device)
     run = c.run_trainer(args, c.make_trainer(args, model, data, ft, flag="--finetune-batch-size",
-                                             criterion=criterion))
+                                             criterion=criterion), flag="--finetune-batch-size")
     record = {"config": dataclasses.asdict(ft), **run.to_dict(),
               "distill": None if criterion is None else {"teacher": "source", **criterion.to_dict()}}
     return {"accuracy": run.accuracy, "loss": run.loss}, record

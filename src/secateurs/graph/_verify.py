@@ -34,6 +34,7 @@ class Equivalence:
     max_rel_diff: float
     probes: int  # probes compared (non-zero reference)
     degenerate: int  # probes whose reference is all zeros (skipped unless the pruned one is not)
+    output_scale: float = 0.0  # the largest magnitude of the reference outputs (what max_abs_diff is against)
 
 
 def _flat(out: Any) -> list[torch.Tensor]:
@@ -123,6 +124,7 @@ def equivalence(
                 raise RuntimeError(f"input of {name} changed shape: {tuple(a.shape)} -> {tuple(b.shape)}")
             pairs.append((a, b))
     abs_diff = max((float((a - b).abs().max()) for a, b in zip(want, got) if a.numel()), default=0.0)
+    out_scale = max((float(a.abs().max()) for a in want if a.numel()), default=0.0)
     rel, probes, degenerate = 0.0, 0, 0
     for a, b in pairs:
         if not a.numel():
@@ -135,7 +137,7 @@ def equivalence(
             continue
         probes += 1
         rel = max(rel, diff / scale)
-    return Equivalence(abs_diff, rel if probes or rel == math.inf else math.nan, probes, degenerate)
+    return Equivalence(abs_diff, rel if probes or rel == math.inf else math.nan, probes, degenerate, out_scale)
 
 
 def masked_vs_pruned(
