@@ -331,6 +331,48 @@ def test_a_batch_of_one_for_batchnorm_over_1x1_features_names_the_batch_size(tmp
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.parametrize("argv,needle", [
+    (["train", "--model", "mlp", "--data", "digits", "--optimizer", "adam", "--momentum", "0.5"],
+     "--momentum 0.5: applies to --optimizer sgd, not adam"),
+    (["train", "--model", "mlp", "--data", "digits", "--optimizer", "adamw", "--no-nesterov"],
+     "--no-nesterov: applies to --optimizer sgd"),
+    (["finetune", "--checkpoint", "{c}", "--data", "digits", "--temperature", "2"],
+     "--temperature 2.0: applies with --distill-from DIR"),
+    (["autoprune", "--checkpoint", "{c}", "--data", "digits", "--flops-reduction", "0.3", "--distill-weight=0.9",
+      "--finetune-epochs", "1"], "--distill-weight 0.9: applies with --distill"),
+    (["autoprune", "--checkpoint", "{c}", "--data", "digits", "--flops-reduction", "0.3", "--finetune-lr", "0.1"],
+     "--finetune-lr 0.1: applies to fine-tuning; give --finetune-epochs"),
+    (["prune", "--checkpoint", "{c}", "--data", "digits", "--flops-reduction", "0.3", "--criterion", "l1",
+      "--calib-batches", "3"], "--calib-batches 3: applies to --criterion taylor, not l1"),
+    (["sparsify", "--checkpoint", "{c}", "--data", "digits", "--sparsity", "0.5", "--prune-at", "0.5"],
+     "--prune-at 0.5: applies to --schedule oneshot, not cyclical"),
+    (["sparsify", "--checkpoint", "{c}", "--data", "digits", "--sparsity", "0.5", "--schedule", "oneshot",
+      "--ramp", "0.5"], "--ramp 0.5: applies to --schedule gmp or cyclical"),
+    (["report", "{c}", "--no-latency", "--repeats", "5"], "--repeats 5: applies to the latency measurement"),
+    (["info", "--checkpoint", "{c}", "--input-shape", "3,32,32"], "--input-shape"),
+    (["info", "--checkpoint", "{c}", "--num-classes", "7"], "--num-classes 7: applies with --model"),
+    (["info", "--model", "mlp", "--data", "digits", "--num-classes", "7"], "--num-classes 7: applies with --input-shape"),
+])
+def test_a_flag_that_would_do_nothing_is_refused_not_ignored(argv, needle, tmp_path, capsys):
+    ckpt = _good(tmp_path / "c")
+    argv = [a.format(c=ckpt) for a in argv]
+    if argv[0] not in ("report", "info"):
+        argv += ["--epochs", "1", "--out", str(tmp_path / "o"), *QUIET] if argv[0] in ("train", "finetune",
+                                                                                       "sparsify") \
+            else ["--out", str(tmp_path / "o"), *QUIET]
+    _fails(argv, capsys, needle)
+    assert not (tmp_path / "o").exists()
+
+
+def test_the_same_flags_where_they_apply_are_accepted(tmp_path):
+    ckpt = _good(tmp_path / "c")
+    assert main(["info", "--model", "mlp", "--input-shape", "1,8,8", "--num-classes", "7"]) == 0
+    assert main(["train", "--model", "mlp", "--data", "digits", "--epochs", "1", "--max-steps", "1", "--momentum",
+                 "0.5", "--no-nesterov", "--out", str(tmp_path / "t"), *QUIET]) == 0
+    assert main(["prune", "--checkpoint", str(ckpt), "--data", "digits", "--flops-reduction", "0.3", "--criterion",
+                 "taylor", "--calib-batches", "2", "--batch-size", "16", "--out", str(tmp_path / "p"), *QUIET]) == 0
+
+
 def test_diverging_training_stops_without_a_checkpoint(tmp_path, capsys):
     err = _fails(["train", "--model", "mlp", "--data", "digits", "--epochs", "1", "--lr", "1e4",
                   "--warmup-epochs", "0", "--out", str(tmp_path / "o"), *QUIET], capsys,

@@ -10,7 +10,7 @@ import contextlib
 import importlib
 import sys
 
-from ._common import UsageError, handle_errors
+from ._common import UsageError, check_unused_flags, given_flags, handle_errors
 
 COMMANDS: dict[str, str] = {
     "train": "secateurs.cli.train",
@@ -104,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         args._resources = stack  # write locks held until the command ends
         stack.enter_context(_import_path(args))
         stack.enter_context(_one_line_warnings(args.command))
+        check_unused_flags(args, given_flags(sys.argv[1:] if argv is None else argv))
         status.code = args.run(args)
     return status.code
 
