@@ -351,7 +351,8 @@ def test_a_batch_of_one_for_batchnorm_over_1x1_features_names_the_batch_size(tmp
     (["report", "{c}", "--no-latency", "--repeats", "5"], "--repeats 5: applies to the latency measurement"),
     (["info", "--checkpoint", "{c}", "--input-shape", "3,32,32"], "--input-shape"),
     (["info", "--checkpoint", "{c}", "--num-classes", "7"], "--num-classes 7: applies with --model"),
-    (["info", "--model", "mlp", "--data", "digits", "--num-classes", "7"], "--num-classes 7: applies with --input-shape"),
+    (["info", "--model", "mlp", "--data", "digits", "--num-classes", "7"],
+     "--num-classes 7: applies with --input-shape"),
 ])
 def test_a_flag_that_would_do_nothing_is_refused_not_ignored(argv, needle, tmp_path, capsys):
     ckpt = _good(tmp_path / "c")

@@ -648,7 +648,8 @@ def _unused_rules(args):
         if args.schedule != "oneshot":
             yield ("--prune-at",), f"applies to --schedule oneshot, not {args.schedule}"
         else:
-            yield ("--ramp", "--initial-sparsity", "--begin-epochs"), "applies to --schedule gmp or cyclical, not oneshot"
+            yield (("--ramp", "--initial-sparsity", "--begin-epochs"),
+                   "applies to --schedule gmp or cyclical, not oneshot")
     if args.command == "report" and args.no_latency:
         yield ("--threads", "--repeats"), "applies to the latency measurement, which --no-latency skips"
     if hasattr(args, "input_shape"):  # the model-source commands (info, explain, profile)

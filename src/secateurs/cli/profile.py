@@ -35,7 +35,8 @@ def add_parser(sub) -> None:
                    help="timing of the whole models lasts at least this long (and 5 rounds); each layer table "
                         "a twentieth of it (and 3 rounds)")
     p.add_argument("--seed", type=c.nonneg_int("--seed", c.MAX_SEED), default=0, help="seed of the random widths")
-    p.add_argument("--out", default=None, type=c.path_arg("--out"), metavar="FILE", help="also write the profile (JSON) to this file")
+    p.add_argument("--out", default=None, type=c.path_arg("--out"), metavar="FILE",
+                   help="also write the profile (JSON) to this file")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.add_argument("--json", action="store_true", help="print the profile's summary as JSON")
     p.set_defaults(run=run)

@@ -7,7 +7,8 @@ the example batch, its outputs equal the unpruned model's with the removed chann
 consumers (``mask_model``), in float64. That last check is scale-aware (``graph._verify.equivalence``): it compares
 the outputs *and* the features the output layers read, each relative to its own magnitude (``rtol``), so tiny or
 zero outputs (a zero-initialised head) cannot make it pass trivially; ``atol + rtol·max|output|`` bounds the
-absolute output difference as well (as ``torch.allclose`` does). When every probe is exactly zero nothing can be checked, and that is an error too.
+absolute output difference as well (as ``torch.allclose`` does). When every probe is exactly zero nothing can be
+checked, and that is an error too.
 """
 from __future__ import annotations
 
