@@ -410,12 +410,12 @@ ONE_VALUE_PER_CHANNEL = "Expected more than 1 value per channel when training"  
 
 def make_trainer(args, model, data, config, flag: str = "--batch-size", **kwargs):
     """A Trainer whose construction errors (batch larger than the data, not divisible by the world size) name
-    --batch-size instead of ending in a traceback."""
+    --batch-size instead of ending in a traceback. Its --save-state / --resume were checked before any work
+    (``check_out``, or ``check_state_paths`` where nothing is written)."""
     from ..train import Trainer
     from ..train_state import read_train_state
 
     state_path, resume = getattr(args, "save_state", None), getattr(args, "resume", None)
-    check_state_paths(args, state_path, resume)
     try:
         trainer = Trainer(model, data, config, progress=False if args.quiet else None, state_path=state_path,
                           **kwargs)

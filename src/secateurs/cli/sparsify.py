@@ -174,6 +174,8 @@ def run(args: argparse.Namespace) -> int:
         raise c.UsageError("--out: required (or pass --plan-only)")
     if args.out is not None and not args.plan_only:
         c.check_out(args)
+    else:  # --plan-only writes nothing; its state flags are still checked as a run's would be
+        c.check_state_paths(args, args.save_state, args.resume)
     if args.schedule != "cyclical":
         given = [text for text, on in ((f"--cycles {args.cycles}", args.cycles is not None),
                                        (f"--restart-sparsity {args.restart_sparsity}", bool(args.restart_sparsity)),
