@@ -297,6 +297,9 @@ def test_missing_dataset_files_are_one_line(tmp_path, capsys, monkeypatch):
     (["sparsify", "--checkpoint", "{c}", "--data", "digits", "--sparsity", "0.99999", "--epochs", "1"],
      "largest reachable value is"),
     (["train", "--model", "mlp", "--data", "digits", "--data-dir", "{empty}"], "--data-dir"),
+    (["train", "--model", "mlp", "--data", "digits", "--val-size", "5000"], "--data digits: --val-size 5000: must"),
+    (["train", "--model", "mlp", "--data", "digits", "--train-subset", "5000"],
+     "--data digits: --train-subset 5000: must"),
 ])
 def test_numbers_that_overflow_or_never_finish(argv, needle, tmp_path, capsys):
     ckpt = _good(tmp_path / "c")

@@ -96,10 +96,10 @@ def test_val_size_zero_gives_empty_tensors_of_the_right_shape() -> None:
 
 
 @pytest.mark.parametrize(("kwargs", "match"), [
-    ({"val_size": 100}, r"val_size=100 .*\[0, 99\]"),
-    ({"val_size": -1}, r"val_size=-1"),
-    ({"val_size": 20, "train_subset": 81}, r"train_subset=81 .*\[1, 80\]"),
-    ({"train_subset": 0}, r"train_subset=0"),
+    ({"val_size": 100}, r"^val_size 100: .*\[0, 99\]"),
+    ({"val_size": -1}, r"^val_size -1: "),
+    ({"val_size": 20, "train_subset": 81}, r"^train_subset 81: .*\[1, 80\]"),
+    ({"train_subset": 0}, r"^train_subset 0: "),
 ])
 def test_invalid_sizes_name_the_argument_and_value(kwargs: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):

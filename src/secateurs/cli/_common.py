@@ -393,8 +393,12 @@ def get_data(name: str, **kwargs):
 
     if name not in list_datasets():
         raise UsageError(f"--data: unknown dataset {name!r}; known: {', '.join(list_datasets())}")
+    from ..errors import ArgumentError
+
     try:
         return get_dataset(name, **kwargs)
+    except ArgumentError as e:  # a size option: name its flag, as the user wrote it
+        raise UsageError(f"--data {name}: {e.describe('--' + e.argument.replace('_', '-'))}") from None
     except ValueError as e:
         raise UsageError(f"--data {name}: {e}") from None
 

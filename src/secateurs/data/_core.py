@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from secateurs._registry import Registry
+from secateurs.errors import ArgumentError
 
 
 @dataclass(eq=False)
@@ -80,7 +81,7 @@ def list_datasets(pattern: str = "*") -> list[str]:
 
 def _check_int(arg: str, value: object, lo: int, hi: int, why: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-        raise ValueError(f"{arg}={value!r} is invalid: must be an integer in [{lo}, {hi}] ({why})")
+        raise ArgumentError(arg, repr(value), f"must be an integer in [{lo}, {hi}] ({why})")
     return value
 
 
@@ -92,7 +93,7 @@ def split_indices(
     perm = torch.randperm(n_train, generator=torch.Generator().manual_seed(seed))
     rest = perm[val_size:]
     if train_subset is not None:
-        why = f"{n_train} training examples minus val_size={val_size}"
+        why = f"{n_train} training examples minus {val_size} held out for validation"
         rest = rest[: _check_int("train_subset", train_subset, 1, len(rest), why)]
     return rest.sort().values, perm[:val_size].sort().values
 
