@@ -105,6 +105,8 @@ def test_scope_round_to_min_channels_and_errors(dense, tmp_path, capsys):
     for argv, needle in [
         (["--criterion", "l1", "--flops-reduction", "0.99", "--min-channels", "64"],
          "--flops-reduction 0.99: a 99.0% MACs reduction is beyond what min_channels=64 allows: at most"),
+        (["--criterion", "l1", "--flops-reduction", "0.3", "--min-channels", "1000"],
+         "--min-channels 1000: leaves nothing to prune: the widest of the"),
         (["--criterion", "bn", "--flops-reduction", "0.5"], "--criterion bn: criterion 'bn' needs an affine BatchNorm"),
         (["--criterion", "l1", "--flops-reduction", "1.5"], "--flops-reduction must be in [0, 1)"),
     ]:

@@ -108,6 +108,12 @@ def test_front_door_autobot_equals_autoprune_and_names_bad_arguments():
     with pytest.raises(ArgumentError) as exc:  # no BatchNorm in an MLP: the method, not the code, is at fault
         prune(copy.deepcopy(model), data, flops_reduction=0.4, method="bn")
     assert exc.value.argument == "method" and exc.value.value == "bn"
+    untouched = copy.deepcopy(model)
+    with pytest.raises(ArgumentError) as exc:  # a floor as wide as every group: the floor is at fault
+        prune(untouched, data, flops_reduction=0.4, method="l1", min_channels=32)
+    assert exc.value.argument == "min_channels" and "widest of the 1 prunable groups has 32" in str(exc.value)
+    assert all(torch.equal(p, q) for p, q in zip(untouched.parameters(), model.parameters()))
+    assert prune(copy.deepcopy(model), data, flops_reduction=0.09, method="l1", min_channels=16).plan.groups
 
 
 def test_cost_model_interface_of_macs():

@@ -158,6 +158,8 @@ def prune(
         from ..graph import build_channel_graph
 
         graph = build_channel_graph(model, example_inputs, limits=graph_limits)
+    if method != "autobot":
+        _check_floor(graph, min_channels)
     test = evaluate_test and splits is not None and len(splits.test_x) > 0
     lat = None
     if wants_latency:
@@ -371,6 +373,16 @@ def _autobot(model, data, target, config, example_inputs, graph, progress, evalu
     return PruneResult("autobot", target, res.plan, res.report, res.selection, graph, res.accuracy, None,
                        res.accuracy_source, settings={"seed": config.seed},
                        autobot=record["rival"] if kept_macs else res, latency=record.get("latency"))
+
+
+def _check_floor(graph, min_channels: int) -> None:
+    """A ``min_channels`` that keeps every prunable group whole is the argument at fault, not the target."""
+    from ..errors import ArgumentError
+
+    widths = [g.width for g in graph.prunable_groups()]
+    if widths and min_channels >= max(widths):
+        raise ArgumentError("min_channels", min_channels, f"leaves nothing to prune: the widest of the {len(widths)} "
+                            f"prunable groups has {max(widths)} channels")
 
 
 def _criterion(model, data, target, method, scope, min_channels, round_to, calib_batches, batch_size, seed,
