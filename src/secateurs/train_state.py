@@ -28,6 +28,9 @@ class ResumeError(InputError):
     """A saved training state does not fit this run (configuration, model, callbacks); nothing was trained."""
 
 
+SGD_ONLY = ("momentum", "nesterov")  # TrainConfig fields only SGD reads
+
+
 def check_resumable(state: Any, *, config: dict, criterion: dict | None, total_steps: int, world_size: int,
                     model: dict[str, torch.Tensor]) -> None:
     """Raise ``ResumeError`` unless ``state`` continues a run with this configuration, loss record, step count,
@@ -37,8 +40,11 @@ def check_resumable(state: Any, *, config: dict, criterion: dict | None, total_s
     if int(state.get("version", 0)) > TRAIN_STATE_VERSION:
         raise ResumeError(f"training state version {state['version']} is newer than this secateurs supports "
                           f"({TRAIN_STATE_VERSION})")
-    diff = [f"{k}: saved {state['config'].get(k)!r}, now {v!r}" for k, v in config.items()
-            if state["config"].get(k) != v]
+    saved = state["config"]
+    # SGD's own settings do nothing under adam / adamw: a state saved with another momentum there resumes
+    ignored = SGD_ONLY if saved.get("optimizer", "sgd") != "sgd" and config.get("optimizer", "sgd") != "sgd" else ()
+    diff = [f"{k}: saved {saved.get(k)!r}, now {v!r}" for k, v in config.items()
+            if k not in ignored and saved.get(k) != v]
     if diff:
         raise ResumeError("the training configuration differs from the saved run (" + "; ".join(diff) + ")")
     if state.get("criterion") != criterion:

@@ -216,3 +216,24 @@ def test_resume_refuses_another_configuration_or_file(digits, tmp_path):
     torch.save({"format": "something else"}, tmp_path / "other.pt")
     with pytest.raises(ValueError, match="not a secateurs training state"):
         read_train_state(tmp_path / "other.pt")
+
+
+def test_sgd_settings_do_not_block_resuming_an_adam_run(digits, tmp_path):
+    # momentum / nesterov do nothing under adam, so a state saved with others (the CLI used to accept them there,
+    # and now refuses them) must resume without them; under sgd they still have to match
+    from secateurs.train import Trainer, read_train_state
+
+    adam = dict(epochs=1, lr=1e-3, batch_size=64, optimizer="adam")
+    Trainer(_dropout_net(0), digits, TrainConfig(**adam, momentum=0.5, nesterov=False), progress=False,
+            state_path=tmp_path / "adam.pt").run()
+    Trainer(_dropout_net(0), digits, TrainConfig(**adam), progress=False).load_state_dict(
+        read_train_state(tmp_path / "adam.pt"))
+    with pytest.raises(ValueError, match="optimizer: saved 'adam', now 'sgd'"):
+        Trainer(_dropout_net(0), digits, TrainConfig(**{**adam, "optimizer": "sgd"}, momentum=0.5, nesterov=False),
+                progress=False).load_state_dict(read_train_state(tmp_path / "adam.pt"))
+    sgd = dict(epochs=1, lr=0.05, batch_size=64)
+    Trainer(_dropout_net(0), digits, TrainConfig(**sgd, momentum=0.5), progress=False,
+            state_path=tmp_path / "sgd.pt").run()
+    with pytest.raises(ValueError, match="momentum: saved 0.5, now 0.9"):
+        Trainer(_dropout_net(0), digits, TrainConfig(**sgd), progress=False).load_state_dict(
+            read_train_state(tmp_path / "sgd.pt"))
