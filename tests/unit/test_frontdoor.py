@@ -114,6 +114,10 @@ def test_front_door_autobot_equals_autoprune_and_names_bad_arguments():
     assert exc.value.argument == "min_channels" and "widest of the 1 prunable groups has 32" in str(exc.value)
     assert all(torch.equal(p, q) for p, q in zip(untouched.parameters(), model.parameters()))
     assert prune(copy.deepcopy(model), data, flops_reduction=0.09, method="l1", min_channels=16).plan.groups
+    assert not prune(copy.deepcopy(model), data, flops_reduction=0.0, method="l1", min_channels=32).plan.groups
+    with pytest.raises(ArgumentError) as exc:  # 25..31 holds no multiple of 8: the rounding is at fault
+        prune(copy.deepcopy(model), data, flops_reduction=0.2, method="l1", min_channels=25, round_to=8)
+    assert exc.value.argument == "round_to" and "floor of 25 channels" in str(exc.value)
 
 
 def test_cost_model_interface_of_macs():

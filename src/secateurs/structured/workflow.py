@@ -158,8 +158,8 @@ def prune(
         from ..graph import build_channel_graph
 
         graph = build_channel_graph(model, example_inputs, limits=graph_limits)
-    if method != "autobot":
-        _check_floor(graph, min_channels)
+    if method != "autobot" and (target is None or target.reduction > 0):
+        _check_floor(graph, min_channels, round_to)
     test = evaluate_test and splits is not None and len(splits.test_x) > 0
     lat = None
     if wants_latency:
@@ -375,14 +375,20 @@ def _autobot(model, data, target, config, example_inputs, graph, progress, evalu
                        autobot=record["rival"] if kept_macs else res, latency=record.get("latency"))
 
 
-def _check_floor(graph, min_channels: int) -> None:
-    """A ``min_channels`` that keeps every prunable group whole is the argument at fault, not the target."""
+def _check_floor(graph, min_channels: int, round_to: int) -> None:
+    """A floor that keeps every prunable group whole is the argument at fault, not the target: ``min_channels``
+    if it is as wide as every group, else ``round_to`` (no multiple of it between the floor and a group's width)."""
     from ..errors import ArgumentError
+    from .select.ranking import ranking_floor
 
     widths = [g.width for g in graph.prunable_groups()]
-    if widths and min_channels >= max(widths):
+    if not widths or ranking_floor(graph, min_channels, round_to)[0]:
+        return
+    if min_channels >= max(widths):
         raise ArgumentError("min_channels", min_channels, f"leaves nothing to prune: the widest of the {len(widths)} "
                             f"prunable groups has {max(widths)} channels")
+    raise ArgumentError("round_to", round_to, f"leaves nothing to prune above a floor of {min_channels} channels: "
+                        f"none of the {len(widths)} prunable groups has a narrower multiple of {round_to} there")
 
 
 def _criterion(model, data, target, method, scope, min_channels, round_to, calib_batches, batch_size, seed,
