@@ -250,11 +250,22 @@ def test_overwrite_replaces_only_a_training_state(kind, tmp_path, capsys):
         needle = "not a regular file"
     else:
         target.write_text("precious")
-        needle = "not a secateurs training state"
+        needle = "is not a readable training state"
     _fails(["train", "--model", "mlp", "--data", "digits", "--epochs", "1", "--out", str(tmp_path / "o"),
             "--save-state", str(target), "--overwrite", *QUIET], capsys, needle)
     assert not (tmp_path / "o").exists()
     assert (target / "notes.txt").read_text() == "keep" if kind == "a directory" else target.read_text() == "precious"
+
+
+def test_overwrite_says_why_a_state_from_a_newer_version_is_kept(tmp_path, capsys):
+    from secateurs.train_state import TRAIN_STATE_FORMAT, TRAIN_STATE_VERSION
+
+    target = tmp_path / "newer.pt"
+    torch.save({"format": TRAIN_STATE_FORMAT, "version": TRAIN_STATE_VERSION + 1}, target)
+    before = target.read_bytes()
+    _fails(["train", "--model", "mlp", "--data", "digits", "--epochs", "1", "--out", str(tmp_path / "o"),
+            "--save-state", str(target), "--overwrite", *QUIET], capsys, "newer")
+    assert target.read_bytes() == before and not (tmp_path / "o").exists()
 
 
 def test_overwrite_replaces_an_earlier_runs_state(tmp_path):

@@ -422,3 +422,28 @@ def test_seeded_batches_are_a_fixed_prefix_of_one_permutation():
     whole = torch.cat(list(seeded_batches(x, batch_size=16, seed=4)))[:, 0]
     assert sorted(whole.tolist()) == list(range(100)) and torch.equal(whole[:48], torch.cat([b[1] for b in a]).float())
     assert not torch.equal(whole, torch.cat(list(seeded_batches(x, batch_size=16, seed=5)))[:, 0])
+
+
+def test_the_command_line_names_a_size_flag_only_when_it_was_given() -> None:
+    from secateurs.cli._common import UsageError, get_data
+
+    name = "_test-default-too-big"
+    if name not in list_datasets():
+        register_dataset(name)(lambda *, data_dir=None, download=None: RawDataset(
+            torch.zeros(100, 1, 1), torch.zeros(100, dtype=torch.long), torch.zeros(10, 1, 1),
+            torch.zeros(10, dtype=torch.long), num_classes=1, default_val_size=5000, mean=(0.0,), std=(1.0,)))
+    with pytest.raises(UsageError, match=rf"^--data {name}: the dataset's default val_size 5000: must be"):
+        get_data(name, val_size=None)  # e.g. `info --data`, which has no --val-size flag
+    with pytest.raises(UsageError, match=rf"^--data {name}: --val-size 500: must be"):
+        get_data(name, val_size=500)
+    with pytest.raises(UsageError, match=rf"^--data {name}: --train-subset 0: must be"):
+        get_data(name, val_size=10, train_subset=0)
+
+
+def test_missing_data_error_survives_pickling():
+    import pickle
+
+    from secateurs.data._files import MissingDataError
+
+    e = pickle.loads(pickle.dumps(MissingDataError("line 1\nline 2", short="one line")))
+    assert isinstance(e, MissingDataError) and str(e) == "line 1\nline 2" and e.short == "one line"

@@ -397,8 +397,10 @@ def get_data(name: str, **kwargs):
 
     try:
         return get_dataset(name, **kwargs)
-    except ArgumentError as e:  # a size option: name its flag, as the user wrote it
-        raise UsageError(f"--data {name}: {e.describe('--' + e.argument.replace('_', '-'))}") from None
+    except ArgumentError as e:  # a size option: its flag if the user gave one, else the dataset's default
+        given = kwargs.get(e.argument) is not None
+        what = "--" + e.argument.replace("_", "-") if given else f"the dataset's default {e.argument}"
+        raise UsageError(f"--data {name}: {e.describe(what)}") from None
     except ValueError as e:
         raise UsageError(f"--data {name}: {e}") from None
 
@@ -459,9 +461,9 @@ def check_state_paths(args, state_path: Path | None, resume: Path | None) -> Non
 
     try:  # --overwrite replaces an earlier run's state, never some other file that happens to be there
         read_train_state(state_path)
-    except ResumeError:
-        raise UsageError(f"--save-state {str(state_path)!r} exists and is not a secateurs training state; "
-                         "refusing to replace it, even with --overwrite") from None
+    except ResumeError as e:  # its reason: not a state at all, or one written by a newer secateurs
+        raise UsageError(f"--save-state: {e}; refusing to replace it, even with --overwrite (which replaces only a "
+                         "training state this version reads)") from None
 
 
 def run_trainer(args, trainer, flag: str = "--batch-size"):

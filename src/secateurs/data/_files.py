@@ -153,3 +153,10 @@ class MissingDataError(FileNotFoundError):
     def __init__(self, message: str, *, short: str):
         super().__init__(message)
         self.short = short
+
+    def __reduce__(self):  # keyword-only ``short``: the default pickling would call __init__(message) alone
+        return _missing_data_error, (str(self), self.short)
+
+
+def _missing_data_error(message: str, short: str) -> "MissingDataError":
+    return MissingDataError(message, short=short)
