@@ -88,3 +88,16 @@ def test_apply_plan_passes_a_right_prune_of_a_huge_output_model_and_refuses_a_wr
     assert eq.output_scale > 1e9 and eq.max_rel_diff < 1e-12
     wrong = _wrong_prune(model, graph, "b1.0.0:out", removed, [2, 3])
     assert equivalence(model, graph, removed, x, pruned=wrong).max_rel_diff > 1e-3  # still caught, relatively
+
+
+def test_a_pruned_model_that_outputs_nan_fails():
+    model, x = make("residual")
+    graph = build_channel_graph(model, x)
+    removed = {"b1.0.0:out": [0, 1]}
+    broken = remove_channels(copy.deepcopy(model), graph, removed)
+    with torch.no_grad():
+        broken.fc.bias[0] = float("nan")
+    eq = equivalence(model, graph, removed, x, pruned=broken)
+    assert eq.max_rel_diff == float("inf") and eq.max_abs_diff == float("inf")
+    assert equivalence(model, graph, removed, x).max_rel_diff < 1e-12
+

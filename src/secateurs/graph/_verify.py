@@ -71,6 +71,13 @@ def _capture(model: nn.Module, names: Sequence[str], store: dict[str, list[torch
     return [model.get_submodule(n).register_forward_pre_hook(hook(n)) for n in names]
 
 
+def _largest(t: torch.Tensor) -> float:
+    """``max |t|``, infinite where ``t`` holds a nan or an inf (``max`` over floats would drop a nan, and a
+    comparison with nan is never "too far": a pruned model that outputs nan must fail the check, not pass it)."""
+    m = float(t.abs().max())
+    return m if math.isfinite(m) else math.inf
+
+
 def equivalence(
     model: nn.Module, graph: ChannelGraph, removed: Mapping[str, Sequence[int]], example_inputs: Any,
     *, pruned: nn.Module | None = None, dtype: torch.dtype = torch.float64,
@@ -123,20 +130,20 @@ def equivalence(
             if a.shape != b.shape:
                 raise RuntimeError(f"input of {name} changed shape: {tuple(a.shape)} -> {tuple(b.shape)}")
             pairs.append((a, b))
-    abs_diff = max((float((a - b).abs().max()) for a, b in zip(want, got) if a.numel()), default=0.0)
-    out_scale = max((float(a.abs().max()) for a in want if a.numel()), default=0.0)
+    abs_diff = max((_largest(a - b) for a, b in zip(want, got) if a.numel()), default=0.0)
+    out_scale = max((_largest(a) for a in want if a.numel()), default=0.0)
     rel, probes, degenerate = 0.0, 0, 0
     for a, b in pairs:
         if not a.numel():
             continue
-        scale, diff = float(a.abs().max()), float((a - b).abs().max())
+        scale, diff = _largest(a), _largest(a - b)
         if scale == 0.0:
             degenerate += 1
             if diff > 0:
                 rel = math.inf
             continue
         probes += 1
-        rel = max(rel, diff / scale)
+        rel = max(rel, diff / scale if math.isfinite(scale) else math.inf)  # a non-finite reference: not verified
     return Equivalence(abs_diff, rel if probes or rel == math.inf else math.nan, probes, degenerate, out_scale)
 
 
