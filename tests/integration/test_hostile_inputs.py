@@ -257,6 +257,17 @@ def test_overwrite_replaces_only_a_training_state(kind, tmp_path, capsys):
     assert (target / "notes.txt").read_text() == "keep" if kind == "a directory" else target.read_text() == "precious"
 
 
+def test_a_state_behind_a_symbolic_link_is_refused_naming_its_target(tmp_path, capsys):
+    state = tmp_path / "state.pt"
+    argv = ["train", "--model", "mlp", "--data", "digits", "--epochs", "1", "--max-steps", "2", *QUIET]
+    assert main(argv + ["--out", str(tmp_path / "a"), "--save-state", str(state)]) == 0
+    (tmp_path / "link.pt").symlink_to(state)
+    before = state.read_bytes()
+    err = _fails(argv + ["--out", str(tmp_path / "b"), "--save-state", str(tmp_path / "link.pt"), "--resume",
+                         str(tmp_path / "link.pt")], capsys, "is a symbolic link")
+    assert repr(str(state.resolve())) in err and state.read_bytes() == before and (tmp_path / "link.pt").is_symlink()
+
+
 def test_overwrite_says_why_a_state_from_a_newer_version_is_kept(tmp_path, capsys):
     from secateurs.train_state import TRAIN_STATE_FORMAT, TRAIN_STATE_VERSION
 

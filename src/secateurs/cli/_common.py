@@ -450,7 +450,11 @@ def check_state_paths(args, state_path: Path | None, resume: Path | None) -> Non
         raise UsageError(f"--resume: {str(resume)!r} is not a file")
     if state_path is None or not (state_path.exists() or state_path.is_symlink()):
         return
-    if state_path.is_symlink() or not state_path.is_file():
+    if state_path.is_symlink():  # the state is written by an atomic rename, which would replace the link itself
+        raise UsageError(f"--save-state {str(state_path)!r} is a symbolic link; refusing to replace it (a state "
+                         "is written by renaming over its path): give the file it points to, "
+                         f"{str(state_path.resolve())!r}")
+    if not state_path.is_file():
         raise UsageError(f"--save-state {str(state_path)!r} exists and is not a regular file; refusing to replace it")
     if resume is not None and state_path.resolve() == resume.resolve():
         return  # the resumed run's own state: read by --resume's checks, replaced as the run goes on
