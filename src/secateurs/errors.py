@@ -103,7 +103,8 @@ class UnreachableTargetError(InputError):
 
 class ArgumentError(InputError):
     """The value ``value`` of the library argument ``argument`` (e.g. ``flops_reduction``) cannot be honoured:
-    ``reason`` says why. A command line maps ``argument`` to its flag (``flag_for``) and prints the same reason."""
+    ``reason`` says why. A command line maps ``argument`` to its flag (``cli._common.flag_for``) and prints the
+    same reason."""
 
     def __init__(self, argument: str, value, reason: str):
         self.argument, self.value, self.reason = argument, value, reason

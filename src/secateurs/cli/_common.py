@@ -387,6 +387,12 @@ def setup_threads(args) -> None:
         torch.set_num_threads(args.threads)
 
 
+def flag_for(argument: str) -> str:
+    """The flag of a library argument that a command line passes through unrenamed: ``val_size`` -> ``--val-size``
+    (what an ``ArgumentError`` names; commands that rename one map it first, e.g. ``_structured.FLAGS``)."""
+    return "--" + argument.replace("_", "-")
+
+
 def get_data(name: str, **kwargs):
     """get_dataset with flag-naming errors (unknown name, sizes that do not fit the dataset)."""
     from ..data import get_dataset, list_datasets
@@ -399,7 +405,7 @@ def get_data(name: str, **kwargs):
         return get_dataset(name, **kwargs)
     except ArgumentError as e:  # a size option: its flag if the user gave one, else the dataset's default
         given = kwargs.get(e.argument) is not None
-        what = "--" + e.argument.replace("_", "-") if given else f"the dataset's default {e.argument}"
+        what = flag_for(e.argument) if given else f"the dataset's default {e.argument}"
         raise UsageError(f"--data {name}: {e.describe(what)}") from None
     except ValueError as e:
         raise UsageError(f"--data {name}: {e}") from None

@@ -160,7 +160,7 @@ def flags_named():
     try:
         yield
     except ArgumentError as e:
-        raise c.UsageError(e.describe(FLAGS.get(e.argument, "--" + e.argument.replace("_", "-")))) from None
+        raise c.UsageError(e.describe(FLAGS.get(e.argument, c.flag_for(e.argument)))) from None
     except ImportError as e:  # onnxruntime asked for and missing
         raise c.UsageError(f"--runtime: {e}") from None
 
