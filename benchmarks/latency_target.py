@@ -49,9 +49,11 @@ from _common import environment, write_results
 TWIN_TOLERANCE = 0.02  # a MACs twin matches its latency-targeted run's measured reduction within this
 
 
-def part_a(models, batches, targets, threads, log) -> list[dict]:
+def part_a(models, batches, targets, threads, log, device="cpu", dtype="float32",
+           save=lambda rows: None) -> list[dict]:
     from secateurs.cost.profiling import profile_latency
     from secateurs.cost.measured import measure_latency
+    from secateurs.errors import UnreachableTargetError
     from secateurs.graph import build_channel_graph
     from secateurs.structured import apply_plan, channel_scores, prune, select_channels
     from secateurs.structured.latency import LatencyConfig
@@ -60,25 +62,34 @@ def part_a(models, batches, targets, threads, log) -> list[dict]:
     for name in models:
         torch.manual_seed(0)
         dense, shape = _part_a_model(name)
-        x = torch.randn(1, *shape, generator=torch.Generator().manual_seed(0))
+        dense = dense.to(device)  # the profile, the search and every timing run where the model lives
+        x = torch.randn(1, *shape, generator=torch.Generator().manual_seed(0)).to(device)
         graph = build_channel_graph(dense, x)
         scores = channel_scores(dense, graph, "l1")
-        data = [(x, torch.zeros(1, dtype=torch.long))]
+        data = [(x, torch.zeros(1, dtype=torch.long, device=device))]
         for batch in batches:
             t0 = time.perf_counter()
-            prof = profile_latency(dense, graph, shape, batch_size=batch, threads=threads)
+            prof = profile_latency(dense, graph, shape, batch_size=batch, threads=threads, dtype=dtype)
             profile_s = time.perf_counter() - t0
             for r in targets:
                 t0 = time.perf_counter()
                 model = copy.deepcopy(dense)
-                res = prune(model, data, latency_reduction=r, method="l1", example_inputs=x, progress=False,
-                            latency=LatencyConfig(batch_size=batch, threads=threads, profile=prof,
-                                                  compare_macs=False))  # the latency-priced plan's targeting
+                try:
+                    res = prune(model, data, latency_reduction=r, method="l1", example_inputs=x, progress=False,
+                                latency=LatencyConfig(batch_size=batch, threads=threads, profile=prof, dtype=dtype,
+                                                      compare_macs=False))  # the latency-priced plan's targeting
+                except UnreachableTargetError as e:  # refused early, with the reachable range: a result too
+                    rows.append({"model": name, "batch": batch, "target": r, "unreachable": str(e),
+                                 "profile_s": profile_s, "search_s": time.perf_counter() - t0,
+                                 "profile_error_pct": prof.validation["mean_abs_error_pct"]})
+                    log(f"A {name:12s} b{batch:<3d} R {r:.2f}: refused: {e}")
+                    save(rows)
+                    continue
                 search_s = time.perf_counter() - t0
                 s = res.summary()
                 macs_plan = copy.deepcopy(dense)
                 apply_plan(macs_plan, select_channels(graph, scores, r).plan, x, graph=graph, verify=False)
-                m = measure_latency(dense, macs_plan, shape, batch_size=batch, threads=threads)
+                m = measure_latency(dense, macs_plan, shape, batch_size=batch, threads=threads, dtype=dtype)
                 row = {"model": name, "batch": batch, "target": r, "measured": s["latency_reduction"],
                        "predicted": s["latency_reduction_predicted"], "met": s["latency_target_met"],
                        "rounds": len(s["latency_rounds"]), "latency_ms_dense": s["latency_ms_dense"],
@@ -92,6 +103,7 @@ def part_a(models, batches, targets, threads, log) -> list[dict]:
                     f"{row['predicted']:.3f}, {row['rounds']} rounds, {'met' if row['met'] else 'MISSED'}); MACs "
                     f"{row['macs_reduction']:.3f}; a {r:.0%}-MACs plan measures {m.reduction:.3f}; profile "
                     f"{profile_s:.1f} s, search {search_s:.1f} s")
+                save(rows)
     return rows
 
 
@@ -230,6 +242,8 @@ def main() -> None:
     p.add_argument("--batches", nargs="+", type=int, default=[1, 64])
     p.add_argument("--targets", nargs="+", type=float, default=[0.3, 0.5])
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--device", default="cpu", help="part A: where the models run and are timed (e.g. cuda)")
+    p.add_argument("--dtype", default="float32", help="part A: the inference dtype profiled and timed")
     p.add_argument("--autobot-batches", type=int, default=60)
     p.add_argument("--test-subset", type=int, default=2000)
     p.add_argument("--batches-b", nargs="+", type=int, default=[1], help="part B latency batch sizes")
@@ -275,14 +289,19 @@ def main() -> None:
     log = lambda s: print(s, flush=True)  # noqa: E731
     from secateurs.timing import allocator
 
-    env0 = environment(args.threads) | {"allocator": allocator()}
+    from secateurs.cost.latency_profile import device_name
+
+    env0 = environment(args.threads) | {"allocator": allocator(), "device_name": device_name(args.device)}
 
     def save(a, b, partial=True):
         env = env0 | {"loadavg_end": os.getloadavg(), "elapsed_s": time.perf_counter() - start}
         write_results(args.stem, {"environment": env, "args": vars(args), "part_a": a, "part_b": b,
                                   "partial": partial}, markdown(env, args, a, b, partial))
 
-    a = part_a(args.models_a, args.batches, args.targets, args.threads, log) if "A" in args.part else []
+    if args.device != "cpu" and "B" in args.part:
+        p.error(f"--device {args.device}: part B runs on the CPU only (use --part A)")
+    a = part_a(args.models_a, args.batches, args.targets, args.threads, log, device=args.device, dtype=args.dtype,
+               save=lambda rows: save(rows, [])) if "A" in args.part else []
     save(a, [])
     ft = {"epochs": args.finetune_epochs, "subset": args.finetune_subset, "threads": args.finetune_threads} \
         if args.finetune_epochs > 0 else None
@@ -296,10 +315,14 @@ def main() -> None:
 
 
 def markdown(env, args, a, b, partial=False) -> str:
-    loads = [v[0] for r in a for v in r["loadavg"] if v] + [env["loadavg_start"][0], env["loadavg_end"][0]]
+    loads = [v[0] for r in a for v in r.get("loadavg", []) if v] + [env["loadavg_start"][0], env["loadavg_end"][0]]
+    device = getattr(args, "device", "cpu")
+    where = (f"{env.get('device_name', device)} ({device}, {getattr(args, 'dtype', 'float32')}; timed with "
+             "torch.cuda.synchronize around every block), host " if device != "cpu" else "")
     md = ["# Pruning to a measured latency target", "",
           *(["**Partial**: the run was still going when this file was written; rows so far.", ""] if partial else []),
-          f"torch {env['torch']}, {env['cpu']} ({env['cpu_count']} cores), {args.threads} thread(s), runtime torch, "
+          f"torch {env['torch']}, {where}{env['cpu']} ({env['cpu_count']} cores), {args.threads} thread(s), "
+          "runtime torch, "
           f"load average {min(loads):.2f}-{max(loads):.2f} (1-minute, sampled at each timing and at the ends): "
           "timings are interleaved, per round the fastest of 3 blocks, medians over rounds (`secateurs.timing`). Measured reduction = 1 - pruned / dense latency, dense and pruned "
           "timed in the same rounds; accepted within ±0.05 of the target, at most 5 measure-and-correct rounds. "
@@ -311,13 +334,23 @@ def markdown(env, args, a, b, partial=False) -> str:
                "measures | profile s | search s | profile held-out error % |",
                "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in a:
+            if "unreachable" in r:
+                md.append(f"| {r['model']} | {r['batch']} | {r['target']:.2f} | refused | | | unreachable | | | "
+                          f"{r['profile_s']:.1f} | {r['search_s']:.1f} | {r['profile_error_pct']:.1f} |")
+                continue
             md.append(f"| {r['model']} | {r['batch']} | {r['target']:.2f} | {r['measured']:.3f} | "
                       f"{r['predicted']:.3f} | {r['rounds']} | {'yes' if r['met'] else '**no**'} | "
                       f"{r['macs_reduction']:.3f} | {r['macs_target_measured']:.3f} | {r['profile_s']:.1f} | "
                       f"{r['search_s']:.1f} | {r['profile_error_pct']:.1f} |")
-        met = sum(r["met"] for r in a)
-        md += ["", f"{met} of {len(a)} rows within ±0.05 of the target. *Search s* includes every correction round's "
-               "timing (3 s budget each) and the verified surgery."]
+        met = sum(r.get("met", False) for r in a)
+        refused = [r for r in a if "unreachable" in r]
+        reachable = len(a) - len(refused)
+        md += ["", f"{met} of {reachable} reachable rows within ±0.05 of the target. *Search s* includes every "
+               "correction round's timing (3 s budget each) and the verified surgery."]
+        if refused:
+            md += ["", f"{len(refused)} row(s) refused before any search, as the library refuses a target its latency "
+                   "model says is out of reach (the message, with the reachable range):", ""]
+            md += [f"- {r['model']} batch {r['batch']}, target {r['target']:.2f}: {r['unreachable']}" for r in refused]
     if b:
         ft = (f"after {args.finetune_epochs:g} epoch(s) of fine-tuning on {args.finetune_subset} training images "
               f"(batch 128, the AutoBot recipe), mean over seeds {getattr(args, 'ft_seeds', [0])}") \

@@ -16,7 +16,7 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import nn
 
-from .._device import cpu_model
+from .._device import cpu_model, device_of
 from .._schema import is_number
 from ..errors import CheckpointError
 from ..graph.groups import ChannelGraph
@@ -294,7 +294,7 @@ def profile_key(model: nn.Module, graph: ChannelGraph, input_shape: Sequence[int
     (``tables``, :func:`secateurs.cost.profiling.profile_latency`)."""
     from ..timing import allocator
 
-    calls = _layer_calls(model, graph, torch.zeros(1, *input_shape))
+    calls = _layer_calls(model, graph, torch.zeros(1, *input_shape, device=device_of(model)))
     arch = json.dumps([list(input_shape)] + [c.signature() for c in calls])
     return {"device": device_name(device), "threads": int(threads), "batch_size": int(batch_size),
             "dtype": dtype, "runtime": runtime, **_versions(runtime),
