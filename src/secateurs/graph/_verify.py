@@ -125,7 +125,7 @@ def equivalence(
         dim = -1 if isinstance(module, nn.Linear) else 1
         drop = set(cut_idx.get((name, "in"), ()))
         for a, b in zip(want_in.get(name, []), got_in.get(name, [])):
-            keep = torch.tensor([i for i in range(a.shape[dim]) if i not in drop], dtype=torch.long)
+            keep = torch.tensor([i for i in range(a.shape[dim]) if i not in drop], dtype=torch.long, device=a.device)
             a = a.index_select(dim, keep)
             if a.shape != b.shape:
                 raise RuntimeError(f"input of {name} changed shape: {tuple(a.shape)} -> {tuple(b.shape)}")
