@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # The GPU rows, in one short run on a lent CUDA machine (the workplace's `device` tool; nothing else needs a GPU):
-# the CUDA test of to_semi_structured, the 2:4 speed benchmark, and latency targeting (latency_target.py part A)
-# with the models, profiles and timings on the GPU. Run from the repository root with the project's dependencies
-# importable (torch-pruning from wheels in .whl/ when the machine has no index); results land in
-# benchmarks/results/ and, when $OUT is set, are copied there. Each step has its own time limit so one slow step
-# cannot take the others' results with it; the steps' limits add up to under 9 minutes.
+# the CUDA tests, latency targeting (latency_target.py part A) with the models, profiles and timings on the GPU,
+# and the 2:4 speed benchmark. Run from the repository root with the project's dependencies importable
+# (torch-pruning from wheels in .whl/ when the machine has no index). Results land in benchmarks/results/; when
+# $OUT is set they are also packed into $OUT/gpu_results.tgz after every step, so a step cut off by its time limit
+# (or the whole run cut off) still leaves the earlier steps' results. The steps' limits add up to under 8 minutes.
 set -u
 cd "$(dirname "$0")/.."
 if ls .whl/*.whl >/dev/null 2>&1; then
@@ -13,15 +13,31 @@ if ls .whl/*.whl >/dev/null 2>&1; then
 fi
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1
 export SECATEURS_CACHE="${SECATEURS_CACHE:-/tmp/secateurs-cache}"
+STEMS=()
+pack() {
+  [ -n "${OUT:-}" ] || return 0
+  local files=()
+  for s in "${STEMS[@]}"; do files+=(benchmarks/results/"$s".json benchmarks/results/"$s".md); done
+  tar czf "$OUT"/gpu_results.tgz --ignore-failed-read "${files[@]}" 2>/dev/null || true
+}
+step() {  # step SECONDS STEM COMMAND...: run with a time limit, then pack what exists so far
+  local limit=$1 stem=$2; shift 2
+  [ "$stem" = - ] || STEMS+=("$stem")
+  echo "== $(date +%T) $* (limit ${limit} s)"
+  timeout "$limit" "$@" || echo "== exit status $?"
+  pack
+}
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv,noheader || true
 python3 -c "import torch, torch_pruning; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name(0), 'torch_pruning', torch_pruning.__version__)"
-timeout 60 python3 -m pytest -q -p no:cacheprovider tests/unit/test_semi_structured.py -rs
-timeout 90 python3 benchmarks/semi_structured_speed.py --stem semi_structured_speed_cuda
-timeout 330 python3 benchmarks/latency_target.py --part A --device cuda --batches 1 64 --threads 1 \
-  --stem latency_target_a_cuda
-timeout 120 python3 benchmarks/latency_target.py --part A --device cuda --batches 256 --threads 1 \
-  --models-a resnet56 mobilenetv2 --stem latency_target_a_cuda_b256
-if [ -n "${OUT:-}" ]; then
-  cp benchmarks/results/semi_structured_speed_cuda.* benchmarks/results/latency_target_a_cuda*.* "$OUT"/ 2>/dev/null
-fi
+step 40 - python3 -m pytest -q -p no:cacheprovider tests/unit/test_cuda.py tests/unit/test_semi_structured.py -rs
+step 170 latency_target_a_cuda python3 benchmarks/latency_target.py --part A --device cuda --batches 1 64 \
+  --threads 1 --stem latency_target_a_cuda
+step 60 semi_structured_speed_cuda python3 benchmarks/semi_structured_speed.py --budget-s 0.5 \
+  --batches 1 64 1024 8192 --stem semi_structured_speed_cuda
+step 40 semi_structured_speed_cuda_cutlass python3 benchmarks/semi_structured_speed.py --backend cutlass \
+  --budget-s 0.5 --models ffn-4k ffn-8k --batches 1 64 1024 8192 --stem semi_structured_speed_cuda_cutlass
+step 60 latency_target_a_cuda_b256 python3 benchmarks/latency_target.py --part A --device cuda --batches 256 \
+  --threads 1 --models-a resnet56 mobilenetv2 --stem latency_target_a_cuda_b256
+step 100 latency_target_a_cuda_tv python3 benchmarks/latency_target.py --part A --device cuda --batches 32 \
+  --threads 1 --models-a tv:resnet50 tv:mobilenet_v2 --stem latency_target_a_cuda_tv
 exit 0

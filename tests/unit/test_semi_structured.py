@@ -37,12 +37,48 @@ def test_old_gpu_is_refused_with_the_reason(monkeypatch):
     assert semi_structured_support("cpu") == (False, "device cpu is not CUDA")
 
 
+def _fake_gpu(monkeypatch):
+    """Pretend this CPU is a supported GPU whose "semi-structured" weight is a dense copy: the decision logic
+    (time, compare, keep or convert) runs on the CPU; what a real GPU gives is the CUDA tests' and the benchmark's."""
+    import secateurs.sparse.semi_structured as ss
+
+    monkeypatch.setattr(ss, "semi_structured_support", lambda device=None: (True, "pretend"))
+    monkeypatch.setattr(torch.sparse, "to_sparse_semi_structured", lambda w: w.clone(), raising=False)
+    monkeypatch.setattr(ss, "_tile", lambda dtype: (32, 64))
+
+
+def test_eligible_layers_are_timed_and_converted_only_within_the_margin(monkeypatch):
+    _fake_gpu(monkeypatch)
+    model = _two_four_mlp()  # layer 0: 64x128, 2:4; layer 2: dense
+    with pytest.raises(ValueError, match="needs input_shape or example"):
+        to_semi_structured(model)
+    slow = {c.name: c for c in to_semi_structured(model, (128,), batch_size=8)}  # a dense copy is ~1x dense
+    assert not slow["0"].converted and slow["0"].ratio is not None and "needs <= 0.9x" in slow["0"].reason
+    assert slow["2"].reason == "weight is not 2:4 sparse" and slow["2"].ratio is None
+    fast = {c.name: c for c in to_semi_structured(model, (128,), batch_size=8, margin=100.0)}
+    assert fast["0"].converted and fast["0"].reason.startswith("semi-structured ")
+    untimed = {c.name: c for c in to_semi_structured(_two_four_mlp(), measure=False)}
+    assert untimed["0"].converted and untimed["0"].ratio is None and "not timed" in untimed["0"].reason
+
+
 @pytest.mark.skipif(not semi_structured_support()[0], reason="needs a CUDA GPU with compute capability >= 8.0")
 def test_cuda_two_four_linear_is_converted_and_equal():
     model = _two_four_mlp().half().cuda().eval()
     x = torch.randn(64, 128, device="cuda", dtype=torch.half)
     with torch.no_grad():
         ref = model(x)
-        choices = {c.name: c for c in to_semi_structured(model)}
+        choices = {c.name: c for c in to_semi_structured(model, measure=False)}
         assert choices["0"].converted and not choices["2"].converted  # layer 2 is dense
+        assert torch.allclose(model(x), ref, rtol=1e-2, atol=1e-2)
+
+
+@pytest.mark.skipif(not semi_structured_support()[0], reason="needs a CUDA GPU with compute capability >= 8.0")
+def test_cuda_measured_conversion_follows_the_timing_and_keeps_the_output():
+    model = _two_four_mlp().half().cuda().eval()
+    x = torch.randn(64, 128, device="cuda", dtype=torch.half)
+    with torch.no_grad():
+        ref, before = model(x), model[0].weight
+        c = {c.name: c for c in to_semi_structured(model, example=x)}["0"]
+        assert c.ratio is not None and c.converted == (c.ratio <= 0.9)
+        assert (model[0].weight is not before) == c.converted  # a kept-dense layer keeps its own weight
         assert torch.allclose(model(x), ref, rtol=1e-2, atol=1e-2)

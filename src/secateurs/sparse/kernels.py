@@ -249,8 +249,9 @@ def _interleaved(a: nn.Module, b: nn.Module, x: torch.Tensor, rounds: int,
     The ratio is the larger of two estimates that load on a shared machine disturbs differently: the median of the
     per-round ratios (a ratio within one round is immune to load that drifts between rounds) and the ratio of the
     best rounds (the least-disturbed call of each)."""
+    sync = torch.cuda.synchronize if x.is_cuda else None  # a GPU call returns before its kernels finish
     t = interleaved([lambda: a(x), lambda: b(x)], warmup=1, min_rounds=rounds, max_rounds=rounds, budget_s=0.0,
-                    min_block_s=min_time_s, sub_blocks=1)
+                    min_block_s=min_time_s, sub_blocks=1, sync=sync)
     return 1e3 * t.ms[0], 1e3 * t.ms[1], max(t.ratios[1], t.best_ms[1] / t.best_ms[0])
 
 

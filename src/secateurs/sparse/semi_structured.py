@@ -1,16 +1,23 @@
-"""2:4 weights in PyTorch's semi-structured sparse format on GPUs that have sparse tensor cores; dense elsewhere.
+"""2:4 weights in PyTorch's semi-structured sparse format on GPUs that have sparse tensor cores, where measured
+faster; dense elsewhere.
 
 ``torch.sparse.to_sparse_semi_structured`` needs a CUDA device of compute capability ≥ 8.0 (Ampere and later),
 a 2-D weight in float16 / bfloat16 / float32 / int8 whose shape is a multiple of the kernels' tile (read from
-PyTorch's own constraint table) and an exact 2:4 pattern (``sparsify --pattern 2:4``). Every ``nn.Linear`` that
-meets all of that gets a semi-structured weight; every other layer — and the whole model on a CPU, an older GPU
-or a torch without the feature — stays dense and bit-for-bit as it was (the fallback), and the returned report says
-why for each layer. Nothing here was measured on a GPU in this project (none was available): the speed-up a GPU
-gives is PyTorch's, not ours.
+PyTorch's own constraint table) and an exact 2:4 pattern (``sparsify --pattern 2:4``). Such a layer is *eligible*;
+every other layer — and the whole model on a CPU, an older GPU or a torch without the feature — stays dense and
+bit-for-bit as it was (the fallback), and the returned report says why for each layer.
+
+Eligible is not faster. On an H200 with PyTorch 2.11 in eager mode the semi-structured layers were 1.5-25x
+*slower* than the dense ones at every shape and batch we timed (transformer feed-forward blocks at width 1024 and
+4096, 1 to 4096 rows: ``benchmarks/results/semi_structured_speed_cuda.md``). So, as :func:`to_sparse_kernels` does
+on the CPU, :func:`to_semi_structured` times every eligible layer on the input it sees in the model, dense and
+semi-structured interleaved (CUDA-synchronised), and converts only the ones measured faster by a margin whose
+output matches; ``measure=False`` converts every eligible layer untimed.
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Sequence
 
 import torch
 from torch import nn
@@ -28,6 +35,7 @@ class SemiStructuredChoice:
     shape: list[int]
     converted: bool
     reason: str
+    ratio: float | None = None  # semi-structured / dense time of the layer on its input (None: not timed)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -55,14 +63,26 @@ def _tile(dtype: torch.dtype) -> tuple[int, int] | None:
     return (cfg.sparse_min_rows, cfg.sparse_min_cols) if cfg is not None else None
 
 
-@torch.no_grad()
-def to_semi_structured(model: nn.Module) -> list[SemiStructuredChoice]:
-    """Give every eligible 2:4 ``nn.Linear`` of ``model`` a semi-structured weight, in place (inference only).
+RTOL = 1e-2  # the kernels reorder the sums; fp16 outputs agree to about 1e-3 relative (the benchmark's figures)
 
-    Put the model on its GPU in its inference dtype first (``model.half().cuda()``). Returns one choice per
-    ``nn.Linear`` (converted or not, and why); with no supported device nothing changes.
+
+@torch.no_grad()
+def to_semi_structured(model: nn.Module, input_shape: Sequence[int] | None = None, *, batch_size: int = 1,
+                       example: torch.Tensor | None = None, measure: bool = True, margin: float = 0.9,
+                       rounds: int = 11, min_time_s: float = 0.001) -> list[SemiStructuredChoice]:
+    """Give the eligible 2:4 ``nn.Linear`` layers of ``model`` a semi-structured weight, in place (inference only),
+    where that is measured faster.
+
+    Put the model on its GPU in its inference dtype first (``model.half().cuda()``). With ``measure`` (default)
+    every eligible layer is timed on the input it sees when ``model`` runs ``example`` (default: a seeded normal
+    batch of ``batch_size`` × ``input_shape``), ``rounds`` interleaved rounds of blocks of at least ``min_time_s``,
+    and converted when semi-structured / dense ≤ ``margin`` and the outputs agree to ``RTOL`` relative. Returns one
+    choice per ``nn.Linear`` (converted or not, why, and the measured ratio); with no supported device nothing
+    changes and no input is needed.
     """
-    choices = []
+    from .kernels import _capture, _interleaved
+
+    choices, eligible = [], []
     for name, module in model.named_modules():
         if type(module) is not nn.Linear:
             continue
@@ -80,6 +100,57 @@ def to_semi_structured(model: nn.Module) -> list[SemiStructuredChoice]:
             choices.append(SemiStructuredChoice(**base, converted=False,
                                                 reason=f"shape {list(w.shape)} is not a multiple of {list(tile)}"))
         else:
-            module.weight = nn.Parameter(torch.sparse.to_sparse_semi_structured(w.detach()), requires_grad=False)
-            choices.append(SemiStructuredChoice(**base, converted=True, reason=why))
+            choices.append(SemiStructuredChoice(**base, converted=False, reason=why))
+            eligible.append((len(choices) - 1, name, module))
+    if not eligible:
+        return choices
+    inputs: dict[str, torch.Tensor] = {}
+    if measure:
+        if example is None:
+            if not input_shape:
+                raise ValueError("to_semi_structured needs input_shape or example to time the eligible layers "
+                                 "(or measure=False to convert them untimed)")
+            if int(batch_size) < 1:
+                raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
+            example = torch.randn(int(batch_size), *input_shape, generator=torch.Generator().manual_seed(0))
+        ref = next(model.parameters())
+        hooks = [m.register_forward_pre_hook(_capture(inputs, n)) for _, n, m in eligible]
+        was_training = model.training
+        model.eval()
+        try:
+            model(example.to(ref.device, ref.dtype if example.is_floating_point() else example.dtype))
+        finally:
+            model.train(was_training)
+            for h in hooks:
+                h.remove()
+    for i, name, module in eligible:
+        sparse_w = nn.Parameter(torch.sparse.to_sparse_semi_structured(module.weight.detach()), requires_grad=False)
+        choice = choices[i]
+        if measure:
+            if name not in inputs:
+                choice.reason = "not reached by the forward pass: kept dense"
+                continue
+            x, dense_w = inputs[name], module.weight
+            ref_out = module(x)
+            module.weight = sparse_w
+            got = module(x)
+            err = float((got.float() - ref_out.float()).abs().max()) / max(float(ref_out.float().abs().max()), 1e-30)
+            timed = nn.Linear(module.in_features, module.out_features, bias=module.bias is not None,
+                              device=x.device, dtype=x.dtype)  # the dense twin, sharing nothing with the model
+            with torch.no_grad():
+                timed.weight.copy_(dense_w)
+                if module.bias is not None:
+                    timed.bias.copy_(module.bias)
+            _, _, ratio = _interleaved(timed, module, x, rounds, min_time_s)
+            choice.ratio = ratio
+            if err > RTOL or ratio > margin:
+                module.weight = dense_w
+                choice.reason = (f"output differs by {err:.2e} relative: kept dense" if err > RTOL else
+                                 f"semi-structured {ratio:.2f}x dense (needs <= {margin:g}x): kept dense")
+                continue
+            choice.reason = f"semi-structured {ratio:.2f}x dense ({choice.reason})"
+        else:
+            module.weight = sparse_w
+            choice.reason = f"{choice.reason}; not timed (measure=False)"
+        choice.converted = True
     return choices
