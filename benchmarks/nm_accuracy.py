@@ -10,7 +10,7 @@ value sets the fraction of rows under 2:4 (docs/cyclical.md).
 
 The budget is far below a real recipe (CPU only, shared): LeNet-300-100 trains 5 dense + 3 sparse epochs on a
 10,000-image subset, LeNet-5 8 + 4 epochs on 5,000 images; 3 seeds; test accuracy on the full 10,000-image test set.
-No GPU was available, so the 2:4 speed-up on sparse tensor cores is not measured here.
+The 2:4 speed-up on sparse tensor cores is ``semi_structured_speed.py``'s (run on a lent GPU).
 
     python benchmarks/nm_accuracy.py [--setups mlp lenet5] [--seeds 3]
 """
@@ -116,7 +116,7 @@ def markdown(p: dict) -> str:
            "Sparsity is of the conv/linear weights (a 2:4 conv row whose length is not a multiple of 4 keeps its "
            "short last group, e.g. LeNet-5's first conv rows of 25 keep 13). The sparse rows trained the sparse "
            "epochs on top of the dense ones, so compare 2:4 with unstructured, not with the dense row. "
-           "GPU speed-up: not measured (no GPU).\n",
+           "GPU speed-up: benchmarks/results/semi_structured_speed_cuda.md.\n",
            "| method | " + " | ".join(p["setups"]) + " | sparsity | all weights 2:4 |",
            "|---|" + "---|" * len(p["setups"]) + "---|---|"]
     for method in ["dense", *METHODS]:
