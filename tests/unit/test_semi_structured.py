@@ -61,6 +61,19 @@ def test_eligible_layers_are_timed_and_converted_only_within_the_margin(monkeypa
     assert untimed["0"].converted and untimed["0"].ratio is None and "not timed" in untimed["0"].reason
 
 
+@pytest.mark.parametrize("measure", [True, False])
+def test_a_kernel_that_fails_here_leaves_the_layer_dense(monkeypatch, measure):
+    _fake_gpu(monkeypatch)  # then a "semi-structured" weight the product cannot use, as CUTLASS's on an H200
+    monkeypatch.setattr(torch.sparse, "to_sparse_semi_structured", lambda w: w[:, :-4].clone(), raising=False)
+    model = _two_four_mlp()
+    x = torch.randn(8, 128)
+    with torch.no_grad():
+        ref, before = model(x), model[0].weight
+        c = to_semi_structured(model, example=x, measure=measure)[0]
+        assert not c.converted and c.reason.startswith("the semi-structured kernel failed here (")
+        assert model[0].weight is before and torch.equal(model(x), ref)
+
+
 @pytest.mark.skipif(not semi_structured_support()[0], reason="needs a CUDA GPU with compute capability >= 8.0")
 def test_cuda_two_four_linear_is_converted_and_equal():
     model = _two_four_mlp().half().cuda().eval()

@@ -12,7 +12,10 @@ Eligible is not faster. On an H200 with PyTorch 2.11 in eager mode the semi-stru
 4096, 1 to 4096 rows: ``benchmarks/results/semi_structured_speed_cuda.md``). So, as :func:`to_sparse_kernels` does
 on the CPU, :func:`to_semi_structured` times every eligible layer on the input it sees in the model, dense and
 semi-structured interleaved (CUDA-synchronised), and converts only the ones measured faster by a margin whose
-output matches; ``measure=False`` converts every eligible layer untimed.
+output matches; ``measure=False`` converts every eligible layer untimed. Either way a layer whose semi-structured
+forward raises stays dense with the error as its reason: PyTorch's CUTLASS 2:4 kernels
+(``SparseSemiStructuredTensor._FORCE_CUTLASS``) convert on an H200 and then fail at the first product ("Supported
+only on GPUs with compute capability 8.x"); its cuSPARSELt kernels, the default where available, run there.
 """
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ from dataclasses import asdict, dataclass
 from typing import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..unstructured._nm import Pattern, is_nm
@@ -124,33 +128,37 @@ def to_semi_structured(model: nn.Module, input_shape: Sequence[int] | None = Non
             for h in hooks:
                 h.remove()
     for i, name, module in eligible:
-        sparse_w = nn.Parameter(torch.sparse.to_sparse_semi_structured(module.weight.detach()), requires_grad=False)
-        choice = choices[i]
-        if measure:
-            if name not in inputs:
-                choice.reason = "not reached by the forward pass: kept dense"
-                continue
-            x, dense_w = inputs[name], module.weight
-            ref_out = module(x)
-            module.weight = sparse_w
+        choice, dense_w = choices[i], module.weight
+        if measure and name not in inputs:
+            choice.reason = "not reached by the forward pass: kept dense"
+            continue
+        # measure=False still runs one probe row: a kernel that cannot run here must not reach the user's inference
+        x = inputs[name] if measure else torch.zeros(1, module.in_features, device=dense_w.device, dtype=dense_w.dtype)
+        try:
+            module.weight = nn.Parameter(torch.sparse.to_sparse_semi_structured(dense_w.detach()), requires_grad=False)
             got = module(x)
-            err = float((got.float() - ref_out.float()).abs().max()) / max(float(ref_out.float().abs().max()), 1e-30)
-            timed = nn.Linear(module.in_features, module.out_features, bias=module.bias is not None,
-                              device=x.device, dtype=x.dtype)  # the dense twin, sharing nothing with the model
-            with torch.no_grad():
-                timed.weight.copy_(dense_w)
-                if module.bias is not None:
-                    timed.bias.copy_(module.bias)
-            _, _, ratio = _interleaved(timed, module, x, rounds, min_time_s)
-            choice.ratio = ratio
-            if err > RTOL or ratio > margin:
-                module.weight = dense_w
-                choice.reason = (f"output differs by {err:.2e} relative: kept dense" if err > RTOL else
-                                 f"semi-structured {ratio:.2f}x dense (needs <= {margin:g}x): kept dense")
-                continue
-            choice.reason = f"semi-structured {ratio:.2f}x dense ({choice.reason})"
-        else:
-            module.weight = sparse_w
+        except RuntimeError as e:  # e.g. PyTorch's CUTLASS 2:4 kernels run on compute capability 8.x only
+            module.weight = dense_w
+            choice.reason = f"the semi-structured kernel failed here ({str(e).splitlines()[0][:160]}): kept dense"
+            continue
+        if not measure:
             choice.reason = f"{choice.reason}; not timed (measure=False)"
+            choice.converted = True
+            continue
+        ref_out = F.linear(x, dense_w, module.bias)
+        err = float((got.float() - ref_out.float()).abs().max()) / max(float(ref_out.float().abs().max()), 1e-30)
+        timed = nn.Linear(module.in_features, module.out_features, bias=module.bias is not None,
+                          device=x.device, dtype=x.dtype)  # the dense twin, sharing nothing with the model
+        timed.weight.copy_(dense_w)
+        if module.bias is not None:
+            timed.bias.copy_(module.bias)
+        _, _, ratio = _interleaved(timed, module, x, rounds, min_time_s)
+        choice.ratio = ratio
+        if err > RTOL or ratio > margin:
+            module.weight = dense_w
+            choice.reason = (f"output differs by {err:.2e} relative: kept dense" if err > RTOL else
+                             f"semi-structured {ratio:.2f}x dense (needs <= {margin:g}x): kept dense")
+            continue
+        choice.reason = f"semi-structured {ratio:.2f}x dense ({choice.reason})"
         choice.converted = True
     return choices
