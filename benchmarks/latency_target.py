@@ -243,7 +243,8 @@ def main() -> None:
     p.add_argument("--targets", nargs="+", type=float, default=[0.3, 0.5])
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="cpu", help="part A: where the models run and are timed (e.g. cuda)")
-    p.add_argument("--dtype", default="float32", help="part A: the inference dtype profiled and timed")
+    p.add_argument("--dtype", default="float32", choices=["float32", "float64", "bfloat16"],
+                   help="part A: the inference dtype profiled and timed")
     p.add_argument("--autobot-batches", type=int, default=60)
     p.add_argument("--test-subset", type=int, default=2000)
     p.add_argument("--batches-b", nargs="+", type=int, default=[1], help="part B latency batch sizes")
@@ -317,8 +318,9 @@ def main() -> None:
 def markdown(env, args, a, b, partial=False) -> str:
     loads = [v[0] for r in a for v in r.get("loadavg", []) if v] + [env["loadavg_start"][0], env["loadavg_end"][0]]
     device = getattr(args, "device", "cpu")
-    where = (f"{env.get('device_name', device)} ({device}, {getattr(args, 'dtype', 'float32')}; timed with "
-             "torch.cuda.synchronize around every block), host " if device != "cpu" else "")
+    dtype = getattr(args, "dtype", "float32")
+    where = (f"{env.get('device_name', device)} ({device}, {dtype}; timed with torch.cuda.synchronize around every "
+             "block), host " if device != "cpu" else ("" if dtype == "float32" else f"{dtype}, "))
     md = ["# Pruning to a measured latency target", "",
           *(["**Partial**: the run was still going when this file was written; rows so far.", ""] if partial else []),
           f"torch {env['torch']}, {where}{env['cpu']} ({env['cpu_count']} cores), {args.threads} thread(s), "

@@ -26,7 +26,7 @@ from torch import nn
 
 from _common import environment, write_results
 
-# name -> layer widths: a transformer's feed-forward block at model width 1024 and 4096, and LeNet-300-100 (whose
+# name -> layer widths: a transformer's feed-forward block at model width 1024, 4096 and 8192, and LeNet-300-100 (whose
 # 300- and 100-row layers are not multiples of the kernels' tile: the honest fallback case)
 MODELS = {"ffn-1k": [1024, 4096, 1024], "ffn-4k": [4096, 16384, 4096], "ffn-8k": [8192, 32768, 8192],
           "lenet300": [784, 300, 100, 10]}

@@ -34,7 +34,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-__all__ = ["Timing", "allocator", "interleaved", "loadavg", "steady_allocator", "time_models"]
+__all__ = ["Timing", "allocator", "cuda_sync", "interleaved", "loadavg", "steady_allocator", "time_models"]
 
 
 def loadavg() -> list[float] | None:
@@ -210,6 +210,18 @@ def _block_size(f: Callable[[], Any], sync, min_block_s: float, max_block: int) 
     return max(1, min(max_block, int(min_block_s / per))), per
 
 
+def cuda_sync(devices) -> Callable[[], None]:
+    """A ``sync`` for :func:`interleaved` that waits for every CUDA device in ``devices`` (a bare
+    ``torch.cuda.synchronize()`` waits for the current device only: a model on ``cuda:1`` would be timed
+    unsynchronised)."""
+    devs = sorted({torch.device(d) for d in devices if torch.device(d).type == "cuda"}, key=str)
+
+    def sync() -> None:
+        for d in devs:
+            torch.cuda.synchronize(d)
+    return sync
+
+
 def time_models(models: Sequence[torch.nn.Module], inputs: torch.Tensor | Sequence[torch.Tensor], **kw) -> Timing:
     """:func:`interleaved` over forward passes of ``models`` in eval mode under ``torch.inference_mode`` (modes
     restored after). ``inputs``: one batch for every model, or one per model (e.g. on different devices)."""
@@ -219,7 +231,7 @@ def time_models(models: Sequence[torch.nn.Module], inputs: torch.Tensor | Sequen
         raise ValueError(f"time_models: {len(inputs)} inputs for {len(models)} models")
     modes = [m.training for m in models]
     if "sync" not in kw and any(x.is_cuda for x in inputs):
-        kw["sync"] = torch.cuda.synchronize
+        kw["sync"] = cuda_sync(x.device for x in inputs)
 
     def call(m, x):
         def run():

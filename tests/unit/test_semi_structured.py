@@ -57,6 +57,22 @@ def test_eligible_layers_are_timed_and_converted_only_within_the_margin(monkeypa
     assert slow["2"].reason == "weight is not 2:4 sparse" and slow["2"].ratio is None
     fast = {c.name: c for c in to_semi_structured(model, (128,), batch_size=8, margin=100.0)}
     assert fast["0"].converted and fast["0"].reason.startswith("semi-structured ")
+    assert fast["0"].dense_us > 0 and fast["0"].sparse_us > 0
+
+
+def test_a_failure_while_timing_leaves_the_layer_dense(monkeypatch):
+    import secateurs.sparse.kernels as kernels
+
+    _fake_gpu(monkeypatch)
+    model = _two_four_mlp()
+    before = model[0].weight
+
+    def boom(*a, **k):
+        raise MemoryError("out of memory while timing")
+    monkeypatch.setattr(kernels, "_interleaved", boom)
+    with pytest.raises(MemoryError):
+        to_semi_structured(model, (128,), batch_size=8)
+    assert model[0].weight is before
     untimed = {c.name: c for c in to_semi_structured(_two_four_mlp(), measure=False)}
     assert untimed["0"].converted and untimed["0"].ratio is None and "not timed" in untimed["0"].reason
 
@@ -82,6 +98,17 @@ def test_cuda_two_four_linear_is_converted_and_equal():
         ref = model(x)
         choices = {c.name: c for c in to_semi_structured(model, measure=False)}
         assert choices["0"].converted and not choices["2"].converted  # layer 2 is dense
+        assert torch.allclose(model(x), ref, rtol=1e-2, atol=1e-2)
+
+
+@pytest.mark.skipif(not semi_structured_support()[0], reason="needs a CUDA GPU with compute capability >= 8.0")
+def test_cuda_conversion_within_a_wide_margin_is_kept_and_equal():
+    model = _two_four_mlp().half().cuda().eval()
+    x = torch.randn(64, 128, device="cuda", dtype=torch.half)
+    with torch.no_grad():
+        ref, before = model(x), model[0].weight
+        c = {c.name: c for c in to_semi_structured(model, example=x, margin=1000.0)}["0"]
+        assert c.converted and c.ratio is not None and model[0].weight is not before
         assert torch.allclose(model(x), ref, rtol=1e-2, atol=1e-2)
 
 

@@ -294,7 +294,9 @@ def profile_key(model: nn.Module, graph: ChannelGraph, input_shape: Sequence[int
     (``tables``, :func:`secateurs.cost.profiling.profile_latency`)."""
     from ..timing import allocator
 
-    calls = _layer_calls(model, graph, torch.zeros(1, *input_shape, device=device_of(model)))
+    ref = next(iter(model.parameters()), None)  # the trace input where the model lives, in its dtype
+    dtype_in = ref.dtype if ref is not None and ref.is_floating_point() else torch.float32
+    calls = _layer_calls(model, graph, torch.zeros(1, *input_shape, device=device_of(model), dtype=dtype_in))
     arch = json.dumps([list(input_shape)] + [c.signature() for c in calls])
     return {"device": device_name(device), "threads": int(threads), "batch_size": int(batch_size),
             "dtype": dtype, "runtime": runtime, **_versions(runtime),

@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import asdict, dataclass
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..timing import interleaved
+from ..timing import cuda_sync, interleaved
 
 __all__ = ["SparseLinear", "SparseConv2d", "KernelChoice", "to_sparse_kernels", "sparse_candidate"]
 
@@ -241,7 +241,7 @@ def _capture(store: dict, name: str):
     return hook
 
 
-def _interleaved(a: nn.Module, b: nn.Module, x: torch.Tensor, rounds: int,
+def _interleaved(a: Callable[[torch.Tensor], Any], b: Callable[[torch.Tensor], Any], x: torch.Tensor, rounds: int,
                  min_time_s: float) -> tuple[float, float, float]:
     """Median µs per call of ``a(x)`` and ``b(x)`` and a conservative ratio b/a, from ``rounds`` interleaved rounds
     of blocks of at least ``min_time_s`` (:func:`secateurs.timing.interleaved`: the order alternates every round).
@@ -249,7 +249,7 @@ def _interleaved(a: nn.Module, b: nn.Module, x: torch.Tensor, rounds: int,
     The ratio is the larger of two estimates that load on a shared machine disturbs differently: the median of the
     per-round ratios (a ratio within one round is immune to load that drifts between rounds) and the ratio of the
     best rounds (the least-disturbed call of each)."""
-    sync = torch.cuda.synchronize if x.is_cuda else None  # a GPU call returns before its kernels finish
+    sync = cuda_sync([x.device]) if x.is_cuda else None  # a GPU call returns before its kernels finish
     t = interleaved([lambda: a(x), lambda: b(x)], warmup=1, min_rounds=rounds, max_rounds=rounds, budget_s=0.0,
                     min_block_s=min_time_s, sub_blocks=1, sync=sync)
     return 1e3 * t.ms[0], 1e3 * t.ms[1], max(t.ratios[1], t.best_ms[1] / t.best_ms[0])

@@ -9,14 +9,15 @@ bit-for-bit as it was (the fallback), and the returned report says why for each 
 
 Eligible is not faster. On an H200 with PyTorch 2.11 (cuSPARSELt, fp16, eager) transformer feed-forward blocks of
 width 1024, 4096 and 8192 with every layer semi-structured ran 1.26-22x *slower* than dense at 1 to 1,024 rows, and
-faster only at 8,192 rows: 0.92x at width 4096, 0.72x at width 8192
+faster only at 8,192 rows of the wider ones: 0.92x at width 4096, 0.72x at width 8192 (width 1024: 5.3x slower)
 (``benchmarks/results/semi_structured_speed_cuda.md``). So, as :func:`to_sparse_kernels` does
 on the CPU, :func:`to_semi_structured` times every eligible layer on the input it sees in the model, dense and
 semi-structured interleaved (CUDA-synchronised), and converts only the ones measured faster by a margin whose
 output matches; ``measure=False`` converts every eligible layer untimed. Either way a layer whose semi-structured
 forward raises stays dense with the error as its reason: PyTorch's CUTLASS 2:4 kernels
 (``SparseSemiStructuredTensor._FORCE_CUTLASS``) convert on an H200 and then fail at the first product ("Supported
-only on GPUs with compute capability 8.x"); its cuSPARSELt kernels, the default where available, run there.
+only on GPUs with compute capability 8.x", ``benchmarks/results/gpu_run_2026-12-04_ac9d848.log``); its cuSPARSELt
+kernels, the default where available, run there.
 """
 from __future__ import annotations
 
@@ -41,6 +42,8 @@ class SemiStructuredChoice:
     converted: bool
     reason: str
     ratio: float | None = None  # semi-structured / dense time of the layer on its input (None: not timed)
+    dense_us: float | None = None  # median µs per call of the layer, dense and semi-structured (None: not timed)
+    sparse_us: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -69,19 +72,24 @@ def _tile(dtype: torch.dtype) -> tuple[int, int] | None:
 
 
 RTOL = 1e-2  # the kernels reorder the sums; fp16 outputs agreed to 3-6e-4 relative on the H200 (the benchmark)
+# A timed block on a GPU is many queued calls between two synchronisations, as the layers of a model run: with a
+# block of one synchronised call the semi-structured path's host overhead (~0.6-0.9 ms a call on the H200) is all
+# exposed, and per-layer ratios came out far above the whole block's (1.73-1.76x per layer vs 0.91x for the block at
+# width 4096 x 8,192 rows, benchmarks/results/semi_structured_speed_cuda.json), so layers that pay were kept dense.
+GPU_BLOCK_S = 0.02
 
 
 @torch.no_grad()
 def to_semi_structured(model: nn.Module, input_shape: Sequence[int] | None = None, *, batch_size: int = 1,
                        example: torch.Tensor | None = None, measure: bool = True, margin: float = 0.9,
-                       rounds: int = 11, min_time_s: float = 0.001) -> list[SemiStructuredChoice]:
+                       rounds: int = 11, min_time_s: float | None = None) -> list[SemiStructuredChoice]:
     """Give the eligible 2:4 ``nn.Linear`` layers of ``model`` a semi-structured weight, in place (inference only),
     where that is measured faster.
 
     Put the model on its GPU in its inference dtype first (``model.half().cuda()``). With ``measure`` (default)
     every eligible layer is timed on the input it sees when ``model`` runs ``example`` (default: a seeded normal
-    batch of ``batch_size`` × ``input_shape``), ``rounds`` interleaved rounds of blocks of at least ``min_time_s``,
-    and converted when semi-structured / dense ≤ ``margin`` and the outputs agree to ``RTOL`` relative. Returns one
+    batch of ``batch_size`` × ``input_shape``), ``rounds`` interleaved rounds of blocks of at least ``min_time_s``
+    (default ``GPU_BLOCK_S``, 20 ms), and converted when semi-structured / dense ≤ ``margin`` and the outputs agree to ``RTOL`` relative. Returns one
     choice per ``nn.Linear`` (converted or not, why, and the measured ratio); with no supported device nothing
     changes and no input is needed.
     """
@@ -128,6 +136,7 @@ def to_semi_structured(model: nn.Module, input_shape: Sequence[int] | None = Non
             model.train(was_training)
             for h in hooks:
                 h.remove()
+    block_s = GPU_BLOCK_S if min_time_s is None else min_time_s
     for i, name, module in eligible:
         choice, dense_w = choices[i], module.weight
         if measure and name not in inputs:
@@ -135,31 +144,30 @@ def to_semi_structured(model: nn.Module, input_shape: Sequence[int] | None = Non
             continue
         # measure=False still runs one probe row: a kernel that cannot run here must not reach the user's inference
         x = inputs[name] if measure else torch.zeros(1, module.in_features, device=dense_w.device, dtype=dense_w.dtype)
-        try:
-            module.weight = nn.Parameter(torch.sparse.to_sparse_semi_structured(dense_w.detach()), requires_grad=False)
-            got = module(x)
-        except RuntimeError as e:  # e.g. PyTorch's CUTLASS 2:4 kernels run on compute capability 8.x only
-            module.weight = dense_w
-            choice.reason = f"the semi-structured kernel failed here ({str(e).splitlines()[0][:160]}): kept dense"
-            continue
-        if not measure:
-            choice.reason = f"{choice.reason}; not timed (measure=False)"
+        try:  # whatever fails from here on (a kernel, an out-of-memory), the layer is left as it was unless converted
+            try:
+                module.weight = nn.Parameter(torch.sparse.to_sparse_semi_structured(dense_w.detach()),
+                                             requires_grad=False)
+                got = module(x)
+            except RuntimeError as e:  # e.g. PyTorch's CUTLASS 2:4 kernels run on compute capability 8.x only
+                choice.reason = f"the semi-structured kernel failed here ({str(e).splitlines()[0][:160]}): kept dense"
+                continue
+            if not measure:
+                choice.reason = f"{choice.reason}; not timed (measure=False)"
+                choice.converted = True
+                continue
+            bias = module.bias
+            ref_out = F.linear(x, dense_w, bias)
+            err = float((got.float() - ref_out.float()).abs().max()) / max(float(ref_out.float().abs().max()), 1e-30)
+            choice.dense_us, choice.sparse_us, choice.ratio = _interleaved(
+                lambda t, w=dense_w, b=bias: F.linear(t, w, b), module, x, rounds, block_s)
+            if err > RTOL or choice.ratio > margin:
+                choice.reason = (f"output differs by {err:.2e} relative: kept dense" if err > RTOL else
+                                 f"semi-structured {choice.ratio:.2f}x dense (needs <= {margin:g}x): kept dense")
+                continue
+            choice.reason = f"semi-structured {choice.ratio:.2f}x dense ({choice.reason})"
             choice.converted = True
-            continue
-        ref_out = F.linear(x, dense_w, module.bias)
-        err = float((got.float() - ref_out.float()).abs().max()) / max(float(ref_out.float().abs().max()), 1e-30)
-        timed = nn.Linear(module.in_features, module.out_features, bias=module.bias is not None,
-                          device=x.device, dtype=x.dtype)  # the dense twin, sharing nothing with the model
-        timed.weight.copy_(dense_w)
-        if module.bias is not None:
-            timed.bias.copy_(module.bias)
-        _, _, ratio = _interleaved(timed, module, x, rounds, min_time_s)
-        choice.ratio = ratio
-        if err > RTOL or ratio > margin:
-            module.weight = dense_w
-            choice.reason = (f"output differs by {err:.2e} relative: kept dense" if err > RTOL else
-                             f"semi-structured {ratio:.2f}x dense (needs <= {margin:g}x): kept dense")
-            continue
-        choice.reason = f"semi-structured {ratio:.2f}x dense ({choice.reason})"
-        choice.converted = True
+        finally:
+            if not choice.converted:
+                module.weight = dense_w
     return choices
