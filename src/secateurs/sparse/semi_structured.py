@@ -74,7 +74,7 @@ def _tile(dtype: torch.dtype) -> tuple[int, int] | None:
 RTOL = 1e-2  # the kernels reorder the sums; fp16 outputs agreed to 3-6e-4 relative on the H200 (the benchmark)
 # A timed block on a GPU is many queued calls between two synchronisations, as the layers of a model run: with a
 # block of one synchronised call the semi-structured path's host overhead (~0.6-0.9 ms a call on the H200) is all
-# exposed, and per-layer ratios came out far above the whole block's (1.73-1.76x per layer vs 0.91x for the block at
+# exposed, and per-layer ratios came out far above the whole block's (1.73-1.76x per layer vs 0.92x for the block at
 # width 4096 x 8,192 rows, benchmarks/results/semi_structured_speed_cuda.json), so layers that pay were kept dense.
 GPU_BLOCK_S = 0.02
 
