@@ -46,6 +46,25 @@ def test_unreachable_target_error_carries_argument_and_reachable_maximum():
     assert exc.value.reachable is not None and exc.value.reachable < 0.999
 
 
+def test_a_cost_the_widths_do_not_move_is_refused_in_words_not_as_at_most_zero():
+    class Flat(CostModel):  # a launch-bound GPU's latency model: the same ms at every width
+        name, unit, dense, constant, widths = "latency", "ms", 2.5, 2.5, {"g0": 8, "g1": 16}
+
+        def soft(self, gates=None):
+            return torch.tensor(2.5, dtype=torch.float64)
+
+        def exact(self, kept):
+            return 2.5
+
+    with pytest.raises(TargetError) as exc:
+        Target(0.3, 0.05, "latency", "latency_reduction").check_reachable(Flat(), {"g0": [0], "g1": [0]},
+                                                                          "min_channels=1")
+    msg = str(exc.value)
+    assert msg.startswith("latency_reduction 0.3: a 30.0% latency reduction is out of reach: with 2 prunable groups")
+    assert "predicts no reduction of the 2.5 ms at all" in msg and "at most" not in msg
+    assert exc.value.reachable == 0.0
+
+
 class _Delegating(CostModel):
     """A cost model that is not a MacsModel (so selection takes the generic path) but prices MACs."""
 

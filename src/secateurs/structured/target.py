@@ -84,6 +84,12 @@ class Target:
             return
         best = 1 - least / cost.dense if cost.dense > 0 else 0.0
         dense = f"{cost.dense:,}" if isinstance(cost.dense, int) else f"{cost.dense:.4g}"
+        if best < 5e-5:  # "at most 0.00%": say what it means (seen on a GPU, where small models are launch-bound)
+            raise self.error(
+                f"a {self.reduction:.1%} {cost.quantity} reduction is out of reach: with {len(cost.widths)} "
+                f"prunable groups at their minimum widths ({constraint}) the {cost.quantity} model predicts no "
+                f"reduction of the {dense} {cost.unit} at all; in this setting the {cost.quantity} does not "
+                "depend on the widths (see `secateurs explain`)", reachable=max(best, 0.0))
         raise self.error(
             f"a {self.reduction:.1%} {cost.quantity} reduction is beyond what "
             f"{constraint} allows: at most {best:.2%} "
