@@ -16,7 +16,7 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import nn
 
-from .._device import cpu_model, device_of
+from .._device import cpu_model
 from .._schema import is_number
 from ..errors import CheckpointError
 from ..graph.groups import ChannelGraph
@@ -294,9 +294,9 @@ def profile_key(model: nn.Module, graph: ChannelGraph, input_shape: Sequence[int
     (``tables``, :func:`secateurs.cost.profiling.profile_latency`)."""
     from ..timing import allocator
 
-    ref = next(iter(model.parameters()), None)  # the trace input where the model lives, in its dtype
-    dtype_in = ref.dtype if ref is not None and ref.is_floating_point() else torch.float32
-    calls = _layer_calls(model, graph, torch.zeros(1, *input_shape, device=device_of(model), dtype=dtype_in))
+    from ..flops import _example_input
+
+    calls = _layer_calls(model, graph, _example_input(model, input_shape, 1))  # where the model lives, its dtype
     arch = json.dumps([list(input_shape)] + [c.signature() for c in calls])
     return {"device": device_name(device), "threads": int(threads), "batch_size": int(batch_size),
             "dtype": dtype, "runtime": runtime, **_versions(runtime),

@@ -144,24 +144,13 @@ def to_sparse_kernels(model: nn.Module, input_shape: Sequence[int] | None = None
     ``whole_model_check`` the swapped model is then timed against the dense one the same way, and every swap is
     undone unless the whole model is faster. CPU only: on another device nothing is replaced.
     """
-    if example is None:
-        if not input_shape:
-            raise ValueError("to_sparse_kernels needs input_shape (the checkpoint's model.json has none) or example")
-        if int(batch_size) < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
-        gen = torch.Generator().manual_seed(0)
-        example = torch.randn(int(batch_size), *input_shape, generator=gen)
+    example = _example_batch(example, input_shape, batch_size,
+                             "to_sparse_kernels needs input_shape (the checkpoint's model.json has none) or example")
     was_training = model.training
     model.eval()
-    inputs: dict[str, torch.Tensor] = {}
     candidates = [(n, m) for n, m in model.named_modules() if sparse_candidate(m)]
-    hooks = [m.register_forward_pre_hook(_capture(inputs, n)) for n, m in candidates]
-    try:
-        device = next((p.device for p in model.parameters()), torch.device("cpu"))
-        model(example.to(device))
-    finally:
-        for h in hooks:
-            h.remove()
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    inputs = _record_inputs(model, candidates, example.to(device))
     choices = []
     originals: dict[str, nn.Module] = {}
     for name, module in candidates:
@@ -232,6 +221,31 @@ def _keep_if_whole_model_faster(model, originals: dict, choices: list[KernelChoi
     return [dataclasses.replace(c, replaced=False, reason=f"{c.reason}, but the whole model ran {ratio:.2f}x dense "
                                                           "with the swaps: kept dense") if c.replaced else c
             for c in choices]
+
+
+def _example_batch(example: torch.Tensor | None, input_shape: Sequence[int] | None, batch_size: int,
+                   missing: str) -> torch.Tensor:
+    """``example``, or a seeded normal batch of ``batch_size`` × ``input_shape`` (``missing``: the error when
+    neither is given)."""
+    if example is not None:
+        return example
+    if not input_shape:
+        raise ValueError(missing)
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
+    return torch.randn(int(batch_size), *input_shape, generator=torch.Generator().manual_seed(0))
+
+
+def _record_inputs(model: nn.Module, layers: Sequence[tuple[str, nn.Module]], x: torch.Tensor) -> dict:
+    """The first input each of ``layers`` (name, module) sees when ``model(x)`` runs (in the model's current mode)."""
+    inputs: dict[str, torch.Tensor] = {}
+    hooks = [m.register_forward_pre_hook(_capture(inputs, n)) for n, m in layers]
+    try:
+        model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return inputs
 
 
 def _capture(store: dict, name: str):

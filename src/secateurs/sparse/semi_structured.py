@@ -93,7 +93,7 @@ def to_semi_structured(model: nn.Module, input_shape: Sequence[int] | None = Non
     choice per ``nn.Linear`` (converted or not, why, and the measured ratio); with no supported device nothing
     changes and no input is needed.
     """
-    from .kernels import _capture, _interleaved
+    from .kernels import _example_batch, _interleaved, _record_inputs
 
     choices, eligible = [], []
     for name, module in model.named_modules():
@@ -119,23 +119,17 @@ def to_semi_structured(model: nn.Module, input_shape: Sequence[int] | None = Non
         return choices
     inputs: dict[str, torch.Tensor] = {}
     if measure:
-        if example is None:
-            if not input_shape:
-                raise ValueError("to_semi_structured needs input_shape or example to time the eligible layers "
+        example = _example_batch(example, input_shape, batch_size,
+                                 "to_semi_structured needs input_shape or example to time the eligible layers "
                                  "(or measure=False to convert them untimed)")
-            if int(batch_size) < 1:
-                raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
-            example = torch.randn(int(batch_size), *input_shape, generator=torch.Generator().manual_seed(0))
         ref = next(model.parameters())
-        hooks = [m.register_forward_pre_hook(_capture(inputs, n)) for _, n, m in eligible]
         was_training = model.training
         model.eval()
         try:
-            model(example.to(ref.device, ref.dtype if example.is_floating_point() else example.dtype))
+            inputs = _record_inputs(model, [(n, m) for _, n, m in eligible],
+                                    example.to(ref.device, ref.dtype if example.is_floating_point() else example.dtype))
         finally:
             model.train(was_training)
-            for h in hooks:
-                h.remove()
     block_s = GPU_BLOCK_S if min_time_s is None else min_time_s
     for i, name, module in eligible:
         choice, dense_w = choices[i], module.weight
