@@ -124,20 +124,21 @@ def test_unreachable_ms_target_is_said_in_ms(dense, profile, tmp_path, capsys):
            "latency reduction is beyond")
 
 
-def test_prune_to_a_bfloat16_latency(dense, tmp_path):
-    """--dtype on prune: a bfloat16 profile (secateurs profile --dtype bfloat16) is usable, and the pruned model
-    is timed in bfloat16; the saved checkpoint keeps its float32 weights."""
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_prune_to_a_half_precision_latency(dense, tmp_path, dtype):
+    """--dtype on prune: a bfloat16 / float16 profile (secateurs profile --dtype D) is usable, and the pruned model
+    is timed in that dtype; the saved checkpoint keeps its float32 weights."""
     import torch
 
     ckpt = load_checkpoint(dense)
     graph = build_channel_graph(ckpt.model.eval(), torch.zeros(1, *ckpt.spec.input_shape))
-    path = tmp_path / "bf16.json"
-    macs_profile(ckpt.model, graph, tuple(ckpt.spec.input_shape), dtype="bfloat16").save(path)
+    path = tmp_path / f"{dtype}.json"
+    macs_profile(ckpt.model, graph, tuple(ckpt.spec.input_shape), dtype=dtype).save(path)
     out = tmp_path / "p"
     assert main(["prune", "--checkpoint", str(dense), "--data", "digits", "--criterion", "l1", "--latency-reduction",
-                 "0.4", "--dtype", "bfloat16", "--latency-profile", str(path), "--out", str(out)] + QUIET + FAST) == 0
+                 "0.4", "--dtype", dtype, "--latency-profile", str(path), "--out", str(out)] + QUIET + FAST) == 0
     s = json.loads((out / "summary.json").read_text())
-    assert s["latency_setting"]["dtype"] == "bfloat16" and s["latency_profile"]["key"]["dtype"] == "bfloat16"
+    assert s["latency_setting"]["dtype"] == dtype and s["latency_profile"]["key"]["dtype"] == dtype
     assert all(p.dtype == torch.float32 for p in load_checkpoint(out).model.parameters())
 
 

@@ -41,6 +41,18 @@ def test_profile_writes_out_and_cache_and_prints_the_error(tmp_path, cache, caps
     assert summary["layer_calls"] == len(prof.calls) and summary["out"] == str(out)
 
 
+@pytest.mark.parametrize("runtime", ["torch", "onnxruntime"])
+def test_profile_in_float16(runtime, tmp_path, cache, capsys):
+    """float16, the dtype a GPU user times in, is profiled like the others (on this CPU too); the key says so."""
+    if runtime == "onnxruntime":
+        pytest.importorskip("onnxruntime")
+    out = tmp_path / "lat.json"
+    assert main(["profile", *QUICK, "--dtype", "float16", "--runtime", runtime, "--out", str(out)]) == 0
+    prof = LatencyProfile.load(out)
+    assert prof.key["dtype"] == "float16" and prof.key["runtime"] == runtime
+    assert prof.dense_ms > 0 and len(prof.validation["held_out"]) == 1
+
+
 @pytest.mark.parametrize("flag, value, needle", [
     ("--latency-batch-size", "0", "--latency-batch-size"), ("--threads", "-1", "--threads"),
     ("--runtime", "tvm", "--runtime"), ("--time-budget", "nan", "--time-budget"), ("--dtype", "int8", "--dtype"),

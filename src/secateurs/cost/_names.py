@@ -2,4 +2,4 @@
 offer them as choices without importing torch (``cost.latency_profile`` maps the dtype names to torch dtypes)."""
 
 RUNTIMES = ("torch", "onnxruntime")
-DTYPE_NAMES = ("float32", "float64", "bfloat16")
+DTYPE_NAMES = ("float32", "float64", "float16", "bfloat16")
