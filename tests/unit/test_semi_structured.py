@@ -55,9 +55,37 @@ def test_eligible_layers_are_timed_and_converted_only_within_the_margin(monkeypa
     slow = {c.name: c for c in to_semi_structured(model, (128,), batch_size=8)}  # a dense copy is ~1x dense
     assert not slow["0"].converted and slow["0"].ratio is not None and "needs <= 0.9x" in slow["0"].reason
     assert slow["2"].reason == "weight is not 2:4 sparse" and slow["2"].ratio is None
-    fast = {c.name: c for c in to_semi_structured(model, (128,), batch_size=8, margin=100.0)}
+    fast = {c.name: c for c in to_semi_structured(model, (128,), batch_size=8, margin=100.0,
+                                                    whole_model_check=False)}
     assert fast["0"].converted and fast["0"].reason.startswith("semi-structured ")
     assert fast["0"].dense_us > 0 and fast["0"].sparse_us > 0
+
+
+@pytest.mark.parametrize("whole", [0.5, 1.5])  # the converted model's time / the dense model's
+def test_conversions_are_undone_unless_the_whole_model_is_faster(monkeypatch, whole):
+    import secateurs.sparse.kernels as kernels
+
+    _fake_gpu(monkeypatch)
+    timed = []
+
+    def whole_model_ratio(model, use_dense, use_fast, example, rounds, min_time_s):
+        use_dense()
+        dense_out = model(example)
+        assert model[0].weight is before  # the dense side runs the layer's own weight
+        use_fast()
+        assert model[0].weight is not before
+        timed.append((torch.equal(model(example), dense_out), model.training, tuple(example.shape)))
+        return whole
+    monkeypatch.setattr(kernels, "_whole_model_ratio", whole_model_ratio)
+    model = _two_four_mlp().train()
+    before = model[0].weight
+    c = {c.name: c for c in to_semi_structured(model, (128,), batch_size=8, margin=100.0)}["0"]
+    assert timed == [(True, False, (8, 128))]  # once, in eval mode, on the example batch
+    assert c.converted == (whole <= 1.0) and (model[0].weight is before) == (whole > 1.0)
+    assert model.training  # the caller's mode is back
+    assert ("the whole model ran 1.50x dense with it: kept dense" in c.reason) == (whole > 1.0)
+    untimed = to_semi_structured(_two_four_mlp(), measure=False)[0]  # nothing timed, nothing undone
+    assert untimed.converted and len(timed) == 1
 
 
 def test_a_failure_while_timing_leaves_the_layer_dense(monkeypatch):
@@ -112,3 +140,19 @@ def test_cuda_measured_conversion_follows_the_timing_and_keeps_the_output(margin
         assert c.ratio is not None and c.converted == (c.ratio <= margin) and (c.converted or margin < 1000)
         assert (model[0].weight is not before) == c.converted  # a kept-dense layer keeps its own weight
         assert torch.allclose(model(x), ref, rtol=1e-2, atol=1e-2)
+
+
+def test_a_failure_while_timing_the_whole_model_leaves_it_dense(monkeypatch):
+    import secateurs.sparse.kernels as kernels
+
+    _fake_gpu(monkeypatch)
+
+    def boom(model, use_dense, use_fast, *a):
+        use_fast()
+        raise MemoryError("out of memory while timing the model")
+    monkeypatch.setattr(kernels, "_whole_model_ratio", boom)
+    model = _two_four_mlp()
+    before = model[0].weight
+    with pytest.raises(MemoryError):
+        to_semi_structured(model, (128,), batch_size=8, margin=100.0)
+    assert model[0].weight is before and model.training

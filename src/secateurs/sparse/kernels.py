@@ -199,28 +199,38 @@ def _keep_if_whole_model_faster(model, originals: dict, choices: list[KernelChoi
 
     swapped = {name: model.get_submodule(name) for name in originals}  # CSR layers cannot be deep-copied
 
-    def run_with(layers):
-        def forward(x):
+    def use(layers):
+        def swap():
             for name, module in layers.items():  # a few setattr calls, the same cost on both sides
                 _set_module(model, name, module)
-            return model(x)
-        return forward
+        return swap
 
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    try:
-        with torch.no_grad():
-            _, _, ratio = _interleaved(run_with(originals), run_with(swapped), example.to(device), rounds,
-                                       min_time_s)
-    finally:
-        for name, module in swapped.items():
-            _set_module(model, name, module)
+    ratio = _whole_model_ratio(model, use(originals), use(swapped), example.to(device), rounds, min_time_s)
     if ratio <= 1.0:
         return choices
-    for name, module in originals.items():
-        _set_module(model, name, module)
+    use(originals)()
     return [dataclasses.replace(c, replaced=False, reason=f"{c.reason}, but the whole model ran {ratio:.2f}x dense "
                                                           "with the swaps: kept dense") if c.replaced else c
             for c in choices]
+
+
+def _whole_model_ratio(model: nn.Module, use_dense: Callable[[], None], use_fast: Callable[[], None],
+                       example: torch.Tensor, rounds: int, min_time_s: float) -> float:
+    """The conservative fast / dense time ratio of ``model(example)`` (:func:`_interleaved`), each call preceded by
+    ``use_dense()`` or ``use_fast()``, which put the model's dense or fast layers in place; leaves the fast ones in
+    place, also when the timing raises."""
+    def run(use):
+        def forward(x):
+            use()
+            return model(x)
+        return forward
+
+    try:
+        with torch.no_grad():
+            return _interleaved(run(use_dense), run(use_fast), example, rounds, min_time_s)[2]
+    finally:
+        use_fast()
 
 
 def _example_batch(example: torch.Tensor | None, input_shape: Sequence[int] | None, batch_size: int,

@@ -12,8 +12,9 @@ width 1024, 4096 and 8192 with every layer semi-structured ran 1.26-22x *slower*
 faster only at 8,192 rows of the wider ones: 0.92x at width 4096, 0.72x at width 8192 (width 1024: 5.3x slower)
 (``benchmarks/results/semi_structured_speed_cuda.md``). So, as :func:`to_sparse_kernels` does
 on the CPU, :func:`to_semi_structured` times every eligible layer on the input it sees in the model, dense and
-semi-structured interleaved (CUDA-synchronised), and converts only the ones measured faster by a margin whose
-output matches; ``measure=False`` converts every eligible layer untimed. Either way a layer whose semi-structured
+semi-structured interleaved (CUDA-synchronised), converts only the ones measured faster by a margin whose
+output matches, and keeps them only if the whole model then runs faster; ``measure=False`` converts every eligible
+layer untimed. Either way a layer whose semi-structured
 forward raises stays dense with the error as its reason: PyTorch's CUTLASS 2:4 kernels
 (``SparseSemiStructuredTensor._FORCE_CUTLASS``) convert on an H200 and then fail at the first product ("Supported
 only on GPUs with compute capability 8.x", ``benchmarks/results/gpu_run_2026-12-04_ac9d848.log``); its cuSPARSELt
@@ -82,16 +83,19 @@ GPU_BLOCK_S = 0.02
 @torch.no_grad()
 def to_semi_structured(model: nn.Module, input_shape: Sequence[int] | None = None, *, batch_size: int = 1,
                        example: torch.Tensor | None = None, measure: bool = True, margin: float = 0.9,
-                       rounds: int = 11, min_time_s: float | None = None) -> list[SemiStructuredChoice]:
+                       rounds: int = 11, min_time_s: float | None = None, whole_model_check: bool = True
+                       ) -> list[SemiStructuredChoice]:
     """Give the eligible 2:4 ``nn.Linear`` layers of ``model`` a semi-structured weight, in place (inference only),
     where that is measured faster.
 
     Put the model on its GPU in its inference dtype first (``model.half().cuda()``). With ``measure`` (default)
     every eligible layer is timed on the input it sees when ``model`` runs ``example`` (default: a seeded normal
     batch of ``batch_size`` × ``input_shape``), ``rounds`` interleaved rounds of blocks of at least ``min_time_s``
-    (default ``GPU_BLOCK_S``, 20 ms), and converted when semi-structured / dense ≤ ``margin`` and the outputs agree to ``RTOL`` relative. Returns one
-    choice per ``nn.Linear`` (converted or not, why, and the measured ratio); with no supported device nothing
-    changes and no input is needed.
+    (default ``GPU_BLOCK_S``, 20 ms), and converted when semi-structured / dense ≤ ``margin`` and the outputs agree
+    to ``RTOL`` relative. With ``whole_model_check`` (and ``measure``) the converted model is then timed against the
+    dense one on ``example`` the same way, and every conversion is undone unless the whole model is faster, as
+    :func:`to_sparse_kernels` does. Returns one choice per ``nn.Linear`` (converted or not, why, and the measured
+    ratio); with no supported device nothing changes and no input is needed.
     """
     from .kernels import _example_batch, _interleaved, _record_inputs
 
@@ -125,12 +129,13 @@ def to_semi_structured(model: nn.Module, input_shape: Sequence[int] | None = Non
         ref = next(model.parameters())
         was_training = model.training
         model.eval()
+        example = example.to(ref.device, ref.dtype if example.is_floating_point() else example.dtype)
         try:
-            inputs = _record_inputs(model, [(n, m) for _, n, m in eligible],
-                                    example.to(ref.device, ref.dtype if example.is_floating_point() else example.dtype))
+            inputs = _record_inputs(model, [(n, m) for _, n, m in eligible], example)
         finally:
             model.train(was_training)
     block_s = GPU_BLOCK_S if min_time_s is None else min_time_s
+    dense_weights: dict[int, tuple[nn.Module, nn.Parameter]] = {}  # choice index -> (layer, its dense weight)
     for i, name, module in eligible:
         choice, dense_w = choices[i], module.weight
         if measure and name not in inputs:
@@ -161,7 +166,44 @@ def to_semi_structured(model: nn.Module, input_shape: Sequence[int] | None = Non
                 continue
             choice.reason = f"semi-structured {choice.ratio:.2f}x dense ({choice.reason})"
             choice.converted = True
+            dense_weights[i] = (module, dense_w)
         finally:
             if not choice.converted:
                 module.weight = dense_w
+    if dense_weights and whole_model_check:
+        _keep_if_whole_model_faster(model, dense_weights, choices, example, rounds, block_s)
     return choices
+
+
+def _keep_if_whole_model_faster(model: nn.Module, dense_weights: dict, choices: list[SemiStructuredChoice],
+                                example: torch.Tensor, rounds: int, block_s: float) -> None:
+    """Layers measured faster one by one can still make the model slower (the semi-structured path's host overhead
+    per call, a layout change between layers): undo every conversion unless the converted model is faster."""
+    from .kernels import _whole_model_ratio
+
+    dense = {i: w for i, (_, w) in dense_weights.items()}
+    sparse = {i: module.weight for i, (module, _) in dense_weights.items()}
+
+    def use(weights):
+        def put():
+            for i, (module, _) in dense_weights.items():  # a few attribute sets, the same cost on both sides
+                module.weight = weights[i]
+        return put
+
+    was_training = model.training
+    model.eval()
+    try:
+        ratio = _whole_model_ratio(model, use(dense), use(sparse), example, rounds, block_s)
+    except BaseException:
+        use(dense)()  # a failure leaves the model as it was
+        for i in dense_weights:
+            choices[i].converted = False
+        raise
+    finally:
+        model.train(was_training)
+    if ratio <= 1.0:
+        return
+    use(dense)()
+    for i in dense_weights:
+        choices[i].converted = False
+        choices[i].reason += f", but the whole model ran {ratio:.2f}x dense with it: kept dense"
