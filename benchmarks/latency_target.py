@@ -45,6 +45,7 @@ import time
 import torch
 
 from _common import environment, write_results
+from secateurs.cost._names import DTYPE_NAMES
 
 TWIN_TOLERANCE = 0.02  # a MACs twin matches its latency-targeted run's measured reduction within this
 
@@ -243,7 +244,7 @@ def main() -> None:
     p.add_argument("--targets", nargs="+", type=float, default=[0.3, 0.5])
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="cpu", help="part A: where the models run and are timed (e.g. cuda)")
-    p.add_argument("--dtype", default="float32", choices=["float32", "float64", "bfloat16"],
+    p.add_argument("--dtype", default="float32", choices=DTYPE_NAMES,
                    help="part A: the inference dtype profiled and timed")
     p.add_argument("--autobot-batches", type=int, default=60)
     p.add_argument("--test-subset", type=int, default=2000)
