@@ -196,8 +196,6 @@ def _keep_if_whole_model_faster(model: nn.Module, dense_weights: dict, choices: 
         ratio = _whole_model_ratio(model, use(dense), use(sparse), example, rounds, block_s)
     except BaseException:
         use(dense)()  # a failure leaves the model as it was
-        for i in dense_weights:
-            choices[i].converted = False
         raise
     finally:
         model.train(was_training)
