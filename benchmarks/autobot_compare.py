@@ -100,7 +100,7 @@ def run_one(args, model_name, R, seed, ckpt, full, ft, test, graph, epoch_s, log
         except TargetError as e:
             if not variant:
                 raise
-            rows.append({"model": model_name, "target": R, "seed": seed, "method": name, "scope": "global",
+            rows.append({"model": model_name, "target": R, "seed": seed, "method": name, "scope": cfg.scope,
                          "error": e.reason.splitlines()[0]})
             log(rows[-1])
             save()
@@ -111,7 +111,7 @@ def run_one(args, model_name, R, seed, ckpt, full, ft, test, graph, epoch_s, log
                                teacher=ckpt.model if args.distill else None)
         achieved = res.report.macs_reduction if achieved is None else achieved  # the baselines match the default
         rows.append({"model": model_name, "target": R, "seed": seed,
-                     "method": name, "scope": "global",
+                     "method": name, "scope": cfg.scope,
                      "reduction": res.report.macs_reduction, "macs": res.report.macs_after,
                      "params": res.report.params_after,
                      "acc_before_ft": before, "acc_before_ft_bn": before_bn, "acc_after_ft": after, "finetune_s": ft_s,

@@ -252,3 +252,30 @@ def test_cost_power_trains_other_scores_and_autoprune_meets_target():
                     example_inputs=x[:1], progress=False)
     assert 0.4 <= res.report.macs_reduction <= 0.6 and res.plan.meta["cost_power"] == 0.0
     assert round(count_macs(m, x.shape[1:])) == round(res.report.macs_after)
+
+
+def test_local_scope_keeps_autobots_best_channels_at_one_fraction_per_group():
+    """scope="local" (an ablation): AutoBot's trained scores choose the channels, the widths are the criteria's
+    local allocation (the same fraction of every group), and the target is met as with the global search."""
+    from secateurs.structured.autobot import autoprune
+    from secateurs.structured.select import select_channels
+
+    model, x = make("residual")
+    graph = build_channel_graph(model, x[:1])
+    res = {}
+    for scope in ("global", "local"):
+        m = copy.deepcopy(model)
+        res[scope] = autoprune(m, _tiny_data(x), 0.4, config=AutoBotConfig(batches=6, tolerance=0.1, scope=scope),
+                               example_inputs=x[:1], progress=False)
+        assert 0.4 <= res[scope].report.macs_reduction <= 0.5 and res[scope].plan.meta["scope"] == scope
+        assert round(count_macs(m, x.shape[1:])) == round(res[scope].report.macs_after)
+    local = res["local"]
+    torch.testing.assert_close(local.scores, res["global"].scores)  # the same training; only the selection differs
+    assert local.selection.kept == select_channels(graph, local.scores, local.target, scope="local").kept
+    for gid, kept in local.selection.kept.items():  # each group keeps its best-scored channels (ties: the later)
+        best = torch.argsort(local.scores[gid], stable=True)[len(local.scores[gid]) - len(kept):]
+        assert sorted(kept) == sorted(best.tolist())
+    with pytest.raises(ValueError, match="AutoBotConfig.scope"):
+        AutoBotConfig(scope="layer")
+    with pytest.raises(ValueError, match="min_fraction"):
+        AutoBotConfig(scope="local", min_fraction=0.5)

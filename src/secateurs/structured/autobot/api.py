@@ -15,7 +15,7 @@ from ...graph.groups import ChannelGraph, build_channel_graph
 from ...train import TrainConfig, evaluate
 from ..apply import PruneReport, apply_plan
 from ..plan import PruningPlan
-from ..select import Selection, search_threshold
+from ..select import Selection, search_threshold, select_channels
 from ..select.threshold import floor_selection
 from ..target import DEFAULT_TOLERANCE, Target
 from .bottleneck import Bottlenecks
@@ -44,9 +44,13 @@ class AutoBotConfig:
     augment: bool = True  # the training split's usual augmentation
     seed: int = 0
     atol: float = 1e-5  # apply_plan's masked-vs-pruned check (float64)
+    # "global": the paper's one threshold over every group's scores; "local": every group keeps the same fraction of
+    # its channels, its best-scored ones (AutoBot's choice of channels without its allocation of widths; an ablation)
+    scope: str = "global"
 
     def __post_init__(self) -> None:
         checks = [
+            ("scope", self.scope, self.scope in ("global", "local")),
             ("beta", self.beta, self.beta >= 0 and math.isfinite(self.beta)),
             ("gamma", self.gamma, self.gamma >= 0 and math.isfinite(self.gamma)),
             ("lr", self.lr, self.lr > 0 and math.isfinite(self.lr)),
@@ -63,6 +67,9 @@ class AutoBotConfig:
         for name, value, ok in checks:
             if not ok:
                 raise ValueError(f"AutoBotConfig.{name}: invalid value {value!r}")
+        if self.scope == "local" and self.min_fraction > 0:
+            raise ValueError("AutoBotConfig.min_fraction is a floor of the global search; scope 'local' keeps the "
+                             "same fraction of every group already")
 
 
 def finetune_config(epochs: float, *, lr: float = 0.02, weight_decay: float = 2e-3, momentum: float = 0.9,
@@ -180,6 +187,9 @@ def autoprune(
                             beta=config.beta, gamma=config.gamma, lr=config.lr,
                             best_fraction=config.best_fraction, cost_power=config.cost_power, progress=progress)
     def search(t: Target) -> Selection:
+        if config.scope == "local":
+            return select_channels(graph, run.scores, t, scope="local", round_to=round_to, cost=cost,
+                                   free=config.free)
         return search_threshold(run.scores, cost, t, alphas=run.alphas, max_iter=config.max_search_iter,
                                 round_to=round_to, min_fraction=config.min_fraction, free=config.free)
 
@@ -188,7 +198,7 @@ def autoprune(
         "method": "autobot", target.argument: target.reduction, "achieved": selection.reduction,
         "threshold": selection.threshold, "selection": selection.method, "best_step": run.best_step,
         **{k: v for k, v in asdict(config).items() if k in ("beta", "gamma", "lr", "batches", "batch_size", "seed",
-                                                                 "min_fraction", "free", "cost_power")},
+                                                                 "min_fraction", "free", "cost_power", "scope")},
     })
     report = apply_plan(model, plan, example_inputs, graph=graph, atol=config.atol)
     accuracy = evaluate(model, data.test_x, data.test_y)["accuracy"] if test else None
