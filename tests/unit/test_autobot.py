@@ -271,9 +271,11 @@ def test_local_scope_keeps_autobots_best_channels_at_one_fraction_per_group():
         assert round(count_macs(m, x.shape[1:])) == round(res[scope].report.macs_after)
     local = res["local"]
     torch.testing.assert_close(local.scores, res["global"].scores)  # the same training; only the selection differs
-    assert local.selection.kept == select_channels(graph, local.scores, local.target, scope="local").kept
+    alphas = {g: torch.logit(s) for g, s in local.scores.items()}  # the ranking key (λ = sigmoid(α); unsaturated)
+    assert local.selection.kept == select_channels(graph, alphas, local.target, scope="local", normalize=None).kept
+    assert "local (every group keeps the same fraction" in str(local)
     for gid, kept in local.selection.kept.items():  # each group keeps its best-scored channels (ties: the later)
-        best = torch.argsort(local.scores[gid], stable=True)[len(local.scores[gid]) - len(kept):]
+        best = torch.argsort(alphas[gid], stable=True)[len(alphas[gid]) - len(kept):]
         assert sorted(kept) == sorted(best.tolist())
     with pytest.raises(ValueError, match="AutoBotConfig.scope"):
         AutoBotConfig(scope="layer")

@@ -136,9 +136,23 @@ def test_cuda_measured_conversion_follows_the_timing_and_keeps_the_output(margin
     x = torch.randn(64, 128, device="cuda", dtype=torch.half)
     with torch.no_grad():
         ref, before = model(x), model[0].weight
-        c = {c.name: c for c in to_semi_structured(model, example=x, margin=margin)}["0"]
+        c = {c.name: c for c in to_semi_structured(model, example=x, margin=margin, whole_model_check=False)}["0"]
         assert c.ratio is not None and c.converted == (c.ratio <= margin) and (c.converted or margin < 1000)
         assert (model[0].weight is not before) == c.converted  # a kept-dense layer keeps its own weight
+        assert torch.allclose(model(x), ref, rtol=1e-2, atol=1e-2)
+
+
+@pytest.mark.skipif(not semi_structured_support()[0], reason="needs a CUDA GPU with compute capability >= 8.0")
+def test_cuda_whole_model_check_leaves_a_consistent_model():
+    """With the whole-model check (the default) on a real GPU: a layer says converted exactly when it holds a
+    semi-structured weight, an undone one says why, and the output is the dense one either way."""
+    model = _two_four_mlp().half().cuda().eval()
+    x = torch.randn(64, 128, device="cuda", dtype=torch.half)
+    with torch.no_grad():
+        ref, before = model(x), model[0].weight
+        c = {c.name: c for c in to_semi_structured(model, example=x, margin=1000.0)}["0"]
+        assert (model[0].weight is not before) == c.converted
+        assert c.converted or "the whole model ran" in c.reason
         assert torch.allclose(model(x), ref, rtol=1e-2, atol=1e-2)
 
 
@@ -156,3 +170,29 @@ def test_a_failure_while_timing_the_whole_model_leaves_it_dense(monkeypatch):
     with pytest.raises(MemoryError):
         to_semi_structured(model, (128,), batch_size=8, margin=100.0)
     assert model[0].weight is before and model.training
+
+
+@pytest.mark.parametrize("measure", [True, False])
+def test_a_failure_at_a_later_layer_restores_the_earlier_conversions(monkeypatch, measure):
+    import secateurs.sparse.kernels as kernels
+
+    _fake_gpu(monkeypatch)
+    model = _two_four_mlp()
+    with torch.no_grad():
+        model[2] = nn.Linear(64, 64)
+        model[2].weight.mul_(nm_keep(model[2].weight.abs(), Pattern(2, 4)))
+    model.append(nn.Linear(64, 10))
+    before = [model[0].weight, model[2].weight]
+    calls = []
+    convert = torch.sparse.to_sparse_semi_structured
+
+    def second_fails(w):
+        calls.append(w.shape)
+        if len(calls) == 2:
+            raise MemoryError("out of memory at the second layer")
+        return convert(w)
+    monkeypatch.setattr(torch.sparse, "to_sparse_semi_structured", second_fails, raising=False)
+    monkeypatch.setattr(kernels, "_interleaved", lambda *a: (2.0, 1.0, 0.5))  # the first layer "pays"
+    with pytest.raises(MemoryError):
+        to_semi_structured(model, (128,), batch_size=8, measure=measure)
+    assert len(calls) == 2 and model[0].weight is before[0] and model[2].weight is before[1]

@@ -127,50 +127,60 @@ def to_semi_structured(model: nn.Module, input_shape: Sequence[int] | None = Non
                                  "to_semi_structured needs input_shape or example to time the eligible layers "
                                  "(or measure=False to convert them untimed)")
         ref = next(model.parameters())
+        example = example.to(ref.device, ref.dtype if example.is_floating_point() else example.dtype)
         was_training = model.training
         model.eval()
-        example = example.to(ref.device, ref.dtype if example.is_floating_point() else example.dtype)
         try:
             inputs = _record_inputs(model, [(n, m) for _, n, m in eligible], example)
         finally:
             model.train(was_training)
     block_s = GPU_BLOCK_S if min_time_s is None else min_time_s
     dense_weights: dict[int, tuple[nn.Module, nn.Parameter]] = {}  # choice index -> (layer, its dense weight)
-    for i, name, module in eligible:
-        choice, dense_w = choices[i], module.weight
-        if measure and name not in inputs:
-            choice.reason = "not reached by the forward pass: kept dense"
-            continue
-        # measure=False still runs one probe row: a kernel that cannot run here must not reach the user's inference
-        x = inputs[name] if measure else torch.zeros(1, module.in_features, device=dense_w.device, dtype=dense_w.dtype)
-        try:  # whatever fails from here on (a kernel, an out-of-memory), the layer is left as it was unless converted
-            try:
-                module.weight = nn.Parameter(torch.sparse.to_sparse_semi_structured(dense_w.detach()),
-                                             requires_grad=False)
-                got = module(x)
-            except RuntimeError as e:  # e.g. PyTorch's CUTLASS 2:4 kernels run on compute capability 8.x only
-                choice.reason = f"the semi-structured kernel failed here ({str(e).splitlines()[0][:160]}): kept dense"
+    try:
+        for i, name, module in eligible:
+            choice, dense_w = choices[i], module.weight
+            if measure and name not in inputs:
+                choice.reason = "not reached by the forward pass: kept dense"
                 continue
-            if not measure:
-                choice.reason = f"{choice.reason}; not timed (measure=False)"
+            # measure=False still runs one probe row: a kernel that cannot run here must not reach the user's
+            # inference
+            x = (inputs[name] if measure else
+                 torch.zeros(1, module.in_features, device=dense_w.device, dtype=dense_w.dtype))
+            try:  # whatever fails from here on (a kernel, an out-of-memory), the layer is left as it was
+                try:
+                    module.weight = nn.Parameter(torch.sparse.to_sparse_semi_structured(dense_w.detach()),
+                                                 requires_grad=False)
+                    got = module(x)
+                except RuntimeError as e:  # e.g. PyTorch's CUTLASS 2:4 kernels run on compute capability 8.x only
+                    choice.reason = (f"the semi-structured kernel failed here ({str(e).splitlines()[0][:160]}): "
+                                     "kept dense")
+                    continue
+                if not measure:
+                    choice.reason = f"{choice.reason}; not timed (measure=False)"
+                    choice.converted = True
+                    dense_weights[i] = (module, dense_w)
+                    continue
+                bias = module.bias
+                ref_out = F.linear(x, dense_w, bias)
+                err = (float((got.float() - ref_out.float()).abs().max())
+                       / max(float(ref_out.float().abs().max()), 1e-30))
+                choice.dense_us, choice.sparse_us, choice.ratio = _interleaved(
+                    lambda t, w=dense_w, b=bias: F.linear(t, w, b), module, x, rounds, block_s)
+                if err > RTOL or choice.ratio > margin:
+                    choice.reason = (f"output differs by {err:.2e} relative: kept dense" if err > RTOL else
+                                     f"semi-structured {choice.ratio:.2f}x dense (needs <= {margin:g}x): kept dense")
+                    continue
+                choice.reason = f"semi-structured {choice.ratio:.2f}x dense ({choice.reason})"
                 choice.converted = True
-                continue
-            bias = module.bias
-            ref_out = F.linear(x, dense_w, bias)
-            err = float((got.float() - ref_out.float()).abs().max()) / max(float(ref_out.float().abs().max()), 1e-30)
-            choice.dense_us, choice.sparse_us, choice.ratio = _interleaved(
-                lambda t, w=dense_w, b=bias: F.linear(t, w, b), module, x, rounds, block_s)
-            if err > RTOL or choice.ratio > margin:
-                choice.reason = (f"output differs by {err:.2e} relative: kept dense" if err > RTOL else
-                                 f"semi-structured {choice.ratio:.2f}x dense (needs <= {margin:g}x): kept dense")
-                continue
-            choice.reason = f"semi-structured {choice.ratio:.2f}x dense ({choice.reason})"
-            choice.converted = True
-            dense_weights[i] = (module, dense_w)
-        finally:
-            if not choice.converted:
-                module.weight = dense_w
-    if dense_weights and whole_model_check:
+                dense_weights[i] = (module, dense_w)
+            finally:
+                if not choice.converted:
+                    module.weight = dense_w
+    except BaseException:  # a failure leaves the model as it was: the layers converted before it go back too
+        for module, dense_w in dense_weights.values():
+            module.weight = dense_w
+        raise
+    if measure and dense_weights and whole_model_check:
         _keep_if_whole_model_faster(model, dense_weights, choices, example, rounds, block_s)
     return choices
 

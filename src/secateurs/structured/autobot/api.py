@@ -45,7 +45,8 @@ class AutoBotConfig:
     seed: int = 0
     atol: float = 1e-5  # apply_plan's masked-vs-pruned check (float64)
     # "global": the paper's one threshold over every group's scores; "local": every group keeps the same fraction of
-    # its channels, its best-scored ones (AutoBot's choice of channels without its allocation of widths; an ablation)
+    # its channels, its best-scored ones (AutoBot's choice of channels without its allocation of widths; an ablation;
+    # under a latency target it keeps ``free`` channels as set here, 0 by default, not LatencyConfig's)
     scope: str = "global"
 
     def __post_init__(self) -> None:
@@ -102,6 +103,7 @@ class AutoBotResult:
         """A small table: accuracy, MACs and params before and after, and how the selection was made."""
         r, sel = self.report, self.selection
         how = (f"one global threshold θ = {sel.threshold:.4g}" if sel.threshold is not None else
+               "local (every group keeps the same fraction, its best-scored channels)" if sel.method == "local" else
                f"{sel.method} (no single threshold θ hit the target; channels taken in score order)")
 
         def acc(v):
@@ -187,9 +189,9 @@ def autoprune(
                             beta=config.beta, gamma=config.gamma, lr=config.lr,
                             best_fraction=config.best_fraction, cost_power=config.cost_power, progress=progress)
     def search(t: Target) -> Selection:
-        if config.scope == "local":
-            return select_channels(graph, run.scores, t, scope="local", round_to=round_to, cost=cost,
-                                   free=config.free)
+        if config.scope == "local":  # ranked by α: the order of λ = sigmoid(α), without λ's saturated ties
+            return select_channels(graph, run.alphas, t, scope="local", round_to=round_to, cost=cost,
+                                   normalize=None, free=config.free)
         return search_threshold(run.scores, cost, t, alphas=run.alphas, max_iter=config.max_search_iter,
                                 round_to=round_to, min_fraction=config.min_fraction, free=config.free)
 
