@@ -1,5 +1,5 @@
-"""``autoprune``: AutoBot end to end on a trained model — bottlenecks, best scores, global threshold, verified
-surgery. Fine-tuning is the caller's (``finetune_config`` gives the paper's recipe for ``secateurs.train.fit``)."""
+"""``autoprune``: AutoBot end to end on a trained model — bottlenecks, best scores, global threshold (or, as an
+ablation, ``AutoBotConfig(scope="local")``'s equal fraction per group), verified surgery. Fine-tuning is the caller's (``finetune_config`` gives the paper's recipe for ``secateurs.train.fit``)."""
 from __future__ import annotations
 
 import math
@@ -155,8 +155,9 @@ def autoprune(
     finetune_config(epochs))``. ``evaluate_test``: with a ``DataSplits``, record the test accuracy before and after
     pruning in the result (``accuracy_source``, ``accuracy``; ``print(result)`` shows them).
     ``round_to``: every pruned group keeps a multiple of that many channels. ``cost``: the cost model the target
-    reduces and the loss prices (default: the target's, MACs); ``choose``: given the threshold search on the
-    trained scores (``Target -> Selection``), return the selection to apply (the latency target's
+    reduces and the loss prices (default: the target's, MACs); ``choose``: given the search on the trained scores
+    (``Target -> Selection``: the threshold search, or the local selection with ``config.scope="local"``), return
+    the selection to apply (the latency target's
     measure-and-correct loop; default: the search at ``target``).
     """
     config = config or AutoBotConfig()
