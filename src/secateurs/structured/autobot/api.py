@@ -1,5 +1,6 @@
 """``autoprune``: AutoBot end to end on a trained model — bottlenecks, best scores, global threshold (or, as an
-ablation, ``AutoBotConfig(scope="local")``'s equal fraction per group), verified surgery. Fine-tuning is the caller's (``finetune_config`` gives the paper's recipe for ``secateurs.train.fit``)."""
+ablation, ``AutoBotConfig(scope="local")``'s equal fraction per group), verified surgery. Fine-tuning is the
+caller's (``finetune_config`` gives the paper's recipe for ``secateurs.train.fit``)."""
 from __future__ import annotations
 
 import math
