@@ -97,7 +97,7 @@ def to_semi_structured(model: nn.Module, input_shape: Sequence[int] | None = Non
     :func:`to_sparse_kernels` does. Returns one choice per ``nn.Linear`` (converted or not, why, and the measured
     ratio); with no supported device nothing changes and no input is needed.
     """
-    from .kernels import _example_batch, _interleaved, _record_inputs
+    from .kernels import _example_batch, _record_inputs
 
     choices, eligible = [], []
     for name, module in model.named_modules():
@@ -138,44 +138,13 @@ def to_semi_structured(model: nn.Module, input_shape: Sequence[int] | None = Non
     dense_weights: dict[int, tuple[nn.Module, nn.Parameter]] = {}  # choice index -> (layer, its dense weight)
     try:
         for i, name, module in eligible:
-            choice, dense_w = choices[i], module.weight
             if measure and name not in inputs:
-                choice.reason = "not reached by the forward pass: kept dense"
+                choices[i].reason = "not reached by the forward pass: kept dense"
                 continue
-            # measure=False still runs one probe row: a kernel that cannot run here must not reach the user's
-            # inference
-            x = (inputs[name] if measure else
-                 torch.zeros(1, module.in_features, device=dense_w.device, dtype=dense_w.dtype))
-            try:  # whatever fails from here on (a kernel, an out-of-memory), the layer is left as it was
-                try:
-                    module.weight = nn.Parameter(torch.sparse.to_sparse_semi_structured(dense_w.detach()),
-                                                 requires_grad=False)
-                    got = module(x)
-                except RuntimeError as e:  # e.g. PyTorch's CUTLASS 2:4 kernels run on compute capability 8.x only
-                    choice.reason = (f"the semi-structured kernel failed here ({str(e).splitlines()[0][:160]}): "
-                                     "kept dense")
-                    continue
-                if not measure:
-                    choice.reason = f"{choice.reason}; not timed (measure=False)"
-                    choice.converted = True
-                    dense_weights[i] = (module, dense_w)
-                    continue
-                bias = module.bias
-                ref_out = F.linear(x, dense_w, bias)
-                err = (float((got.float() - ref_out.float()).abs().max())
-                       / max(float(ref_out.float().abs().max()), 1e-30))
-                choice.dense_us, choice.sparse_us, choice.ratio = _interleaved(
-                    lambda t, w=dense_w, b=bias: F.linear(t, w, b), module, x, rounds, block_s)
-                if err > RTOL or choice.ratio > margin:
-                    choice.reason = (f"output differs by {err:.2e} relative: kept dense" if err > RTOL else
-                                     f"semi-structured {choice.ratio:.2f}x dense (needs <= {margin:g}x): kept dense")
-                    continue
-                choice.reason = f"semi-structured {choice.ratio:.2f}x dense ({choice.reason})"
-                choice.converted = True
+            dense_w = module.weight
+            if _convert(module, choices[i], inputs[name] if measure else None, margin, rounds, block_s):
+                choices[i].converted = True
                 dense_weights[i] = (module, dense_w)
-            finally:
-                if not choice.converted:
-                    module.weight = dense_w
     except BaseException:  # a failure leaves the model as it was: the layers converted before it go back too
         for module, dense_w in dense_weights.values():
             module.weight = dense_w
@@ -183,6 +152,45 @@ def to_semi_structured(model: nn.Module, input_shape: Sequence[int] | None = Non
     if measure and dense_weights and whole_model_check:
         _keep_if_whole_model_faster(model, dense_weights, choices, example, rounds, block_s)
     return choices
+
+
+def _convert(module: nn.Linear, choice: SemiStructuredChoice, x: torch.Tensor | None, margin: float, rounds: int,
+             block_s: float) -> bool:
+    """Give ``module`` a semi-structured weight and say whether it keeps it (``choice.reason`` says why): timed on
+    ``x`` against its dense weight and kept when within ``margin`` with the same output, or, with ``x`` None
+    (measure=False), kept untimed after one probe row (a kernel that cannot run here must not reach the user's
+    inference). Whatever the outcome or failure (a kernel, an out-of-memory), a layer not kept has its dense weight
+    back."""
+    from .kernels import _interleaved
+
+    dense_w, kept = module.weight, False
+    probe = x if x is not None else torch.zeros(1, module.in_features, device=dense_w.device, dtype=dense_w.dtype)
+    try:
+        try:
+            module.weight = nn.Parameter(torch.sparse.to_sparse_semi_structured(dense_w.detach()), requires_grad=False)
+            got = module(probe)
+        except RuntimeError as e:  # e.g. PyTorch's CUTLASS 2:4 kernels run on compute capability 8.x only
+            choice.reason = f"the semi-structured kernel failed here ({str(e).splitlines()[0][:160]}): kept dense"
+            return False
+        if x is None:
+            choice.reason = f"{choice.reason}; not timed (measure=False)"
+            kept = True
+            return True
+        bias = module.bias
+        ref_out = F.linear(x, dense_w, bias)
+        err = float((got.float() - ref_out.float()).abs().max()) / max(float(ref_out.float().abs().max()), 1e-30)
+        choice.dense_us, choice.sparse_us, choice.ratio = _interleaved(
+            lambda t, w=dense_w, b=bias: F.linear(t, w, b), module, x, rounds, block_s)
+        if err > RTOL or choice.ratio > margin:
+            choice.reason = (f"output differs by {err:.2e} relative: kept dense" if err > RTOL else
+                             f"semi-structured {choice.ratio:.2f}x dense (needs <= {margin:g}x): kept dense")
+            return False
+        choice.reason = f"semi-structured {choice.ratio:.2f}x dense ({choice.reason})"
+        kept = True
+        return True
+    finally:
+        if not kept:
+            module.weight = dense_w
 
 
 def _keep_if_whole_model_faster(model: nn.Module, dense_weights: dict, choices: list[SemiStructuredChoice],
