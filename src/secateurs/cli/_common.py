@@ -1,165 +1,32 @@
-"""Flags shared by several commands, their validation, and the one place user errors become exit code 2."""
+"""Flags shared by several commands (their groups), and the data / model / trainer plumbing the commands share.
+
+The commands use this module as one namespace (``from . import _common as c``): the argument types
+(``_types``), the error handling (``_errors``), the output claims (``_outputs``) and the unused-flag rules
+(``_unused``) live in their own files and are re-exported here.
+"""
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
-import sys
-from dataclasses import dataclass
-from pathlib import Path
 
-from ..errors import GraphError, InputError
+from ._errors import UsageError, handle_errors
+from ._outputs import (check_not_input, check_out, check_state_paths, claim_output, data_inputs, resources)
+from ._types import (MAX_BATCH_SIZE, MAX_BATCHES, MAX_CHANNEL_ARG, MAX_EPOCHS, MAX_LOSS_WEIGHT, MAX_LR, MAX_REPEATS,
+                     MAX_SEED, MAX_STEPS, MAX_THREADS, MAX_WEIGHT_DECAY, existing_dir, fraction, input_shape_arg,
+                     int_at_least, nonneg_int, path_arg, positive_float, positive_int)
+from ._unused import check_unused_flags, given_flags
 
-
-class UsageError(Exception):
-    """A bad flag value. The message names the flag and the value; the CLI prints it and exits with 2."""
-
-
-@dataclass
-class _Status:
-    code: int = 0
-
-
-@contextlib.contextmanager
-def handle_errors(parser: argparse.ArgumentParser, command: str, interrupted_hint=None):
-    """Turn expected user errors into one line on stderr and exit status 2 (no traceback).
-
-    ``SECATEURS_DEBUG=1`` re-raises so developers still get the traceback. ``interrupted_hint``: a callable
-    giving text to append to the Ctrl-C message (how to continue the run).
-    """
-    status = _Status()
-    try:
-        yield status
-    except (UsageError, InputError, GraphError, FileNotFoundError, FileExistsError, IsADirectoryError,
-            NotADirectoryError, PermissionError) as e:
-        if os.environ.get("SECATEURS_DEBUG"):
-            raise
-        # by type: our errors format themselves; OSErrors carry the path; others (GraphError: a model the tracer
-        # cannot handle is the user's input, not our crash) their first argument
-        if getattr(e, "short", None):  # a several-line library message with a one-line form (MissingDataError)
-            msg = e.short
-        elif isinstance(e, (InputError, UsageError)):
-            msg = str(e)
-        elif isinstance(e, OSError) and e.filename is not None:
-            msg = f"{e.filename}: {e.strerror or e}"
-        else:
-            msg = e.args[0] if e.args else type(e).__name__
-        msg = " ".join(ln.strip() for ln in str(msg).splitlines() if ln.strip())  # one line, whatever it said
-        print(f"secateurs {command}: error: {msg}", file=sys.stderr)
-        status.code = 2
-        raise SystemExit(2)
-    except KeyboardInterrupt:
-        hint = interrupted_hint() if interrupted_hint is not None else ""
-        print(f"secateurs {command}: interrupted; no output was written in place{hint}", file=sys.stderr)
-        raise SystemExit(130)
-
-
-# ----------------------------------------------------------------------------------------------- types
-def int_at_least(flag: str, low: int, high: int | None = None):
-    """argparse type: an integer in [``low``, ``high``]; the error names the flag and the value.
-
-    ``1e3`` is accepted for 1000 (an integral number), so an out-of-range value gets the stated maximum rather
-    than "not an integer".
-    """
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            try:
-                f = float(text)
-            except ValueError:
-                f = float("nan")
-            if not (f == f and abs(f) != float("inf") and f.is_integer()):
-                raise argparse.ArgumentTypeError(f"{flag} must be an integer, got {text!r}") from None
-            value = int(f)
-        if value < low:
-            raise argparse.ArgumentTypeError(f"{flag} must be >= {low}, got {text}")
-        if high is not None and value > high:
-            raise argparse.ArgumentTypeError(f"{flag} must be at most {high}, got {text}")
-        return value
-
-    return parse
-
-
-def positive_int(flag: str, high: int | None = None):
-    return int_at_least(flag, 1, high)
-
-
-def nonneg_int(flag: str, high: int | None = None):
-    return int_at_least(flag, 0, high)
-
-
-def positive_float(flag: str, allow_zero: bool = False, high: float | None = None):
-    """argparse type: a finite number > 0 (>= 0 with ``allow_zero``) and at most ``high``."""
-
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{flag} must be a number, got {text!r}") from None
-        if not (value >= 0 if allow_zero else value > 0) or value != value or value == float("inf"):
-            bound = ">= 0" if allow_zero else "> 0"
-            raise argparse.ArgumentTypeError(f"{flag} must be {bound}, got {text}")
-        if high is not None and value > high:
-            raise argparse.ArgumentTypeError(f"{flag} must be at most {high:g}, got {text}")
-        return value
-
-    return parse
-
-
-# Upper bounds of the hyper-parameter flags: beyond them a value overflows float32 arithmetic or asks for a run
-# that never ends; stated in the error so the user knows the maximum.
-MAX_LR = 1e6
-MAX_EPOCHS = 10_000.0
-MAX_STEPS = 100_000_000
-MAX_WEIGHT_DECAY = 10.0
-MAX_LOSS_WEIGHT = 1e6
-MAX_BATCHES = 1_000_000
-MAX_BATCH_SIZE = 1 << 20
-MAX_SEED = 2 ** 63 - 1
-MAX_THREADS = 1024
-MAX_REPEATS = 10_000
-MAX_CHANNEL_ARG = 1 << 20
-
-
-def fraction(flag: str, low_inclusive: bool = True, high_inclusive: bool = False):
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{flag} must be a number, got {text!r}") from None
-        lo_ok = value >= 0 if low_inclusive else value > 0
-        hi_ok = value <= 1 if high_inclusive else value < 1
-        if not (lo_ok and hi_ok):
-            lo, hi = "[" if low_inclusive else "(", "]" if high_inclusive else ")"
-            raise argparse.ArgumentTypeError(f"{flag} must be in {lo}0, 1{hi}, got {text}")
-        return value
-
-    return parse
-
-
-def path_arg(flag: str):
-    """argparse type: a path; an empty one is refused (``Path("")`` is the current directory, which nobody meant)."""
-    def parse(text: str) -> Path:
-        if not text.strip():
-            raise argparse.ArgumentTypeError(f"{flag}: empty path {text!r}")
-        return Path(text)
-
-    return parse
-
-
-def existing_dir(flag: str):
-    def parse(text: str) -> Path:
-        path = path_arg(flag)(text)
-        if path.is_file():  # e.g. DIR/model.safetensors: checkpoints are directories
-            raise argparse.ArgumentTypeError(f"{flag}: {text!r} is a file, not a directory; did you mean its "
-                                             f"directory {str(path.parent)!r}?")
-        if not path.is_dir():
-            raise argparse.ArgumentTypeError(f"{flag}: directory {text!r} does not exist")
-        return path
-
-    return parse
+__all__ = [
+    "UsageError", "handle_errors", "check_not_input", "check_out", "check_state_paths", "claim_output", "data_inputs",
+    "resources", "MAX_BATCH_SIZE", "MAX_BATCHES", "MAX_CHANNEL_ARG", "MAX_EPOCHS", "MAX_LOSS_WEIGHT", "MAX_LR",
+    "MAX_REPEATS", "MAX_SEED", "MAX_STEPS", "MAX_THREADS", "MAX_WEIGHT_DECAY", "existing_dir", "fraction",
+    "input_shape_arg", "int_at_least", "nonneg_int", "path_arg", "positive_float", "positive_int",
+    "check_unused_flags", "given_flags",
+    "add_data_args", "add_train_args", "add_bn_batches_arg", "add_distill_args", "check_compatible",
+    "distill_from_arg", "distill_criterion", "add_run_args", "add_trust_arg", "setup_threads", "flag_for",
+    "get_data", "load_data", "make_trainer", "run_trainer", "make_model", "add_model_source_args",
+    "resolve_model_source", "load_checkpoint_arg", "train_config", "versions",
+]
 
 
 # ----------------------------------------------------------------------------------------------- groups
@@ -286,100 +153,6 @@ def add_trust_arg(p: argparse.ArgumentParser) -> None:
                         "import and run that code; only for checkpoints you would run as a script")
 
 
-def _resolved(path) -> Path:
-    return Path(os.path.abspath(Path(path).expanduser())).resolve()
-
-
-def check_not_input(flag: str, out, inputs) -> None:
-    """Refuse an output that equals, contains or lies inside an input (``inputs``: (flag, path) pairs)."""
-    from ..errors import OutputError
-
-    o = _resolved(out)
-    for in_flag, path in inputs:
-        if path is None:
-            continue
-        i = _resolved(path)
-        if o == i:
-            raise OutputError(flag, out, f"is the {in_flag} input; writing it would destroy the input")
-        if o in i.parents:
-            raise OutputError(flag, out, f"contains the {in_flag} input {str(path)!r}; replacing it would delete "
-                                         "the input")
-        if i in o.parents:
-            raise OutputError(flag, out, f"lies inside the {in_flag} input {str(path)!r}; write outputs elsewhere")
-
-
-def claim_output(args, flag: str, out, kind: str = "dir", inputs=()) -> None:
-    """Before any work: check ``out`` against the inputs and --overwrite, take its write lock for the rest of the
-    command (a second run on the same path fails now, not after its work) and clean up a killed run's debris.
-
-    ``kind``: "dir" (a checkpoint directory) or "file".
-    """
-    from ..io import CheckpointExistsError, _check_replaceable, output_lock, recover
-
-    if out is None:
-        return
-    out = Path(out)
-    check_not_input(flag, out, inputs)
-    if out.exists() or out.is_symlink():
-        if not getattr(args, "overwrite", False):
-            raise UsageError(f"{flag}: {str(out)!r} already exists; pass --overwrite to replace it")
-        if kind == "dir":
-            try:
-                _check_replaceable(out)
-            except CheckpointExistsError as e:
-                raise UsageError(f"{flag}: {e}") from None
-        elif out.is_symlink() or not out.is_file():
-            raise UsageError(f"{flag}: {str(out)!r} exists and is not a regular file; refusing to replace it")
-    if not out.parent.exists():
-        for parent in out.parents:
-            if parent.exists() and not parent.is_dir():
-                raise UsageError(f"{flag}: {str(parent)!r} is not a directory")
-    if not _writer_rank():
-        return
-    resources(args).enter_context(output_lock(out, flag))
-    for note in recover(out):
-        print(f"secateurs: {flag}: {note}", file=sys.stderr)
-
-
-def _writer_rank() -> bool:
-    """Under torchrun only rank 0 writes (and locks); read from the environment, as the process group may not
-    exist yet when outputs are claimed."""
-    return os.environ.get("RANK", "0") == "0"
-
-
-def resources(args) -> contextlib.ExitStack:
-    """What a command holds until it ends (write locks); ``main`` closes it."""
-    stack = getattr(args, "_resources", None)
-    if stack is None:
-        stack = args._resources = contextlib.ExitStack()
-    return stack
-
-
-def data_inputs(args) -> list:
-    return [("--data-dir", getattr(args, "data_dir", None))]
-
-
-def check_out(args, inputs=()) -> None:
-    """--out (a checkpoint directory) and --save-state of a training command, claimed before any work."""
-    ins = [("--checkpoint", getattr(args, "checkpoint", None)), ("--resume", getattr(args, "resume", None)),
-           ("--distill-from", getattr(args, "distill_from", None)),
-           ("--latency-profile", getattr(args, "latency_profile", None)), *data_inputs(args), *inputs]
-    state = getattr(args, "save_state", None)
-    if state is not None:  # every input but --resume, which the state file may be (a resumed run goes on saving)
-        check_not_input("--save-state", state, [i for i in ins if i[0] != "--resume"])
-    check_state_paths(args, state, getattr(args, "resume", None))
-    claim_output(args, "--out", args.out, "dir", ins)
-    if state is not None:
-        if _writer_rank():
-            resources(args).enter_context(_lock(state, "--save-state"))
-
-
-def _lock(path, flag):
-    from ..io import output_lock
-
-    return output_lock(path, flag)
-
-
 def setup_threads(args) -> None:
     import torch
 
@@ -443,39 +216,6 @@ def make_trainer(args, model, data, config, flag: str = "--batch-size", **kwargs
             raise UsageError(f"--resume {str(resume)!r}: {e}") from None
     return trainer
 
-
-def check_state_paths(args, state_path: Path | None, resume: Path | None) -> None:
-    """--save-state / --resume: the file lives outside --out (which is written once, at the end), and an existing
-    state file is only replaced when it is the one being resumed or --overwrite is given."""
-    out = Path(args.out).resolve() if getattr(args, "out", None) else None
-    for flag, path in (("--save-state", state_path), ("--resume", resume)):
-        if path is not None and out is not None and (path.resolve() == out or out in path.resolve().parents):
-            raise UsageError(f"{flag} {str(path)!r}: keep the state file outside --out {str(args.out)!r} (the "
-                             "output directory is written only when the run completes)")
-    if resume is not None and not resume.is_file():
-        raise UsageError(f"--resume: {str(resume)!r} is not a file")
-    if state_path is None or not (state_path.exists() or state_path.is_symlink()):
-        return
-    if state_path.is_symlink():  # the state is written by an atomic rename, which would replace the link itself
-        raise UsageError(f"--save-state {str(state_path)!r} is a symbolic link; refusing to replace it (a state "
-                         "is written by renaming over its path): give the file it points to, "
-                         f"{str(state_path.resolve())!r}")
-    if not state_path.is_file():
-        raise UsageError(f"--save-state {str(state_path)!r} exists and is not a regular file; refusing to replace it")
-    if resume is not None and state_path.resolve() == resume.resolve():
-        return  # the resumed run's own state: read by --resume's checks, replaced as the run goes on
-    if not getattr(args, "overwrite", False):
-        raise UsageError(f"--save-state {str(state_path)!r} already exists (an earlier run's state?); resume it "
-                         "with --resume, or pass --overwrite to replace it")
-    from ..train_state import ResumeError, read_train_state
-
-    try:  # --overwrite replaces an earlier run's state, never some other file that happens to be there
-        read_train_state(state_path)
-    except ResumeError as e:  # its reason: not a state at all, or one written by a newer secateurs
-        raise UsageError(f"--save-state: {e}; refusing to replace it, even with --overwrite (which replaces only a "
-                         "training state this version reads)") from None
-
-
 def run_trainer(args, trainer, flag: str = "--batch-size"):
     """``trainer.run()``, with a saved state that turns out not to fit (checked by the callbacks at the start of the
     run) reported against --resume, and a batch too small for the model's BatchNorm against ``flag``."""
@@ -538,27 +278,6 @@ def _check_forward(model, name: str, data, flag: str) -> None:
         got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise UsageError(f"{flag}: {name!r} returns {got} on a 1x{shape} batch; expected logits of width "
                          f"{data.num_classes}")
-
-
-def input_shape_arg(text: str) -> list[int]:
-    """argparse type for --input-shape: comma-separated sizes without the batch dimension."""
-    try:
-        dims = [int(t) for t in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"--input-shape must be comma-separated integers like 3,32,32, got {text!r}") from None
-    if not dims or any(d < 1 for d in dims):
-        raise argparse.ArgumentTypeError(f"--input-shape sizes must be >= 1, got {text!r}")
-    from .._schema import MAX_INPUT_DIMS, MAX_INPUT_ELEMENTS
-
-    volume = 1
-    for d in dims:
-        volume *= d
-    if len(dims) > MAX_INPUT_DIMS or volume > MAX_INPUT_ELEMENTS:
-        raise argparse.ArgumentTypeError(f"--input-shape {text!r}: at most {MAX_INPUT_DIMS} sizes and "
-                                         f"{MAX_INPUT_ELEMENTS} elements per sample")
-    return dims
-
 
 def add_model_source_args(p: argparse.ArgumentParser, required: bool = True) -> None:
     """--model with (--data | --input-shape [--num-classes]), or --checkpoint: for commands that only inspect."""
@@ -630,57 +349,3 @@ def versions() -> dict:
 
     return {"secateurs": __version__, "torch": torch.__version__, "python": platform.python_version(),
             "platform": platform.platform(), "machine": platform.machine(), "cpus": os.cpu_count()}
-
-
-# ----------------------------------------------------------------------------------------------- unused flags
-def given_flags(argv) -> frozenset[str]:
-    """The long options written on the command line (``--flag`` or ``--flag=value``; abbreviations are off), so a
-    flag that a default would hide can still be told apart from one the user gave."""
-    out = set()
-    for token in argv:
-        if token == "--":
-            break
-        if token.startswith("--"):
-            out.add(token.split("=", 1)[0])
-    return frozenset(out)
-
-
-def _unused_rules(args):
-    """(flags, why they do nothing here) for this command line: a flag given where it has no effect is refused,
-    naming it, rather than silently ignored (as the latency flags with a MACs target)."""
-    g = getattr
-    if g(args, "optimizer", "sgd") != "sgd":
-        yield ("--momentum", "--nesterov", "--no-nesterov"), f"applies to --optimizer sgd, not {args.optimizer}"
-    if hasattr(args, "distill_from") and args.distill_from is None:
-        yield ("--distill-weight", "--temperature"), "applies with --distill-from DIR (distillation is off)"
-    if hasattr(args, "distill") and not args.distill:
-        yield ("--distill-weight", "--temperature"), "applies with --distill (distillation is off)"
-    if g(args, "finetune_epochs", 1) <= 0:
-        yield (("--finetune-lr", "--finetune-weight-decay", "--finetune-momentum", "--finetune-batch-size"),
-               "applies to fine-tuning; give --finetune-epochs E > 0")
-    if args.command == "prune" and args.criterion != "taylor":
-        yield ("--calib-batches", "--batch-size"), f"applies to --criterion taylor, not {args.criterion}"
-    if args.command == "sparsify":
-        if args.schedule != "oneshot":
-            yield ("--prune-at",), f"applies to --schedule oneshot, not {args.schedule}"
-        else:
-            yield (("--ramp", "--initial-sparsity", "--begin-epochs"),
-                   "applies to --schedule gmp or cyclical, not oneshot")
-    if args.command == "report" and args.no_latency:
-        yield ("--threads", "--repeats"), "applies to the latency measurement, which --no-latency skips"
-    if hasattr(args, "input_shape"):  # the model-source commands (info, explain, profile)
-        if g(args, "checkpoint", None) is not None:
-            yield (("--data", "--data-dir", "--input-shape", "--num-classes"),
-                   "applies with --model; a --checkpoint records its own input shape and classes")
-        elif args.input_shape is None:
-            yield ("--num-classes",), "applies with --input-shape (--data gives the class count)"
-
-
-def check_unused_flags(args, given: frozenset[str]) -> None:
-    """Refuse the first flag of ``given`` that this command line would ignore (see ``_unused_rules``)."""
-    for flags, why in _unused_rules(args):
-        for flag in flags:
-            if flag in given:
-                value = getattr(args, flag[2:].replace("-", "_").removeprefix("no_"), None)
-                shown = "" if isinstance(value, bool) or value is None else f" {value}"
-                raise UsageError(f"{flag}{shown}: {why}")
