@@ -27,6 +27,7 @@ Two studies:
     python benchmarks/cyclical_protocol.py --study protocol --sparsities 0.9 0.95 0.98 0.99 0.995 --seeds 0 1 2 3 4
     python benchmarks/cyclical_protocol.py --study protocol --setup lenet5 ...   # the same defaults on LeNet-5
     python benchmarks/cyclical_protocol.py --study protocol --setup cnn1d ...    # and on cnn1d / MNIST-1D
+    python benchmarks/cyclical_protocol.py --merge STEM STEM --out STEM          # more seeds, one paired table
 
 ``--setup`` picks the model, data and budgets (``RECIPES``): ``mlp`` is the issue's protocol, ``lenet5`` the same
 recipe on LeNet-5, ``cnn1d`` a recipe of ours for MNIST-1D (stated in ``RECIPES`` and in every results file).
@@ -44,7 +45,7 @@ from pathlib import Path
 
 import torch
 
-from _common import environment, mean_std, write_results
+from _common import RESULTS, environment, mean_ci95, mean_std, write_results
 from secateurs.data import get_dataset
 from secateurs.distill import DistillationLoss, DistillConfig
 from secateurs.models import create_model
@@ -235,8 +236,9 @@ def table(rows: list[dict], sparsities, settings: list[str]) -> str:
         return {r["seed"]: r["accuracy"] for r in rows
                 if r["setting"] == setting and r["method"] == method and r["sparsity"] == s}
 
-    head = "| setting | sparsity | GMP | cyclical | cyclical − GMP (paired) | seeds |"
-    lines = [head, "|---|---|---|---|---|---|"]
+    head = ("| setting | sparsity | GMP | cyclical | cyclical − GMP (paired) | 95 % CI of the paired mean | "
+            "cyclical ahead / tied / behind | seeds |")
+    lines = [head, "|---|---|---|---|---|---|---|---|"]
     for name in settings:
         for s in sorted(sparsities):  # run order may put the decisive sparsities first
             g, c = acc(name, "GMP", s), acc(name, "cyclical", s)
@@ -245,14 +247,62 @@ def table(rows: list[dict], sparsities, settings: list[str]) -> str:
             common = sorted(set(g) & set(c))
             gm, gs = mean_std([g[k] for k in common])
             cm, cs = mean_std([c[k] for k in common])
-            dm, ds = mean_std([c[k] - g[k] for k in common])
+            diffs = [c[k] - g[k] for k in common]
+            dm, ds = mean_std(diffs)
+            _, lo, hi = mean_ci95(diffs)
+            ahead, behind = sum(d > 0 for d in diffs), sum(d < 0 for d in diffs)
             lines.append(f"| {name} | {s:g} | {100 * gm:.2f} ± {100 * gs:.2f} | {100 * cm:.2f} ± {100 * cs:.2f} | "
-                         f"{100 * dm:+.2f} ± {100 * ds:.2f} | {len(common)} |")
+                         f"{100 * dm:+.2f} ± {100 * ds:.2f} | [{100 * lo:+.2f}, {100 * hi:+.2f}] | "
+                         f"{ahead} / {len(diffs) - ahead - behind} / {behind} | {len(common)} |")
     return "\n".join(lines)
+
+
+def merge(stems: list[str], out: str) -> str:
+    """One table from several protocol results files of the same study, set-up and dense model (e.g. more seeds
+    run later, paired by seed as before); nothing is re-run. Refused when the set-ups, dense accuracies or the
+    machines' CPUs differ, or when two files hold the same (setting, method, sparsity, seed)."""
+    parts = [json.loads((RESULTS / f"{stem}.json").read_text()) for stem in stems]
+    for key in ("study", "setup", "recipe", "dense_accuracy"):
+        if any(part[key] != parts[0][key] for part in parts):
+            raise SystemExit(f"--merge: the files differ in {key}; only runs of one set-up and dense model pair")
+    if len({part["environment"]["cpu"] for part in parts}) > 1:
+        raise SystemExit("--merge: the files come from different CPUs, whose runs do not pair")
+    rows = [r for part in parts for r in part["rows"]]
+    keys = [(r["setting"], r["method"], r["sparsity"], r["seed"]) for r in rows]
+    if len(set(keys)) < len(keys):
+        raise SystemExit("--merge: two files hold the same run (setting, method, sparsity, seed)")
+    global RECIPE
+    RECIPE = RECIPES[parts[0]["setup"]]
+    sparsities = sorted({r["sparsity"] for r in rows})
+    names = list(dict.fromkeys(r["setting"] for r in rows))
+    seeds = sorted({r["seed"] for r in rows})
+    env = parts[0]["environment"]
+    md = "\n".join([
+        f"# Cyclical vs GMP, efficacy protocol ({parts[0]['study']}, merged)", "",
+        RECIPE.text + " Test accuracy (%), mean ± std over seeds; the difference is paired by seed.", "",
+        f"Merged from {', '.join(f'`{s}.md`' for s in stems)} (the same dense model and machine type; nothing "
+        "re-run).", "",
+        table(rows, sparsities, names), "",
+        "Dense accuracy per setting: " + ", ".join(f"{k}: {100 * v:.2f}" for k, v in parts[0]["dense_accuracy"].items()),
+        "", f"Seeds {seeds}; torch {env['torch']}; {env['cpu']}; per file: "
+        + "; ".join(f"`{s}` seeds {p['seeds']}, {p['environment']['torch_threads']} thread(s), load at the start "
+                    f"{p['environment']['loadavg_start'][0]:.2f}" for s, p in zip(stems, parts)) + ".", ""])
+    write_results(out, {"environment": env, "study": parts[0]["study"], "setup": parts[0]["setup"],
+                        "recipe": parts[0]["recipe"], "sparsities": sparsities, "seeds": seeds,
+                        "dense_accuracy": parts[0]["dense_accuracy"], "partial": any(p["partial"] for p in parts),
+                        "merged_from": stems, "rows": rows}, md)
+    return md
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    if "--merge" in sys.argv:  # its own small parser: no --study needed
+        m = argparse.ArgumentParser(prog="cyclical_protocol.py --merge")
+        m.add_argument("--merge", nargs="+", metavar="STEM", required=True, help="results files to combine")
+        m.add_argument("--out", required=True, help="stem of the merged results file")
+        margs = m.parse_args()
+        print(merge(margs.merge, margs.out))
+        return
     p.add_argument("--study", choices=("factors", "grid", "grid-low", "grid-last", "grid-regrow", "protocol"), required=True)
     p.add_argument("--setup", choices=sorted(RECIPES), default="mlp", help="model, data and budgets (see RECIPES)")
     p.add_argument("--config", choices=sorted(CONFIGS), default="defaults", help="protocol study: the setting")
