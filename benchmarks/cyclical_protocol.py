@@ -40,7 +40,7 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -259,14 +259,19 @@ def table(rows: list[dict], sparsities, settings: list[str]) -> str:
 
 def merge(stems: list[str], out: str) -> str:
     """One table from several protocol results files of the same study, set-up and dense model (e.g. more seeds
-    run later, paired by seed as before); nothing is re-run. Refused when the set-ups, dense accuracies or the
-    machines' CPUs differ, or when two files hold the same (setting, method, sparsity, seed)."""
+    run later, paired by seed as before); nothing is re-run. Refused when the set-ups, the dense accuracies (the
+    check that tells two machines' floating-point paths apart: the CPU's name often does not), the CPUs or the
+    torch / secateurs versions differ, when two files hold the same (setting, method, sparsity, seed), or when
+    ``out`` is one of the inputs."""
+    if out in stems:
+        raise SystemExit(f"--merge: --out {out!r} is one of the inputs; writing it would replace that file")
     parts = [json.loads((RESULTS / f"{stem}.json").read_text()) for stem in stems]
     for key in ("study", "setup", "recipe", "dense_accuracy"):
         if any(part[key] != parts[0][key] for part in parts):
             raise SystemExit(f"--merge: the files differ in {key}; only runs of one set-up and dense model pair")
-    if len({part["environment"]["cpu"] for part in parts}) > 1:
-        raise SystemExit("--merge: the files come from different CPUs, whose runs do not pair")
+    for key in ("cpu", "torch", "secateurs"):
+        if len({part["environment"].get(key) for part in parts}) > 1:
+            raise SystemExit(f"--merge: the files differ in the environment's {key}; their runs do not pair")
     rows = [r for part in parts for r in part["rows"]]
     keys = [(r["setting"], r["method"], r["sparsity"], r["seed"]) for r in rows]
     if len(set(keys)) < len(keys):
@@ -282,6 +287,8 @@ def merge(stems: list[str], out: str) -> str:
         RECIPE.text + " Test accuracy (%), mean ± std over seeds; the difference is paired by seed.", "",
         f"Merged from {', '.join(f'`{s}.md`' for s in stems)} (the same dense model and machine type; nothing "
         "re-run).", "",
+        *([f"**Partial**: {', '.join(s for s, p in zip(stems, parts) if p['partial'])} held the rows of a run "
+           "cut short."] if any(p["partial"] for p in parts) else []),
         table(rows, sparsities, names), "",
         "Dense accuracy per setting: " + ", ".join(f"{k}: {100 * v:.2f}" for k, v in parts[0]["dense_accuracy"].items()),
         "", f"Seeds {seeds}; torch {env['torch']}; {env['cpu']}; per file: "
@@ -296,7 +303,7 @@ def merge(stems: list[str], out: str) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    if "--merge" in sys.argv:  # its own small parser: no --study needed
+    if any(a == "--merge" or a.startswith("--merge=") for a in sys.argv[1:]):  # its own parser: no --study
         m = argparse.ArgumentParser(prog="cyclical_protocol.py --merge")
         m.add_argument("--merge", nargs="+", metavar="STEM", required=True, help="results files to combine")
         m.add_argument("--out", required=True, help="stem of the merged results file")

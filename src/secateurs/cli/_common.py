@@ -216,6 +216,7 @@ def make_trainer(args, model, data, config, flag: str = "--batch-size", **kwargs
             raise UsageError(f"--resume {str(resume)!r}: {e}") from None
     return trainer
 
+
 def run_trainer(args, trainer, flag: str = "--batch-size"):
     """``trainer.run()``, with a saved state that turns out not to fit (checked by the callbacks at the start of the
     run) reported against --resume, and a batch too small for the model's BatchNorm against ``flag``."""
@@ -278,6 +279,7 @@ def _check_forward(model, name: str, data, flag: str) -> None:
         got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise UsageError(f"{flag}: {name!r} returns {got} on a 1x{shape} batch; expected logits of width "
                          f"{data.num_classes}")
+
 
 def add_model_source_args(p: argparse.ArgumentParser, required: bool = True) -> None:
     """--model with (--data | --input-shape [--num-classes]), or --checkpoint: for commands that only inspect."""
