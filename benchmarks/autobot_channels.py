@@ -66,8 +66,8 @@ def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def soft_target_batches(teacher, data, batch_size: int, seed: int, augment: bool):
-    """AutoBot's training batches (``training_batches``: shuffled, augmented) with the labels replaced by the
-    frozen dense network's softmax on the same images: cross-entropy to these is the KL divergence to the dense
+    """AutoBot's training batches (``training_batches``: shuffled; augmented when ``augment``), the labels replaced by
+    the frozen dense network's softmax on the same images: cross-entropy to these is the KL divergence to the dense
     network plus a constant."""
     from secateurs.structured.autobot.training import training_batches
 
