@@ -276,15 +276,14 @@ def merge(stems: list[str], out: str) -> str:
     keys = [(r["setting"], r["method"], r["sparsity"], r["seed"]) for r in rows]
     if len(set(keys)) < len(keys):
         raise SystemExit("--merge: two files hold the same run (setting, method, sparsity, seed)")
-    global RECIPE
-    RECIPE = RECIPES[parts[0]["setup"]]
+    recipe = RECIPES[parts[0]["setup"]]
     sparsities = sorted({r["sparsity"] for r in rows})
     names = list(dict.fromkeys(r["setting"] for r in rows))
     seeds = sorted({r["seed"] for r in rows})
     env = parts[0]["environment"]
     md = "\n".join([
         f"# Cyclical vs GMP, efficacy protocol ({parts[0]['study']}, merged)", "",
-        RECIPE.text + " Test accuracy (%), mean ± std over seeds; the difference is paired by seed.", "",
+        recipe.text + " Test accuracy (%), mean ± std over seeds; the difference is paired by seed.", "",
         f"Merged from {', '.join(f'`{s}.md`' for s in stems)} (the same dense model and machine type; nothing "
         "re-run).", "",
         *([f"**Partial**: {', '.join(s for s, p in zip(stems, parts) if p['partial'])} held the rows of a run "
