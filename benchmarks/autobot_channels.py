@@ -161,7 +161,7 @@ def run(args, model_name, R, seed, ckpt, full, test, rows, log):
 
 
 def markdown(rows, args, env, dense, elapsed) -> str:
-    lines = ["# Which channels AutoBot keeps (resnet20, fashion-mnist)", "",
+    lines = [f"# Which channels AutoBot keeps ({args.model}, fashion-mnist)", "",
              f"torch {env['torch']}, {env['cpu']} ({env['cpu_count']} cores, {args.threads} thread(s)); "
              f"{elapsed / 60:.0f} min; load average at the start {env['loadavg_start'][0]:.2f}, at the end "
              f"{os.getloadavg()[0]:.2f}. Seeds {args.seeds}; dense {100 * dense:.2f}% on the test subset "
