@@ -379,6 +379,8 @@ def markdown(env, args, a, b, partial=False) -> str:
                 v = r[m]
                 ftv = f"{100 * v['accuracy_ft']:.2f}" if "accuracy_ft" in v else "–"
                 kept = " (kept the MACs-priced plan)" if v.get("plan_cost") == "macs" else ""
+                if (v.get("candidates") or [{}])[0].get("score") == "recovery":
+                    kept += " (compared after recovery)"
                 md.append(f"| {r['model']} | {r.get('batch', 1)} | {r['target']:.2f} | {m}{kept} | {v['measured']:.3f} | "
                           f"{v['macs_reduction']:.3f} | {v.get('params', 0) / 1e3:.0f}k | "
                           f"{v.get('min_kept_fraction', float('nan')):.2f} | {100 * v['accuracy']:.2f} | "
@@ -416,9 +418,11 @@ def markdown(env, args, a, b, partial=False) -> str:
             kinds = ("slower", "outside the target", "the same plan", "not built", "not scored")
             reasons = [f"{k} {sum(k in (c['reason'] or '') for c in rivals)}" for k in kinds
                        if any(k in (c["reason"] or "") for c in rivals)]
+            recovered = sum(c.get("score") == "recovery" for c in rivals)
             md.append(f"\n`compare_macs` (on): the latency-targeted run also built the MACs-priced plan at its measured "
-                      f"latency and kept the one with the lower validation loss after BN re-estimation; {scored} of "
-                      f"{len(compared)} runs compared the two"
+                      f"latency and kept the one with the lower validation loss after BN re-estimation (after "
+                      f"`recovery_steps` of fine-tuning where both scored near chance: {recovered} of the runs); "
+                      f"{scored} of {len(compared)} runs compared the two"
                       + (f" (the others' reasons: {'; '.join(reasons)})" if reasons else "")
                       + f", and {kept} kept the MACs-priced one (its row says so). A row of a latency-targeted run "
                       "that kept the MACs-priced plan compares that plan with the twin; its *rounds* are the kept "

@@ -81,6 +81,9 @@ def test_autoprune_to_a_latency_in_ms_with_round_to(dense, profile, tmp_path):
     (["--flops-reduction", "0.3"], ["--latency-profile: applies to a latency target", "not to --flops-reduction"]),
     (["--latency-reduction", "0.3", "--dtype", "bfloat16"], ["--latency-profile", "measured for"]),  # --dtype used
     (["--latency-reduction", "0.3", "--runtime", "onnxruntime", "--dtype", "bfloat16"], ["--dtype bfloat16", "numpy"]),
+    (["--latency-reduction", "0.3", "--recovery-steps", "-1"], ["--recovery-steps"]),
+    (["--latency-reduction", "0.3", "--compare-macs", "off", "--recovery-steps", "10"],
+     ["--recovery-steps 10: applies to the comparison of --compare-macs on"]),
 ])
 def test_bad_latency_targets(dense, profile, tmp_path, capsys, extra, needles):
     _fails(["prune", "--checkpoint", str(dense), "--data", "digits", "--criterion", "l1", "--latency-profile",
@@ -91,12 +94,24 @@ def test_bad_latency_targets(dense, profile, tmp_path, capsys, extra, needles):
 @pytest.mark.parametrize("command", ["prune", "autoprune"])
 @pytest.mark.parametrize("flag, value", [("--latency-batch-size", "4"), ("--runtime", "torch"), ("--dtype", "float64"),
                                          ("--latency-tolerance", "0.1"), ("--latency-rounds", "2"),
-                                         ("--latency-time-budget", "1"), ("--compare-macs", "off")])
+                                         ("--latency-time-budget", "1"), ("--compare-macs", "off"),
+                                         ("--recovery-steps", "10")])
 def test_latency_flags_with_a_macs_target_are_refused_not_ignored(dense, tmp_path, capsys, command, flag, value):
     extra = ["--criterion", "l1"] if command == "prune" else []
     _fails([command, "--checkpoint", str(dense), "--data", "digits", *extra, "--flops-reduction", "0.3", flag, value,
             "--out", str(tmp_path / "x")] + QUIET, capsys, f"{flag}: applies to a latency target")
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("given, steps", [([], 50), (["--recovery-steps", "7"], 7), (["--recovery-steps", "0"], 0)])
+def test_recovery_steps_reach_the_latency_config(given, steps):
+    from secateurs.cli import build_parser
+    from secateurs.cli._structured import target_kwargs
+    from secateurs.structured.candidates import RECOVERY_STEPS
+
+    args = build_parser().parse_args(["prune", "--checkpoint", ".", "--data", "digits", "--criterion", "l1", "--out",
+                                      "x", "--latency-reduction", "0.3", *given])
+    assert target_kwargs(args)["latency"].recovery_steps == steps and RECOVERY_STEPS == 50
 
 
 def test_bad_profile_file_and_missing_runtime(dense, tmp_path, capsys, monkeypatch):

@@ -66,6 +66,9 @@ def add_latency_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--compare-macs", choices=("on", "off"), default=None,
                    help="also build the MACs-priced plan at the latency the latency-priced one measured and keep "
                         "the one with the lower validation loss (default on; docs/latency.md)")
+    g.add_argument("--recovery-steps", type=c.nonneg_int("--recovery-steps", 100_000), default=None, metavar="N",
+                   help="where both plans score near chance after BatchNorm re-estimation, compare them after N "
+                        "steps of fine-tuning (default 50; 0: never)")
 
 
 def _existing_file(flag: str):
@@ -83,7 +86,8 @@ def _existing_file(flag: str):
 LATENCY_FLAGS = {"latency_batch_size": ("--latency-batch-size", 1), "runtime": ("--runtime", "torch"),
                  "dtype": ("--dtype", "float32"), "latency_tolerance": ("--latency-tolerance", 0.05),
                  "latency_rounds": ("--latency-rounds", 5), "latency_time_budget": ("--latency-time-budget", 3.0),
-                 "latency_profile": ("--latency-profile", None), "compare_macs": ("--compare-macs", "on")}
+                 "latency_profile": ("--latency-profile", None), "compare_macs": ("--compare-macs", "on"),
+                 "recovery_steps": ("--recovery-steps", None)}  # None: LatencyConfig's
 
 
 def _latency_flag(args: argparse.Namespace, name: str):
@@ -121,7 +125,8 @@ def target_kwargs(args: argparse.Namespace) -> dict:
         config = LatencyConfig(batch_size=lf("latency_batch_size"), threads=args.threads or 1, runtime=lf("runtime"),
                                dtype=lf("dtype"), tolerance=lf("latency_tolerance"), rounds=lf("latency_rounds"),
                                budget_s=lf("latency_time_budget"), profile=profile,
-                               compare_macs=lf("compare_macs") == "on")
+                               compare_macs=lf("compare_macs") == "on",
+                               **({} if args.recovery_steps is None else {"recovery_steps": args.recovery_steps}))
     return {"latency_reduction": args.latency_reduction, "target_latency_ms": args.target_latency_ms,
             "latency": config}
 

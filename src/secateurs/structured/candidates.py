@@ -16,7 +16,11 @@ builds a second candidate: the same method priced by MACs, its MACs reduction se
 inside the user's target: :func:`rival_window`; it is compared only if it is not slower than that by more than
 ``EQUAL_LATENCY``, since a slower plan would win by keeping more of the network, and only if it meets the user's
 target), and keeps whichever scores the lower validation loss after BatchNorm re-estimation (:func:`plan_score`),
-the latency-priced plan otherwise (met or not, as without the comparison). Both go to ``summary.json``
+the latency-priced plan otherwise (met or not, as without the comparison). Where both score near chance after
+BN re-estimation (accuracy at most twice chance: :func:`near_chance`), that score says nothing (the committed
+MobileNetV2 runs at batch 1 kept the rival on 15.4 against 10.0 % and lost 3.8 points to the twin after
+fine-tuning), so both are scored again after ``LatencyConfig.recovery_steps`` steps of fine-tuning
+(:func:`plan_score` with ``recovery_steps``; NetAdapt's short-term fine-tune, Yang et al. 2018). Both go to ``summary.json``
 (``latency_candidates``, with the reason a MACs-priced plan was not compared or could not be built). The cost: a
 second search (and, for AutoBot, a second bottleneck training), a few measured rounds, and two scoring passes over
 a few hundred images.
@@ -25,7 +29,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 if TYPE_CHECKING:
     import torch.nn as nn
@@ -33,12 +37,18 @@ if TYPE_CHECKING:
     from ..cost.measured import LatencyLoop
     from ..graph.groups import ChannelGraph
 
-__all__ = ["EQUAL_LATENCY", "RIVAL_ROUNDS", "SCORE_BATCHES", "Candidate", "Scoring", "scoring_data", "plan_score",
-           "pick", "rival_window"]
+__all__ = ["EQUAL_LATENCY", "RIVAL_ROUNDS", "SCORE_BATCHES", "RECOVERY_STEPS", "Candidate", "Scoring", "scoring_data",
+           "plan_score", "near_chance", "pick", "rival_window"]
 
 EQUAL_LATENCY = 0.02  # the MACs candidate is searched to within this of the latency candidate's measured reduction
 RIVAL_ROUNDS = 6  # its measure-and-correct rounds at least (LatencyConfig.rounds when that is more)
 SCORE_BATCHES = 8  # batches of 64: BatchNorm re-estimation (training split) and the loss (validation split)
+# the recovery fine-tune that scores two candidates near chance (``LatencyConfig.recovery_steps``): 50 batches of 64
+# (3,200 images), the recipe of ``autobot.finetune_config`` (SGD momentum 0.9, lr 0.02, weight decay 2e-3) at a
+# constant rate and without augmentation
+RECOVERY_STEPS = 50
+RECOVERY_BATCH = 64
+RECOVERY_RECIPE = {"lr": 0.02, "momentum": 0.9, "weight_decay": 2e-3}
 
 
 def rival_window(measured: float, goal: float, tolerance: float, equal: float = EQUAL_LATENCY
@@ -68,6 +78,9 @@ class Candidate:
     macs_reduction: float | None
     val_loss: float | None = None
     val_accuracy: float | None = None
+    score: str | None = None  # "bn" (after BatchNorm re-estimation) or "recovery" (then recovery_steps of training)
+    bn_val_loss: float | None = None  # the BN-re-estimated score, kept when the recovery score replaces it
+    bn_val_accuracy: float | None = None
     eligible: bool = True
     reason: str | None = None
     chosen: bool = False
@@ -77,19 +90,22 @@ class Candidate:
         m = self.loop.chosen.measured if self.loop is not None else None
         return {"cost": self.cost, "latency_reduction": m and m.reduction, "latency_ms_measured": m and m.pruned_ms,
                 "latency_ms_dense": m and m.dense_ms, "flops_reduction": self.macs_reduction, "val_loss": self.val_loss,
-                "val_accuracy": self.val_accuracy, "eligible": self.eligible, "reason": self.reason,
+                "val_accuracy": self.val_accuracy, "score": self.score, "val_loss_bn": self.bn_val_loss,
+                "val_accuracy_bn": self.bn_val_accuracy, "eligible": self.eligible, "reason": self.reason,
                 "chosen": self.chosen, "rounds": len(self.loop.rounds) if self.loop else 0, "seconds": self.seconds}
 
 
 @dataclass(frozen=True)
 class Scoring:
     """What every candidate is scored on, materialised once: BatchNorm batches, loss inputs and labels, where the
-    loss images come from."""
+    loss images come from; ``train(steps)``: the labelled batches of a recovery fine-tune, the same for every
+    candidate (drawn lazily; None: only the loss images, for tests)."""
 
     bn: list
     x: Any
     y: Any
     source: str
+    train: Callable[[int], Iterator] | None = None
 
 
 def scoring_data(data: Any, seed: int = 0, batches: int = SCORE_BATCHES) -> Scoring:
@@ -104,11 +120,22 @@ def scoring_data(data: Any, seed: int = 0, batches: int = SCORE_BATCHES) -> Scor
     if isinstance(data, DataSplits):
         bn = list(seeded_batches(data.train_x, batch_size=64, seed=seed, batches=batches))
         n = batches * 64
+
+        def train(steps: int) -> Iterator:  # seeded epochs of the training split, as many as the steps need
+            epoch = 0
+            while True:
+                for b in seeded_batches(data.train_x, data.train_y, batch_size=RECOVERY_BATCH, seed=seed + 2 + epoch):
+                    if steps <= 0:
+                        return
+                    steps -= 1
+                    yield b
+                epoch += 1
+
         if len(data.val_x):
-            return Scoring(bn, data.val_x[:n], data.val_y[:n], "validation split")
+            return Scoring(bn, data.val_x[:n], data.val_y[:n], "validation split", train)
         held = list(seeded_batches(data.train_x, data.train_y, batch_size=64, seed=seed + 1, batches=batches))
         return Scoring(bn, torch.cat([x for x, _ in held]), torch.cat([y for _, y in held]),
-                       "training split (no validation split)")
+                       "training split (no validation split)", train)
     if not isinstance(data, Iterable):
         raise ValueError(f"no data to score candidates on (got {type(data).__name__})")
     pairs = []
@@ -121,14 +148,24 @@ def scoring_data(data: Any, seed: int = 0, batches: int = SCORE_BATCHES) -> Scor
             break
     if not pairs:
         raise ValueError("no batches to score candidates on")
+
+    def again(steps: int) -> Iterator:  # the batches read, in turn: the loss images are trained on too
+        for i in range(steps):
+            yield pairs[i % len(pairs)][:2]
+
     return Scoring([b[0] for b in pairs], torch.cat([b[0] for b in pairs]), torch.cat([b[1] for b in pairs]),
-                   "the given batches (also used for BatchNorm)")
+                   "the given batches (also used for BatchNorm)", again)
 
 
-def plan_score(dense: "nn.Module", graph: "ChannelGraph", kept, example_inputs: Any, scoring: Scoring
-               ) -> dict[str, Any]:
+def plan_score(dense: "nn.Module", graph: "ChannelGraph", kept, example_inputs: Any, scoring: Scoring,
+               recovery_steps: int = 0, seed: int = 0) -> dict[str, Any]:
     """Loss and accuracy on ``scoring`` of ``dense`` pruned to ``kept`` (a copy; ``dense`` is unchanged) after its
-    BatchNorm statistics are re-estimated on ``scoring.bn``."""
+    BatchNorm statistics are re-estimated on ``scoring.bn`` and, with ``recovery_steps``, after that many steps of
+    fine-tuning on ``scoring.train`` (``RECOVERY_RECIPE``; every parameter trained, the torch RNG seeded by ``seed``
+    inside, so that two candidates see the same batches and the same dropout draws); ``classes``: the width of
+    the output, for :func:`near_chance`."""
+    import torch
+
     from ..train import evaluate
     from ..unstructured import reestimate_batchnorm
     from .apply import apply_plan
@@ -137,9 +174,50 @@ def plan_score(dense: "nn.Module", graph: "ChannelGraph", kept, example_inputs: 
     model = copy.deepcopy(dense)
     apply_plan(model, PruningPlan.from_kept(graph, kept), example_inputs, graph=graph, verify=False)
     reestimate_batchnorm(model, scoring.bn)
+    if recovery_steps:
+        if scoring.train is None:
+            raise ValueError("no training batches to recover on")
+        _recover(model, scoring.train(recovery_steps), seed)
     ev = evaluate(model, scoring.x, scoring.y)
+    with torch.no_grad():
+        classes = model.eval()(scoring.x[:1].to(_device(model))).shape[-1]
     return {"val_loss": ev["loss"], "val_accuracy": ev["accuracy"], "images": len(scoring.x),
-            "source": scoring.source}
+            "source": scoring.source, "classes": int(classes), "recovery_steps": recovery_steps}
+
+
+def _device(model: "nn.Module"):
+    from .._device import device_of
+
+    return device_of(model)
+
+
+def _recover(model: "nn.Module", batches: Iterable, seed: int) -> None:
+    """Fine-tune ``model`` in place on ``batches`` of ``(inputs, labels)`` with ``RECOVERY_RECIPE``."""
+    import torch
+    import torch.nn.functional as F
+
+    device = _device(model)
+    params = list(model.parameters())
+    for p in params:
+        p.requires_grad_(True)
+    opt = torch.optim.SGD(params, **RECOVERY_RECIPE)
+    was_training = model.training
+    model.train()
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        for x, y in batches:
+            loss = F.cross_entropy(model(x.to(device)), y.to(device))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    model.train(was_training)
+
+
+def near_chance(score: dict[str, Any]) -> bool:
+    """A :func:`plan_score` that says little of the network: accuracy at most twice chance (``2 / classes``), so
+    the BN-re-estimated network's loss is near that of a guess. False without ``classes`` or for one class."""
+    classes = score.get("classes")
+    return bool(classes and classes > 1 and score["val_accuracy"] <= 2 / classes)
 
 
 def pick(candidates: list[Candidate]) -> Candidate:

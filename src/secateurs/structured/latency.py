@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from .._schema import is_number
 from ..errors import ArgumentError
+from .candidates import RECOVERY_STEPS
 from .target import Target
 
 if TYPE_CHECKING:
@@ -59,7 +60,9 @@ class LatencyConfig:
     most this fraction of their group's mean channel (``structured.select._free``; None: ``FREE_FRACTION``; 0:
     off); AutoBot's threshold search never restores channels its gates closed. ``compare_macs``: also build the
     same method's MACs-priced plan at the latency the first plan measured and keep the one with the lower
-    validation loss (``structured.candidates``; the front door ``prune`` only)."""
+    validation loss (``structured.candidates``; the front door ``prune`` only); ``recovery_steps``: where both
+    plans score near chance after BatchNorm re-estimation, score them again after this many steps of fine-tuning
+    (``candidates.RECOVERY_STEPS``; 0: never)."""
 
     batch_size: int = 1
     threads: int = 1
@@ -71,6 +74,7 @@ class LatencyConfig:
     profile: Any = None
     free: float | None = None
     compare_macs: bool = True
+    recovery_steps: int = RECOVERY_STEPS
 
     def __post_init__(self) -> None:
         from ..cost.latency_profile import DTYPES, RUNTIMES
@@ -83,7 +87,9 @@ class LatencyConfig:
                   ("latency_rounds", self.rounds, isinstance(self.rounds, int) and self.rounds >= 1),
                   ("budget_s", self.budget_s, is_number(self.budget_s) and self.budget_s >= 0),
                   ("free", self.free, self.free is None or (is_number(self.free) and 0 <= self.free < 1)),
-                  ("compare_macs", self.compare_macs, isinstance(self.compare_macs, bool))]
+                  ("compare_macs", self.compare_macs, isinstance(self.compare_macs, bool)),
+                  ("recovery_steps", self.recovery_steps, isinstance(self.recovery_steps, int)
+                   and not isinstance(self.recovery_steps, bool) and 0 <= self.recovery_steps <= 100_000)]
         for name, value, ok in checks:
             if not ok:
                 raise ArgumentError(name, value, "invalid value")

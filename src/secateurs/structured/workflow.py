@@ -279,7 +279,7 @@ def _compare_macs(lat, graph, example_inputs, selection, loop, rival, data, seed
     import time
 
     from ..cost.macs import MacsModel
-    from .candidates import EQUAL_LATENCY, Candidate, pick, plan_score, rival_window, scoring_data
+    from .candidates import EQUAL_LATENCY, Candidate, near_chance, pick, plan_score, rival_window, scoring_data
     from .target import TargetError
 
     macs = MacsModel(graph)
@@ -312,15 +312,28 @@ def _compare_macs(lat, graph, example_inputs, selection, loop, rival, data, seed
              for g, w in widths.items()):
         second.eligible, second.reason = False, "the same plan"
     if second.eligible:
+        steps = lat["config"].recovery_steps
         try:
-            for c in (first, second):
-                score = plan_score(lat["dense"], graph, c.selection.kept, example_inputs, scoring)
-                c.val_loss, c.val_accuracy = score["val_loss"], score["val_accuracy"]
+            scores = [plan_score(lat["dense"], graph, c.selection.kept, example_inputs, scoring)
+                      for c in (first, second)]
+            for c, score in zip((first, second), scores):
+                c.val_loss, c.val_accuracy, c.score = score["val_loss"], score["val_accuracy"], "bn"
+            if steps and all(near_chance(score) for score in scores):  # the BN score says nothing: recover first
+                log(f"both plans near chance after BatchNorm re-estimation (validation accuracy "
+                    f"{first.val_accuracy:.3f} and {second.val_accuracy:.3f}): scoring both after {steps} steps of "
+                    f"fine-tuning")
+                for c in (first, second):
+                    score = plan_score(lat["dense"], graph, c.selection.kept, example_inputs, scoring,
+                                       recovery_steps=steps, seed=seed)
+                    c.bn_val_loss, c.bn_val_accuracy = c.val_loss, c.val_accuracy
+                    c.val_loss, c.val_accuracy, c.score = score["val_loss"], score["val_accuracy"], "recovery"
         except (ValueError, RuntimeError) as e:
-            first.val_loss = first.val_accuracy = second.val_loss = second.val_accuracy = None
+            for c in (first, second):
+                c.val_loss = c.val_accuracy = c.bn_val_loss = c.bn_val_accuracy = c.score = None
             second.eligible, second.reason = False, f"not scored: {e}"
     chosen = pick([first, second])
-    log(f"kept the {chosen.cost}-priced plan (validation loss: latency-priced {first.val_loss}, MACs-priced "
+    log(f"kept the {chosen.cost}-priced plan (validation loss{' after recovery' if first.score == 'recovery' else ''}"
+        f": latency-priced {first.val_loss}, MACs-priced "
         f"{second.val_loss}{'' if second.eligible else '; not compared: ' + second.reason})")
     return chosen, [first, second]
 
