@@ -81,9 +81,9 @@ def test_autoprune_to_a_latency_in_ms_with_round_to(dense, profile, tmp_path):
     (["--flops-reduction", "0.3"], ["--latency-profile: applies to a latency target", "not to --flops-reduction"]),
     (["--latency-reduction", "0.3", "--dtype", "bfloat16"], ["--latency-profile", "measured for"]),  # --dtype used
     (["--latency-reduction", "0.3", "--runtime", "onnxruntime", "--dtype", "bfloat16"], ["--dtype bfloat16", "numpy"]),
-    (["--latency-reduction", "0.3", "--recovery-steps", "-1"], ["--recovery-steps"]),
+    (["--latency-reduction", "0.3", "--recovery-steps", "-1"], ["--recovery-steps must be >= 0, got -1"]),
     (["--latency-reduction", "0.3", "--compare-macs", "off", "--recovery-steps", "10"],
-     ["--recovery-steps 10: applies to the comparison of --compare-macs on"]),
+     ["--recovery-steps 10: applies with --compare-macs on"]),
 ])
 def test_bad_latency_targets(dense, profile, tmp_path, capsys, extra, needles):
     _fails(["prune", "--checkpoint", str(dense), "--data", "digits", "--criterion", "l1", "--latency-profile",

@@ -3,6 +3,7 @@ measure-and-correct loop's record in the summary, AutoBot's loss on the latency 
 search. Profiles are synthetic (fixtures.latency: tables = MACs), so nothing here depends on timing values; the
 measured rounds do time the real (tiny) models, and only their structure is asserted."""
 import copy
+import dataclasses
 
 import pytest
 import torch
@@ -479,6 +480,7 @@ def test_plan_score_with_recovery_is_the_loss_after_that_many_steps_of_the_recov
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
                                 torch.nn.Flatten(), torch.nn.Dropout(0.2), torch.nn.Linear(8 * 64, 10)).eval()
+    model.requires_grad_(False)  # frozen by the caller: the recovery trains the copy's parameters all the same
     x = data.train_x[:1]
     graph = build_channel_graph(model, x)
     kept = {graph.prunable_groups()[0].id: [0, 2, 5]}
@@ -488,12 +490,14 @@ def test_plan_score_with_recovery_is_the_loss_after_that_many_steps_of_the_recov
     bn_only = plan_score(model, graph, kept, x, scoring)
     after_bn = torch.get_rng_state()  # BN re-estimation runs the dropout in training mode
     torch.set_rng_state(rng)
-    got = plan_score(model, graph, kept, x, scoring, recovery_steps=7, seed=5)
+    with torch.no_grad():  # a caller without gradients: the recovery turns them on for itself
+        got = plan_score(model, graph, kept, x, scoring, recovery_steps=7, seed=5)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert torch.equal(after_bn, torch.get_rng_state())  # the recovery draws from its own seeded stream
     by_hand = copy.deepcopy(model)
     apply_plan(by_hand, PruningPlan.from_kept(graph, kept), x, graph=graph)
     reestimate_batchnorm(by_hand, scoring.bn)
+    by_hand.requires_grad_(True)
     opt = torch.optim.SGD(by_hand.parameters(), **RECOVERY_RECIPE)
     by_hand.train()
     torch.manual_seed(5)
@@ -516,12 +520,16 @@ def test_the_recovery_batches_are_seeded_and_run_past_the_end_of_the_training_sp
     from secateurs.structured.candidates import scoring_data
 
     data = get_dataset("digits", seed=0)
-    per_epoch = -(-len(data.train_x) // 64)
+    per_epoch = len(data.train_x) // 64  # full batches only: the pass's partial last batch is left out
+    assert len(data.train_x) % 64
     s = scoring_data(data, seed=1)
     a, b = list(s.train(per_epoch + 3)), list(s.train(per_epoch + 3))
     assert len(a) == per_epoch + 3 and all(torch.equal(u[0], v[0]) and torch.equal(u[1], v[1]) for u, v in zip(a, b))
-    assert sum(len(x) for x, _ in a[:per_epoch]) == len(data.train_x)  # one whole pass, then the next one
-    assert not torch.equal(a[0][0], a[per_epoch][0])
+    assert all(len(x) == 64 for x, _ in a)
+    assert not torch.equal(a[0][0], a[per_epoch][0])  # the second pass is in another order
+    small = scoring_data(dataclasses.replace(data, train_x=data.train_x[:40], train_y=data.train_y[:40]))
+    with pytest.raises(ValueError, match="fewer than a batch of 64"):
+        next(small.train(1))
     plain = [(torch.randn(4, 1, 8, 8), torch.arange(4)) for _ in range(3)]
     cycled = list(scoring_data(iter(plain), batches=2).train(5))
     assert [c[0] is plain[i % 2][0] for i, c in enumerate(cycled)] == [True] * 5
@@ -566,11 +574,46 @@ def test_plans_near_chance_are_compared_after_recovery(monkeypatch, bn_accuracy,
         assert calls == [(0, 0), (0, 0), (steps, 4), (steps, 4)]
         assert s["latency_plan_cost"] == "latency" and lat["score"] == macs["score"] == "recovery"
         assert (lat["val_loss"], macs["val_loss"], lat["val_loss_bn"], macs["val_loss_bn"]) == (0.8, 0.9, 2.4, 2.2)
-        assert lat["val_accuracy_bn"] == bn_accuracy
+        assert lat["val_accuracy_bn"] == bn_accuracy and lat["recovery_steps"] == macs["recovery_steps"] == steps
     else:
         assert calls == [(0, 0), (0, 0)] and s["latency_plan_cost"] == "macs"
         assert lat["score"] == macs["score"] == "bn" and lat["val_loss_bn"] is None
         assert (lat["val_loss"], macs["val_loss"]) == (2.4, 2.2)
+
+
+def test_a_failed_recovery_leaves_the_batchnorm_scores_deciding(monkeypatch):
+    """Both plans near chance, but the recovery fails (here: it diverges): the BN-re-estimated scores decide, as
+    without the recovery, and both candidates record why."""
+    import secateurs.structured.candidates as cand
+
+    _constant_latency(monkeypatch, [0.43])
+
+    def fake_score(dense, graph, kept, example_inputs, scoring, recovery_steps=0, seed=0):
+        if recovery_steps:
+            raise ValueError("the recovery fine-tune diverged (loss nan at step 3)")
+        fake_score.n += 1
+        return {"val_loss": 2.4 if fake_score.n == 1 else 2.2, "val_accuracy": 0.1, "classes": 10}
+
+    fake_score.n = 0
+    monkeypatch.setattr(cand, "plan_score", fake_score)
+    model, x, graph, prof = _mlp_case()
+    s = prune(copy.deepcopy(model), get_dataset("digits", seed=0), latency_reduction=0.4, method="l1",
+              example_inputs=x, tolerance=0.2, latency=LatencyConfig(profile=prof, **QUICK), progress=False).summary()
+    lat, macs = s["latency_candidates"]
+    assert s["latency_plan_cost"] == "macs" and macs["eligible"] and lat["score"] == macs["score"] == "bn"
+    assert (lat["val_loss"], macs["val_loss"]) == (2.4, 2.2) and lat["recovery_steps"] == 0
+    assert "diverged" in lat["recovery_error"] and lat["recovery_error"] == macs["recovery_error"]
+
+
+def test_the_recovery_refuses_a_diverged_network():
+    """A loss that is not finite stops the recovery with a ValueError, rather than scoring a NaN network."""
+    from secateurs.structured.candidates import _recover
+
+    model = torch.nn.Linear(4, 3)
+    with torch.no_grad():
+        model.weight.fill_(float("nan"))
+    with pytest.raises(ValueError, match="diverged"):
+        _recover(model, [(torch.randn(2, 4), torch.tensor([0, 1]))], seed=0)
 
 
 def test_latency_config_refuses_a_bad_recovery_step_count():

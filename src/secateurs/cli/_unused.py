@@ -30,7 +30,7 @@ def _unused_rules(args):
         yield (("--finetune-lr", "--finetune-weight-decay", "--finetune-momentum", "--finetune-batch-size"),
                "applies to fine-tuning; give --finetune-epochs E > 0")
     if g(args, "compare_macs", None) == "off":
-        yield ("--recovery-steps",), "applies to the comparison of --compare-macs on, which is off"
+        yield ("--recovery-steps",), "applies with --compare-macs on (the comparison is off)"
     if args.command == "prune" and args.criterion != "taylor":
         yield ("--calib-batches", "--batch-size"), f"applies to --criterion taylor, not {args.criterion}"
     if args.command == "sparsify":

@@ -20,10 +20,11 @@ the latency-priced plan otherwise (met or not, as without the comparison). Where
 BN re-estimation (accuracy at most twice chance: :func:`near_chance`), that score says nothing (the committed
 MobileNetV2 runs at batch 1 kept the rival on 15.4 against 10.0 % and lost 3.8 points to the twin after
 fine-tuning), so both are scored again after ``LatencyConfig.recovery_steps`` steps of fine-tuning
-(:func:`plan_score` with ``recovery_steps``; NetAdapt's short-term fine-tune, Yang et al. 2018). Both go to ``summary.json``
+(:func:`plan_score` with ``recovery_steps``; NetAdapt's short-term fine-tune, Yang et al. 2018); if that fails
+(it diverged, too little data), the BN score stands and the summary says why. Both go to ``summary.json``
 (``latency_candidates``, with the reason a MACs-priced plan was not compared or could not be built). The cost: a
 second search (and, for AutoBot, a second bottleneck training), a few measured rounds, and two scoring passes over
-a few hundred images.
+a few hundred images; where the recovery runs, two more passes and twice ``recovery_steps`` training steps.
 """
 from __future__ import annotations
 
@@ -37,8 +38,8 @@ if TYPE_CHECKING:
     from ..cost.measured import LatencyLoop
     from ..graph.groups import ChannelGraph
 
-__all__ = ["EQUAL_LATENCY", "RIVAL_ROUNDS", "SCORE_BATCHES", "RECOVERY_STEPS", "Candidate", "Scoring", "scoring_data",
-           "plan_score", "near_chance", "pick", "rival_window"]
+__all__ = ["EQUAL_LATENCY", "RIVAL_ROUNDS", "SCORE_BATCHES", "RECOVERY_STEPS", "RECOVERY_BATCH", "RECOVERY_RECIPE",
+           "Candidate", "Scoring", "scoring_data", "plan_score", "near_chance", "pick", "rival_window"]
 
 EQUAL_LATENCY = 0.02  # the MACs candidate is searched to within this of the latency candidate's measured reduction
 RIVAL_ROUNDS = 6  # its measure-and-correct rounds at least (LatencyConfig.rounds when that is more)
@@ -79,6 +80,8 @@ class Candidate:
     val_loss: float | None = None
     val_accuracy: float | None = None
     score: str | None = None  # "bn" (after BatchNorm re-estimation) or "recovery" (then recovery_steps of training)
+    recovery_steps: int = 0  # of the score that decided
+    recovery_error: str | None = None  # why the recovery scoring failed (the BN score then decides)
     bn_val_loss: float | None = None  # the BN-re-estimated score, kept when the recovery score replaces it
     bn_val_accuracy: float | None = None
     eligible: bool = True
@@ -90,7 +93,9 @@ class Candidate:
         m = self.loop.chosen.measured if self.loop is not None else None
         return {"cost": self.cost, "latency_reduction": m and m.reduction, "latency_ms_measured": m and m.pruned_ms,
                 "latency_ms_dense": m and m.dense_ms, "flops_reduction": self.macs_reduction, "val_loss": self.val_loss,
-                "val_accuracy": self.val_accuracy, "score": self.score, "val_loss_bn": self.bn_val_loss,
+                "val_accuracy": self.val_accuracy, "score": self.score, "recovery_steps": self.recovery_steps,
+                "recovery_error": self.recovery_error,
+                "val_loss_bn": self.bn_val_loss,
                 "val_accuracy_bn": self.bn_val_accuracy, "eligible": self.eligible, "reason": self.reason,
                 "chosen": self.chosen, "rounds": len(self.loop.rounds) if self.loop else 0, "seconds": self.seconds}
 
@@ -121,12 +126,17 @@ def scoring_data(data: Any, seed: int = 0, batches: int = SCORE_BATCHES) -> Scor
         bn = list(seeded_batches(data.train_x, batch_size=64, seed=seed, batches=batches))
         n = batches * 64
 
-        def train(steps: int) -> Iterator:  # seeded epochs of the training split, as many as the steps need
+        def train(steps: int) -> Iterator:  # full batches of seeded passes over the training split, as many as needed
+            if len(data.train_x) < RECOVERY_BATCH:
+                raise ValueError(f"{len(data.train_x)} training images, fewer than a batch of {RECOVERY_BATCH} to "
+                                 "recover on")
             epoch = 0
             while True:
                 for b in seeded_batches(data.train_x, data.train_y, batch_size=RECOVERY_BATCH, seed=seed + 2 + epoch):
                     if steps <= 0:
                         return
+                    if len(b[0]) < RECOVERY_BATCH:  # the pass's last, partial batch
+                        break
                     steps -= 1
                     yield b
                 epoch += 1
@@ -166,6 +176,7 @@ def plan_score(dense: "nn.Module", graph: "ChannelGraph", kept, example_inputs: 
     the output, for :func:`near_chance`."""
     import torch
 
+    from .._device import device_of
     from ..train import evaluate
     from ..unstructured import reestimate_batchnorm
     from .apply import apply_plan
@@ -179,38 +190,40 @@ def plan_score(dense: "nn.Module", graph: "ChannelGraph", kept, example_inputs: 
             raise ValueError("no training batches to recover on")
         _recover(model, scoring.train(recovery_steps), seed)
     ev = evaluate(model, scoring.x, scoring.y)
-    with torch.no_grad():
-        classes = model.eval()(scoring.x[:1].to(_device(model))).shape[-1]
+    with torch.no_grad():  # the class dimension, as evaluate and cross_entropy read it
+        classes = model.eval()(scoring.x[:1].to(device_of(model))).shape[1]
     return {"val_loss": ev["loss"], "val_accuracy": ev["accuracy"], "images": len(scoring.x),
             "source": scoring.source, "classes": int(classes), "recovery_steps": recovery_steps}
 
 
-def _device(model: "nn.Module"):
-    from .._device import device_of
-
-    return device_of(model)
-
-
 def _recover(model: "nn.Module", batches: Iterable, seed: int) -> None:
-    """Fine-tune ``model`` in place on ``batches`` of ``(inputs, labels)`` with ``RECOVERY_RECIPE``."""
+    """Fine-tune ``model`` (a throw-away copy) in place on ``batches`` of ``(inputs, labels)`` with
+    ``RECOVERY_RECIPE``, in training mode and with gradients on whatever the caller's context. Raises
+    ``ValueError`` when the loss is not finite (the score of a diverged network would decide nothing)."""
+    import math
+
     import torch
     import torch.nn.functional as F
 
-    device = _device(model)
+    from .._device import device_of
+
+    device = device_of(model)
     params = list(model.parameters())
     for p in params:
         p.requires_grad_(True)
     opt = torch.optim.SGD(params, **RECOVERY_RECIPE)
-    was_training = model.training
     model.train()
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+    cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=cuda), torch.enable_grad():  # manual_seed reseeds every CUDA device
         torch.manual_seed(seed)
-        for x, y in batches:
+        for step, (x, y) in enumerate(batches):
             loss = F.cross_entropy(model(x.to(device)), y.to(device))
+            if not math.isfinite(loss.item()):
+                raise ValueError(f"the recovery fine-tune diverged (loss {loss.item()} at step {step})")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-    model.train(was_training)
+    model.eval()
 
 
 def near_chance(score: dict[str, Any]) -> bool:

@@ -279,7 +279,7 @@ def _compare_macs(lat, graph, example_inputs, selection, loop, rival, data, seed
     import time
 
     from ..cost.macs import MacsModel
-    from .candidates import EQUAL_LATENCY, Candidate, near_chance, pick, plan_score, rival_window, scoring_data
+    from .candidates import EQUAL_LATENCY, Candidate, pick, rival_window, scoring_data
     from .target import TargetError
 
     macs = MacsModel(graph)
@@ -312,30 +312,45 @@ def _compare_macs(lat, graph, example_inputs, selection, loop, rival, data, seed
              for g, w in widths.items()):
         second.eligible, second.reason = False, "the same plan"
     if second.eligible:
-        steps = lat["config"].recovery_steps
-        try:
-            scores = [plan_score(lat["dense"], graph, c.selection.kept, example_inputs, scoring)
-                      for c in (first, second)]
-            for c, score in zip((first, second), scores):
-                c.val_loss, c.val_accuracy, c.score = score["val_loss"], score["val_accuracy"], "bn"
-            if steps and all(near_chance(score) for score in scores):  # the BN score says nothing: recover first
-                log(f"both plans near chance after BatchNorm re-estimation (validation accuracy "
-                    f"{first.val_accuracy:.3f} and {second.val_accuracy:.3f}): scoring both after {steps} steps of "
-                    f"fine-tuning")
-                for c in (first, second):
-                    score = plan_score(lat["dense"], graph, c.selection.kept, example_inputs, scoring,
-                                       recovery_steps=steps, seed=seed)
-                    c.bn_val_loss, c.bn_val_accuracy = c.val_loss, c.val_accuracy
-                    c.val_loss, c.val_accuracy, c.score = score["val_loss"], score["val_accuracy"], "recovery"
-        except (ValueError, RuntimeError) as e:
-            for c in (first, second):
-                c.val_loss = c.val_accuracy = c.bn_val_loss = c.bn_val_accuracy = c.score = None
-            second.eligible, second.reason = False, f"not scored: {e}"
+        _score(lat, graph, example_inputs, scoring, (first, second), seed, log)
     chosen = pick([first, second])
     log(f"kept the {chosen.cost}-priced plan (validation loss{' after recovery' if first.score == 'recovery' else ''}"
         f": latency-priced {first.val_loss}, MACs-priced "
         f"{second.val_loss}{'' if second.eligible else '; not compared: ' + second.reason})")
     return chosen, [first, second]
+
+
+def _score(lat, graph, example_inputs, scoring, candidates, seed, log) -> None:
+    """Score ``candidates`` in place: validation loss after BN re-estimation, then, where all are near chance
+    there, after ``recovery_steps`` of fine-tuning. A failed BN scoring leaves the rival not compared; a failed
+    recovery (diverged, too little data) leaves the BN scores deciding, its error recorded."""
+    from .candidates import near_chance, plan_score
+
+    first, second = candidates
+    try:
+        scores = [plan_score(lat["dense"], graph, c.selection.kept, example_inputs, scoring) for c in candidates]
+    except (ValueError, RuntimeError) as e:
+        second.eligible, second.reason = False, f"not scored: {e}"
+        return
+    for c, score in zip(candidates, scores):
+        c.val_loss, c.val_accuracy, c.score = score["val_loss"], score["val_accuracy"], "bn"
+    steps = lat["config"].recovery_steps
+    if not steps or not all(near_chance(score) for score in scores):
+        return
+    log(f"both plans near chance after BatchNorm re-estimation (validation accuracy {first.val_accuracy:.3f} and "
+        f"{second.val_accuracy:.3f}): scoring both after {steps} steps of fine-tuning")
+    try:
+        recovered = [plan_score(lat["dense"], graph, c.selection.kept, example_inputs, scoring, recovery_steps=steps,
+                                seed=seed) for c in candidates]
+    except (ValueError, RuntimeError) as e:
+        for c in candidates:
+            c.recovery_error = str(e)
+        log(f"the recovery scoring failed ({e}); the BatchNorm-re-estimated scores decide")
+        return
+    for c, score in zip(candidates, recovered):
+        c.bn_val_loss, c.bn_val_accuracy = c.val_loss, c.val_accuracy
+        c.val_loss, c.val_accuracy, c.score, c.recovery_steps = (score["val_loss"], score["val_accuracy"],
+                                                                 "recovery", steps)
 
 
 def _goal(lat, loop) -> float:
