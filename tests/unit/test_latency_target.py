@@ -752,7 +752,10 @@ def test_a_plan_that_removes_nearly_all_the_macs_warns_and_the_summary_records_t
     cost = LatencyModel(graph, prof)
     best = cost.reduction({g: [0] for g in cost.widths})
     data = get_dataset("digits", seed=0)
-    run = dict(method=method, latency=LatencyConfig(profile=prof, **QUICK), progress=False,
+    # compare_macs off: with real timings of this tiny MLP the MACs-priced rival's search follows timing noise
+    # (it kept a rival removing 97 % of the MACs for a 15 % target in one fresh-clone run); the warning is about
+    # the kept plan, whichever cost priced it, and the comparison has tests of its own
+    run = dict(method=method, latency=LatencyConfig(profile=prof, compare_macs=False, **QUICK), progress=False,
                config=AutoBotConfig(batches=4, batch_size=16))
     with pytest.warns(UserWarning, match="of the MACs, and accuracy is unlikely to recover") as rec:
         s = prune(copy.deepcopy(model), data, latency_reduction=round(best - 0.01, 3), **run).summary()
