@@ -94,8 +94,7 @@ class Candidate:
         return {"cost": self.cost, "latency_reduction": m and m.reduction, "latency_ms_measured": m and m.pruned_ms,
                 "latency_ms_dense": m and m.dense_ms, "flops_reduction": self.macs_reduction, "val_loss": self.val_loss,
                 "val_accuracy": self.val_accuracy, "score": self.score, "recovery_steps": self.recovery_steps,
-                "recovery_error": self.recovery_error,
-                "val_loss_bn": self.bn_val_loss,
+                "recovery_error": self.recovery_error, "val_loss_bn": self.bn_val_loss,
                 "val_accuracy_bn": self.bn_val_accuracy, "eligible": self.eligible, "reason": self.reason,
                 "chosen": self.chosen, "rounds": len(self.loop.rounds) if self.loop else 0, "seconds": self.seconds}
 
@@ -104,13 +103,13 @@ class Candidate:
 class Scoring:
     """What every candidate is scored on, materialised once: BatchNorm batches, loss inputs and labels, where the
     loss images come from; ``train(steps)``: the labelled batches of a recovery fine-tune, the same for every
-    candidate (drawn lazily; None: only the loss images, for tests)."""
+    candidate (drawn lazily)."""
 
     bn: list
     x: Any
     y: Any
     source: str
-    train: Callable[[int], Iterator] | None = None
+    train: Callable[[int], Iterator]
 
 
 def scoring_data(data: Any, seed: int = 0, batches: int = SCORE_BATCHES) -> Scoring:
@@ -186,8 +185,6 @@ def plan_score(dense: "nn.Module", graph: "ChannelGraph", kept, example_inputs: 
     apply_plan(model, PruningPlan.from_kept(graph, kept), example_inputs, graph=graph, verify=False)
     reestimate_batchnorm(model, scoring.bn)
     if recovery_steps:
-        if scoring.train is None:
-            raise ValueError("no training batches to recover on")
         _recover(model, scoring.train(recovery_steps), seed)
     ev = evaluate(model, scoring.x, scoring.y)
     with torch.no_grad():  # the class dimension, as evaluate and cross_entropy read it
